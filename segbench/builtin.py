@@ -1,0 +1,109 @@
+"""The built-in plugin: FCN-32s/16s/8s, Fast-SCNN, the conv blocks and the datasets.
+
+It uses only the public plugin API, exactly like a third-party package (see ``plugins/segbench-unet``);
+model code is imported inside the builders, so listing specs never imports or builds a network.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+from segbench import hookimpl
+from segbench.registry import DatasetSpec, ModelSpec
+
+FCN_PAPER = "Long et al., FCN, CVPR 2015"
+FAST_SCNN_PAPER = "Poudel et al., Fast-SCNN, BMVC 2019"
+MOBILENET_PAPER = "Howard et al., MobileNets, 2017, sec. 3.1"
+BLOCK_DEFAULTS = {"kernel_size": 3, "in_channels": 128, "out_channels": 128, "stride": 1}
+
+
+def _lazy(module: str, name: str) -> Callable[..., Any]:
+    """A builder that imports ``module.name`` only when called, passing every keyword through."""
+
+    def build(**kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(**kwargs)
+
+    build.__qualname__ = f"{module}.{name}"
+    return build
+
+
+@hookimpl
+def register_models(register: Callable[[ModelSpec], None]) -> None:
+    for name, variant, stride in (("fcn32s", "FCN32s", 32), ("fcn16s", "FCN16s", 16), ("fcn8s", "FCN8s", 8)):
+        register(
+            ModelSpec(
+                name=name,
+                family="fcn",
+                builder=_lazy("segbench.models.fcn", variant),
+                default_size=(512, 512),
+                default_num_classes=21,
+                description=f"VGG16 FCN, finest skip at stride {stride}, learned transposed-conv upsampling",
+                reference=FCN_PAPER,
+            )
+        )
+    register(
+        ModelSpec(
+            name="fast_scnn",
+            family="fast_scnn",
+            builder=_lazy("segbench.models.fast_scnn", "FastSCNN"),
+            default_size=(1024, 2048),
+            default_num_classes=19,
+            description="two-branch real-time network: learning to downsample, bottlenecks, PPM, fusion",
+            reference=FAST_SCNN_PAPER,
+        )
+    )
+    for name, class_name, what in (
+        ("block_standard", "ConvBNReLU", "standard KxK conv + BN + ReLU"),
+        ("block_dsconv", "DepthwiseSeparableConv", "KxK depthwise + BN, 1x1 pointwise + BN + ReLU"),
+    ):
+        register(
+            ModelSpec(
+                name=name,
+                kind="block",
+                family="conv_block",
+                builder=_lazy("segbench.models.blocks", class_name),
+                default_size=(64, 64),
+                default_num_classes=None,
+                description=what,
+                reference=MOBILENET_PAPER,
+                default_options=BLOCK_DEFAULTS,
+            )
+        )
+
+
+@hookimpl
+def register_datasets(register: Callable[[DatasetSpec], None]) -> None:
+    register(
+        DatasetSpec(
+            name="synthetic",
+            builder=_lazy("segbench.data.synthetic", "SyntheticDataset"),
+            description="generated in memory from the seed: shapes and textures, fixed train/val split",
+        )
+    )
+    register(
+        DatasetSpec(
+            name="folder",
+            builder=_lazy("segbench.data.folder", "FolderDataset"),
+            description="PATH/images + PATH/masks matched by file stem; masks are PNGs of class ids",
+            needs_path=True,
+        )
+    )
+    register(
+        DatasetSpec(
+            name="voc",
+            builder=_lazy("segbench.data.voc", "VOCDataset"),
+            description="PASCAL VOC 2012 layout (JPEGImages, SegmentationClass, ImageSets/Segmentation)",
+            needs_path=True,
+            num_classes=21,
+        )
+    )
+    register(
+        DatasetSpec(
+            name="cityscapes",
+            builder=_lazy("segbench.data.cityscapes", "CityscapesDataset"),
+            description="Cityscapes leftImg8bit + gtFine labelIds, mapped to the 19 train ids",
+            needs_path=True,
+            num_classes=19,
+        )
+    )

@@ -1,0 +1,11 @@
+"""The ``segbench`` command line: one module per command, all on one Typer app."""
+
+from segbench.cli import env_cmd, list_cmd  # noqa: F401  (registers the commands)
+from segbench.cli.app import app
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,28 @@
+"""``segbench list``: the registered architectures and blocks, and plugins that failed to load."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from segbench.cli.app import command
+from segbench.cli.options import Format, check_format
+
+COLUMNS = ("name", "kind", "family", "plugin", "default_size", "num_classes", "params", "reference")
+
+
+@command("list")
+def list_models(fmt: Format = "table") -> None:
+    """List registered models and blocks with family, default size, classes and parameter count."""
+    from segbench.inventory import spec_entries
+    from segbench.report import print_table
+
+    check_format(fmt, ("table", "json"))
+    entries = spec_entries()
+    if fmt == "json":
+        sys.stdout.write(json.dumps(entries, indent=1) + "\n")
+        return
+    print_table([e for e in entries if e["name"]], COLUMNS, title="Registered architectures")
+    failed = [e for e in entries if not e["name"]]
+    if failed:
+        print_table(failed, ("plugin", "error"), title="Plugins that failed to load")

@@ -1,0 +1,94 @@
+"""Options shared by several commands, defined once, and the parsers that validate them.
+
+Parsers raise UserError with what was wrong and what is accepted; the app turns that into exit code 2.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from segbench.errors import UserError
+from segbench.report import FORMATS
+
+_SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+
+Models = Annotated[
+    Optional[str],
+    typer.Option("--models", "-m", help="Comma list of names or globs (fcn*), or 'all'. Default: all models."),
+]
+Format = Annotated[str, typer.Option("--format", "-f", help=f"Output format: {', '.join(FORMATS)}.")]
+Out = Annotated[
+    Path, typer.Option("--out", help="Folder for <command>-<timestamp>.json/.csv/.md result files.")
+]
+NoSave = Annotated[bool, typer.Option("--no-save", help="Do not write result files.")]
+Device = Annotated[str, typer.Option("--device", "-d", help="cpu, cuda or cuda:N.")]
+NumClasses = Annotated[
+    Optional[int], typer.Option("--num-classes", help="Class count (default: each model's own).")
+]
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"512x1024"`` -> (512, 1024)."""
+    match = _SIZE.match(text)
+    if not match or min(int(match[1]), int(match[2])) < 1:
+        raise UserError(f"bad size {text!r}: expected HxW with positive integers, e.g. 512x1024")
+    return int(match[1]), int(match[2])
+
+
+def parse_sizes(text: str | None) -> list[tuple[int, int]] | None:
+    """``"512x1024,256x512"`` -> [(512, 1024), (256, 512)]; None stays None (each model's default)."""
+    if text is None:
+        return None
+    return [parse_size(part) for part in _items(text, "size", "HxW,HxW,...")]
+
+
+def parse_int_list(text: str, what: str, minimum: int = 1) -> list[int]:
+    """``"1,8"`` -> [1, 8], each at least ``minimum``."""
+    values = []
+    for part in _items(text, what, "a comma list of integers"):
+        try:
+            value = int(part)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise UserError(f"bad {what} {part!r}: expected integers >= {minimum}, e.g. 1,8")
+        values.append(value)
+    return values
+
+
+def check_positive(value: int | None, what: str) -> int | None:
+    if value is not None and value < 1:
+        raise UserError(f"bad {what} {value}: expected an integer >= 1")
+    return value
+
+
+def check_format(fmt: str, accepted: tuple[str, ...] = FORMATS) -> str:
+    if fmt not in accepted:
+        raise UserError(f"bad format {fmt!r}: accepted {', '.join(accepted)}")
+    return fmt
+
+
+def check_device(device: str) -> str:
+    """Accept cpu, cuda, cuda:N, and refuse CUDA where there is none."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise UserError(f"bad device {device!r}: accepted cpu, cuda, cuda:N")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise UserError(f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def _items(text: str, what: str, accepted: str) -> list[str]:
+    items = [part.strip() for part in text.split(",") if part.strip()]
+    if not items:
+        raise UserError(f"bad {what} {text!r}: expected {accepted}")
+    return items

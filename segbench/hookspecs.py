@@ -1,0 +1,54 @@
+"""The segbench plugin contract.
+
+A plugin is a module or object with functions decorated by ``@segbench.hookimpl`` whose names match the
+specifications below. Third-party plugins are found through the entry-point group ``segbench``; the
+built-in architectures (``segbench.builtin``) are registered through these same hooks.
+
+Hooks are always called with keyword arguments, so a plugin may accept only the arguments it needs.
+Arguments may be added over time but are never removed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import pluggy
+
+if TYPE_CHECKING:
+    from segbench.registry import DatasetSpec, ModelSpec
+
+hookspec = pluggy.HookspecMarker("segbench")
+
+# -------------------------------------------------------------------------------------------------
+# registration hooks
+# -------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def register_models(register: Callable[["ModelSpec"], None]) -> None:
+    """Register architectures (whole models and building blocks) with the harness.
+
+    Called once, the first time the registry is needed (never at import time), for every plugin.
+
+    :param register: callback owned by the core; call it once per :class:`segbench.registry.ModelSpec`.
+        The core validates the spec, stamps it with the name of the plugin that registered it, and
+        raises if another plugin already registered the same name (a silently replaced model would
+        change the numbers).
+
+    Return value is ignored. An exception raised here is reported with the plugin's name, and the
+    specs of every other plugin still load.
+    """
+
+
+@hookspec
+def register_datasets(register: Callable[["DatasetSpec"], None]) -> None:
+    """Register datasets that ``segbench train`` and ``segbench run`` can read.
+
+    Called once, the first time the registry is needed, for every plugin.
+
+    :param register: callback owned by the core; call it once per :class:`segbench.registry.DatasetSpec`.
+        Names must be unique across plugins; the user selects one with ``--dataset NAME`` or
+        ``--dataset NAME:PATH``.
+
+    Return value is ignored. An exception raised here is reported with the plugin's name.
+    """

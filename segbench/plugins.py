@@ -1,0 +1,118 @@
+"""The plugin manager: the built-in plugin and the entry-point group ``segbench``, loaded lazily, once.
+
+A plugin that fails to import, or raises inside a registration hook, is reported on stderr (plugin name
+and a one-line reason) and in ``segbench list``; every other plugin still loads. Environment:
+
+- ``SEGBENCH_DISABLE_PLUGINS=a,b`` skips the named entry-point plugins.
+- ``SEGBENCH_STRICT_PLUGINS=1`` turns a plugin failure into an error (for CI of plugin packages).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from dataclasses import dataclass, replace
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+import pluggy
+
+from segbench import builtin, hookspecs
+from segbench.errors import UserError
+from segbench.registry import DuplicateNameError, Registry
+
+ENTRY_POINT_GROUP = "segbench"
+BUILTIN_NAME = "segbench"
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    plugin: str
+    reason: str
+
+
+@dataclass
+class _State:
+    manager: pluggy.PluginManager
+    registry: Registry
+    failures: list[PluginFailure]
+
+
+def get_registry() -> Registry:
+    """The registry of every loaded plugin's specs (built on first use)."""
+    return _load().registry
+
+
+def failed_plugins() -> list[PluginFailure]:
+    """Plugins that could not be imported or whose registration hook raised."""
+    return list(_load().failures)
+
+
+def plugin_names() -> list[str]:
+    """Names of the plugins that loaded, the built-in one first."""
+    return [name for name, _ in _load().manager.list_name_plugin()]
+
+
+def reset() -> None:
+    """Forget the loaded plugins, so the next lookup discovers them again (tests, long sessions)."""
+    _load.cache_clear()
+
+
+@functools.cache
+def _load() -> _State:
+    manager = pluggy.PluginManager(ENTRY_POINT_GROUP)
+    manager.add_hookspecs(hookspecs)
+    manager.register(builtin, name=BUILTIN_NAME)
+    failures = _register_entry_points(manager)
+    registry = Registry()
+    failures += _call_registration(manager, "register_models", registry.add_model)
+    failures += _call_registration(manager, "register_datasets", registry.add_dataset)
+    for failure in failures:
+        _report(failure)
+    return _State(manager, registry, failures)
+
+
+def _register_entry_points(manager: pluggy.PluginManager) -> list[PluginFailure]:
+    disabled = {n.strip() for n in os.environ.get("SEGBENCH_DISABLE_PLUGINS", "").split(",") if n}
+    failures = []
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        name = ep.dist.name if ep.dist is not None else ep.name
+        if name in disabled or ep.name in disabled:
+            continue
+        try:
+            manager.register(ep.load(), name=name)
+        except Exception as exc:  # a broken plugin must not break the harness
+            failures.append(PluginFailure(name, f"failed to load: {_one_line(exc)}"))
+    return failures
+
+
+def _call_registration(
+    manager: pluggy.PluginManager, hook_name: str, add: Callable[[Any], None]
+) -> list[PluginFailure]:
+    """Call one registration hook plugin by plugin, so one that raises cannot stop the others."""
+    failures = []
+    for impl in getattr(manager.hook, hook_name).get_hookimpls():
+
+        def register(spec: Any, _plugin: str = impl.plugin_name) -> None:
+            add(replace(spec, plugin=_plugin))
+
+        try:
+            impl.function(**{arg: register for arg in impl.argnames})
+        except DuplicateNameError:
+            raise
+        except Exception as exc:
+            failures.append(PluginFailure(impl.plugin_name, f"{hook_name} raised {_one_line(exc)}"))
+    return failures
+
+
+def _report(failure: PluginFailure) -> None:
+    message = f"plugin {failure.plugin!r} {failure.reason}"
+    if os.environ.get("SEGBENCH_STRICT_PLUGINS") == "1":
+        raise UserError(message + " (SEGBENCH_STRICT_PLUGINS=1)")
+    print(f"segbench: warning: {message}", file=sys.stderr)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -1,0 +1,190 @@
+"""Specs of what plugins register, and the lookup and selection over them.
+
+A spec holds a factory plus facts about the architecture, never a built model (timm's registry idea):
+listing hundreds of models must not build them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
+
+from segbench.errors import UserError
+
+if TYPE_CHECKING:
+    from torch import nn
+    from torch.utils.data import Dataset
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+Kind = Literal["model", "block"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One architecture (kind ``model``) or building block (kind ``block``) a plugin offers.
+
+    ``builder(num_classes=..., **options)`` returns a plain ``nn.Module``. Blocks take no class count:
+    their builder gets ``default_options`` overridden by the caller's options (kernel_size, in_channels,
+    out_channels, stride), and their input has ``in_channels`` channels instead of 3.
+    """
+
+    name: str
+    family: str
+    builder: Callable[..., "nn.Module"]
+    default_size: tuple[int, int]
+    default_num_classes: int | None
+    description: str
+    reference: str = ""
+    kind: Kind = "model"
+    default_options: Mapping[str, Any] = field(default_factory=dict)
+    plugin: str = ""
+
+    def options(self, **overrides: Any) -> dict[str, Any]:
+        """The builder options in effect: defaults overridden by the caller's."""
+        return {**self.default_options, **overrides}
+
+    def build(self, num_classes: int | None = None, **options: Any) -> "nn.Module":
+        options = self.options(**options)
+        if self.kind == "block":
+            return self.builder(**options)
+        return self.builder(num_classes=num_classes or self.default_num_classes, **options)
+
+    def input_channels(self, **options: Any) -> int:
+        return int(self.options(**options).get("in_channels", 3))
+
+    def validate(self) -> None:
+        """Raise ValueError when a plugin hands over a malformed spec."""
+        if not _NAME.match(self.name):
+            raise ValueError(f"model name {self.name!r} must be lowercase snake case")
+        if self.kind not in ("model", "block"):
+            raise ValueError(f"model {self.name!r}: kind must be 'model' or 'block', not {self.kind!r}")
+        if not callable(self.builder):
+            raise ValueError(f"model {self.name!r}: builder is not callable")
+        if len(self.default_size) != 2 or min(self.default_size) < 1:
+            raise ValueError(f"model {self.name!r}: default_size must be (H, W) with positive sides")
+        if self.kind == "model" and (self.default_num_classes or 0) < 1:
+            raise ValueError(f"model {self.name!r}: default_num_classes must be a positive int")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset a plugin offers: ``builder(path=, split=, seed=, num_classes=)`` returns a torch Dataset.
+
+    The dataset yields ``(image float 3xHxW, mask int64 HxW with 255 = ignore)`` and has ``num_classes``.
+    ``num_classes`` here is the fixed class count of the format, or None when it is read from the data.
+    """
+
+    name: str
+    builder: Callable[..., "Dataset"]
+    description: str
+    needs_path: bool = False
+    num_classes: int | None = None
+    plugin: str = ""
+
+    def open(
+        self, path: str | None, split: str, seed: int = 0, num_classes: int | None = None
+    ) -> "Dataset":
+        return self.builder(path=path, split=split, seed=seed, num_classes=num_classes)
+
+    def validate(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"dataset name {self.name!r} must be lowercase snake case")
+        if not callable(self.builder):
+            raise ValueError(f"dataset {self.name!r}: builder is not callable")
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that puts fcn8s before fcn16s before fcn32s."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+class DuplicateNameError(UserError):
+    """Two plugins registered the same name."""
+
+
+class Registry:
+    """Name -> spec tables for models/blocks and datasets, filled by the plugin hooks."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, ModelSpec] = {}
+        self.datasets: dict[str, DatasetSpec] = {}
+
+    def add_model(self, spec: ModelSpec) -> None:
+        spec.validate()
+        _reject_duplicate("model", spec.name, self.models.get(spec.name), spec)
+        self.models[spec.name] = spec
+
+    def add_dataset(self, spec: DatasetSpec) -> None:
+        spec.validate()
+        _reject_duplicate("dataset", spec.name, self.datasets.get(spec.name), spec)
+        self.datasets[spec.name] = spec
+
+    def names(self, kind: Kind | None = None) -> list[str]:
+        return sorted(
+            (n for n, s in self.models.items() if kind is None or s.kind == kind), key=natural_key
+        )
+
+    def model(self, name: str) -> ModelSpec:
+        try:
+            return self.models[name]
+        except KeyError:
+            raise UserError(_unknown("model", name, self.names())) from None
+
+    def select(self, selection: str | None, kind: Kind | None = "model") -> list[ModelSpec]:
+        """Resolve ``"fcn8s,fast_scnn"``, globs (``"fcn*"``) and ``"all"`` to specs, in the user's order.
+
+        ``None`` or ``"all"`` means every registered spec of ``kind``; an exact name selects its spec
+        whatever its kind, so ``--models block_dsconv`` works too.
+        """
+        known = self.names(kind)
+        if not selection or selection.strip() == "all":
+            return [self.models[n] for n in known]
+        chosen: list[str] = []
+        for item in (part.strip() for part in selection.split(",")):
+            if not item:
+                continue
+            if item == "all":
+                matches = known
+            elif item in self.models:
+                matches = [item]
+            else:
+                matches = fnmatch.filter(self.names(), item) if _is_glob(item) else []
+                if not matches:
+                    raise UserError(_unknown("model", item, self.names()))
+            chosen.extend(m for m in matches if m not in chosen)
+        if not chosen:
+            raise UserError(f"no model selected by {selection!r}; known: {', '.join(self.names())}")
+        return [self.models[n] for n in chosen]
+
+    def dataset(self, selection: str) -> tuple[DatasetSpec, str | None]:
+        """Resolve ``"synthetic"`` or ``"folder:PATH"`` to its spec and path."""
+        name, _, path = selection.partition(":")
+        if name not in self.datasets:
+            raise UserError(_unknown("dataset", name, sorted(self.datasets)))
+        spec = self.datasets[name]
+        if spec.needs_path and not path:
+            raise UserError(f"dataset {name!r} needs a path: use --dataset {name}:PATH")
+        if path and not spec.needs_path:
+            raise UserError(f"dataset {name!r} takes no path; use --dataset {name}")
+        return spec, path or None
+
+
+def _is_glob(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
+def _reject_duplicate(what: str, name: str, old: Any, new: Any) -> None:
+    if old is not None:
+        raise DuplicateNameError(
+            f"{what} name {name!r} is registered by two plugins: {old.plugin!r} and {new.plugin!r}; "
+            "uninstall one of them or list it in SEGBENCH_DISABLE_PLUGINS"
+        )
+
+
+def _unknown(what: str, name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return f"unknown {what} {name!r}{hint}; known: {', '.join(known) or 'none'}"

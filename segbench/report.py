@@ -1,0 +1,102 @@
+"""Render result rows: rich table on the terminal, JSON, CSV, Markdown.
+
+Tables show a chosen subset of columns with readable units; the files always hold every field.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Iterable, Sequence
+
+from segbench.results import JSON_ONLY_FIELDS, MACS_NOTE, ROW_FIELDS, to_csv, to_json
+
+FORMATS = ("table", "json", "csv", "md")
+_MAC_COLUMNS = ("macs_fvcore", "macs_thop", "macs_analytic", "flops", "macs_other")
+
+
+def render(
+    rows: list[dict[str, Any]],
+    fmt: str = "table",
+    columns: Sequence[str] | None = None,
+    title: str | None = None,
+    footnotes: Iterable[str] = (),
+) -> None:
+    """Print rows to stdout in ``fmt``; JSON and CSV carry every field, table and md the ``columns``."""
+    if fmt == "json":
+        sys.stdout.write(to_json(rows) + "\n")
+    elif fmt == "csv":
+        sys.stdout.write(to_csv(rows))
+    elif fmt == "md":
+        sys.stdout.write(to_markdown(rows, columns, title, footnotes) + "\n")
+    else:
+        print_table(rows, columns, title, footnotes)
+
+
+def visible_columns(rows: list[dict[str, Any]], columns: Sequence[str] | None) -> list[str]:
+    """The requested columns, or every column some row filled (JSON-only ones left out)."""
+    if columns is not None:
+        return list(columns)
+    filled = {k for r in rows for k, v in r.items() if v is not None}
+    keys = list(ROW_FIELDS) + [k for r in rows for k in r if k not in ROW_FIELDS]
+    return [k for k in dict.fromkeys(keys) if k in filled and k not in JSON_ONLY_FIELDS]
+
+
+def header_notes(columns: Sequence[str], footnotes: Iterable[str]) -> list[str]:
+    """Footnotes, led by the MAC/FLOP convention whenever a MAC column is shown."""
+    notes = [MACS_NOTE] if any(c in _MAC_COLUMNS for c in columns) else []
+    return notes + [n for n in footnotes if n not in notes]
+
+
+def format_cell(column: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if column in ("miou", "pixel_acc", "output_argmax_agreement"):
+            return f"{value:.4f}"
+        if column == "output_max_abs_diff":
+            return f"{value:.2e}"
+        return f"{value:,.3f}" if abs(value) < 1000 else f"{value:,.1f}"
+    return str(value)
+
+
+def to_markdown(
+    rows: list[dict[str, Any]],
+    columns: Sequence[str] | None = None,
+    title: str | None = None,
+    footnotes: Iterable[str] = (),
+) -> str:
+    cols = visible_columns(rows, columns)
+    lines = [f"### {title}", ""] if title else []
+    lines.append("| " + " | ".join(cols) + " |")
+    lines.append("|" + "|".join("---" for _ in cols) + "|")
+    for row in rows:
+        lines.append("| " + " | ".join(format_cell(c, row.get(c)).replace("|", "\\|") for c in cols) + " |")
+    notes = header_notes(cols, footnotes)
+    if notes:
+        lines.append("")
+        lines.extend(f"- {note}" for note in notes)
+    return "\n".join(lines)
+
+
+def print_table(
+    rows: list[dict[str, Any]],
+    columns: Sequence[str] | None = None,
+    title: str | None = None,
+    footnotes: Iterable[str] = (),
+) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    cols = visible_columns(rows, columns)
+    notes = header_notes(cols, footnotes)
+    table = Table(title=title, caption="\n".join(notes) or None, caption_justify="left")
+    for col in cols:
+        numeric = any(isinstance(r.get(col), (int, float)) and not isinstance(r.get(col), bool) for r in rows)
+        table.add_column(col, justify="right" if numeric else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*(format_cell(c, row.get(c)) for c in cols))
+    Console(width=max(120, Console().width)).print(table)
