@@ -125,7 +125,7 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     fields = [f for f in _columns(rows) if f not in JSON_ONLY_FIELDS]
     writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(_plain(rows))
     return buffer.getvalue()
 
 

@@ -14,3 +14,36 @@ def fcn_models() -> dict[str, torch.nn.Module]:
 
     torch.manual_seed(0)
     return {"fcn32s": FCN32s(), "fcn16s": FCN16s(), "fcn8s": FCN8s()}
+
+
+@pytest.fixture
+def fake_plugins(tmp_path, monkeypatch):
+    """Install fake plugin distributions on ``sys.path``: ``install(dist_name, source)``.
+
+    Each call writes a module and a ``.dist-info`` with an entry point in the ``segbench`` group, so
+    discovery goes through ``importlib.metadata`` exactly as for a pip-installed plugin. The plugin
+    registry is rebuilt before and after the test.
+    """
+    import sys
+    import textwrap
+
+    from segbench import plugins
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    installed: list[str] = []
+
+    def install(dist_name: str, source: str) -> None:
+        module = dist_name.replace("-", "_")
+        (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+        info = tmp_path / f"{module}-0.1.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: 0.1\n")
+        (info / "entry_points.txt").write_text(f"[segbench]\n{module} = {module}\n")
+        installed.append(module)
+        plugins.reset()
+
+    plugins.reset()
+    yield install
+    for module in installed:
+        sys.modules.pop(module, None)
+    plugins.reset()
