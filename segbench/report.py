@@ -100,3 +100,43 @@ def print_table(
     for row in rows:
         table.add_row(*(format_cell(c, row.get(c)) for c in cols))
     Console(width=max(120, Console().width)).print(table)
+
+
+# Comparison tables (run, report): model rows and block rows apart, with the columns that tell them apart.
+_MODEL_COLUMNS = (
+    "model", "device", "height", "width", "batch_size", "params", "macs_analytic", "macs_fvcore",
+    "latency_ms_median", "latency_ms_p90", "throughput_ips", "peak_mem_mb", "dataset", "train_steps",
+    "train_seconds", "miou", "pixel_acc", "error",
+)  # fmt: skip
+_BLOCK_COLUMNS = (
+    "model", "block", "kernel_size", "in_channels", "out_channels", "stride", "device", "height", "width",
+    "batch_size", "params", "macs_analytic", "latency_ms_median", "error",
+)  # fmt: skip
+#: Shown as columns only when rows differ in them; otherwise named once in a footnote.
+CONTEXT_COLUMNS = (
+    "device_name", "hostname", "precision", "channels_last", "compiled", "cuda_graph", "num_classes",
+    "threads", "torch_version", "cuda_version", "git_sha", "timestamp",
+)  # fmt: skip
+
+
+def sections(rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]], list[str], list[str]]]:
+    """Split rows into a model table and a block table: (title, rows, columns, footnotes) each.
+
+    Context fields (device name, host, precision, versions) become columns where the rows differ in
+    them, so merged runs from several machines stay apart, and a footnote where they are all equal.
+    """
+    out = []
+    for title, kind, base in (("Models", "model", _MODEL_COLUMNS), ("Blocks", "block", _BLOCK_COLUMNS)):
+        part = [r for r in rows if (r.get("kind") or "model") == kind]
+        if not part:
+            continue
+        filled = {c for r in part for c, v in r.items() if v is not None}
+        varying = [c for c in CONTEXT_COLUMNS if len({str(r.get(c)) for r in part}) > 1]
+        columns = [c for c in base if c in filled]
+        if all(r.get("macs_analytic") is not None for r in part) and "macs_fvcore" in columns:
+            columns.remove("macs_fvcore")  # the exact count is there; fvcore's is in the files
+        at = columns.index("device") + 1 if "device" in columns else 1
+        columns = columns[:at] + varying + columns[at:]
+        same = [f"{c}={format_cell(c, part[0].get(c))}" for c in CONTEXT_COLUMNS if c not in varying and c in filled]
+        out.append((title, part, columns, ["all rows: " + ", ".join(same)] if same else []))
+    return out

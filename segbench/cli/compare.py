@@ -1,0 +1,42 @@
+"""``segbench compare``: the regression gate between two result files (exit 1 on a regression)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from segbench.cli.app import command
+from segbench.errors import UserError
+
+
+@command("compare")
+def compare(
+    base: Annotated[Path, typer.Argument(help="Result file (.json or .csv) of the reference run.")],
+    new: Annotated[Path, typer.Argument(help="Result file of the run to check against BASE.")],
+    latency_tolerance: Annotated[
+        str, typer.Option("--latency-tolerance", help="Allowed median-latency growth: 10% or 0.1.")
+    ] = "10%",
+    miou_tolerance: Annotated[
+        str, typer.Option("--miou-tolerance", help="Allowed absolute mIoU drop: 0.01 (or 1%).")
+    ] = "0.01",
+) -> None:
+    """Check NEW against BASE: params and MACs exact, latency (same device) and mIoU within tolerance.
+
+    Rows are matched on model, block geometry, device type, precision and variant flags, batch size,
+    input size and class count. Prints a Markdown verdict; exit 1 on a regression, 0 otherwise.
+    """
+    from segbench.compare import compare_rows, has_regression, parse_tolerance, to_markdown
+    from segbench.results import load_rows
+
+    lat_tol = parse_tolerance(latency_tolerance, "--latency-tolerance")
+    miou_tol = parse_tolerance(miou_tolerance, "--miou-tolerance")
+    base_rows, new_rows = load_rows([base]), load_rows([new])
+    for path, rows in ((base, base_rows), (new, new_rows)):
+        if not rows:
+            raise UserError(f"no result rows in {path}: nothing to compare")
+    checks = compare_rows(base_rows, new_rows, lat_tol, miou_tol)
+    typer.echo(to_markdown(checks, str(base), str(new), lat_tol, miou_tol))
+    if has_regression(checks):
+        raise typer.Exit(1)

@@ -1,0 +1,175 @@
+"""The regression gate: compare two result files row by row and say, per check, whether NEW regressed.
+
+Rows are matched on ``KEY_FIELDS``: what was measured and how (model, block geometry, device type,
+variant, batch, size, classes), but not on which machine, so a run on another GPU still matches.
+Per matched pair:
+
+- params and MAC counts must be equal (they do not depend on the machine);
+- median latency may grow by at most the latency tolerance (relative), and is compared only when
+  both rows ran on the same ``device_name``; otherwise the check says "not comparable";
+- mIoU may drop by at most the mIoU tolerance (absolute), compared only for the same dataset and
+  training steps;
+- a row that failed in NEW (``error`` set) or is missing from NEW is a regression.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from segbench.errors import UserError
+from segbench.report import format_cell
+
+Row = dict[str, Any]
+
+KEY_FIELDS: tuple[str, ...] = (
+    "model", "kind", "block", "kernel_size", "in_channels", "out_channels", "stride", "device",
+    "precision", "channels_last", "compiled", "cuda_graph", "batch_size", "height", "width", "num_classes",
+)  # fmt: skip
+EXACT_FIELDS = ("params", "params_trainable", "macs_analytic", "macs_fvcore", "macs_thop")
+OK, REGRESSION, NOT_COMPARABLE, ADDED = "ok", "REGRESSION", "not comparable", "added"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the verdict: which row, which quantity, both values, the change and the status."""
+
+    row: str
+    check: str
+    base: str
+    new: str
+    change: str
+    status: str
+
+
+def parse_tolerance(text: str, what: str) -> float:
+    """``"10%"`` -> 0.1 and ``"0.1"`` -> 0.1; a non-negative finite number is required."""
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise UserError(f"bad {what} {text!r}: expected a non-negative fraction or percentage, e.g. 0.1 or 10%")
+    return value
+
+
+def row_key(row: Row) -> tuple[Any, ...]:
+    return tuple(row.get(f) for f in KEY_FIELDS)
+
+
+def key_label(row: Row) -> str:
+    """A short name for a matched row: model, block geometry, size, batch, device and variant."""
+    parts = [str(row.get("model"))]
+    if row.get("kernel_size") is not None:
+        parts.append(f"K={row['kernel_size']} C={row.get('in_channels')} N={row.get('out_channels')}")
+    if row.get("height") is not None:
+        parts.append(f"{row['height']}x{row.get('width')}")
+    if row.get("batch_size") is not None:
+        parts.append(f"bs{row['batch_size']}")
+    parts += [str(row[f]) for f in ("device", "precision") if row.get(f) is not None]
+    parts += [f for f in ("channels_last", "compiled", "cuda_graph") if row.get(f) is True]
+    return " ".join(parts)
+
+
+def _index(rows: Sequence[Row], which: str) -> dict[tuple[Any, ...], Row]:
+    index: dict[tuple[Any, ...], Row] = {}
+    for row in rows:
+        key = row_key(row)
+        if key in index:
+            raise UserError(
+                f"{which} holds two rows for {key_label(row)!r}: compare files of one run each "
+                f"(rows are matched on {', '.join(KEY_FIELDS)})"
+            )
+        index[key] = row
+    return index
+
+
+def compare_rows(
+    base: Sequence[Row], new: Sequence[Row], latency_tolerance: float = 0.1, miou_tolerance: float = 0.01
+) -> list[Check]:
+    """Every check for every row of BASE and NEW, in BASE's order, then rows only NEW has."""
+    base_index, new_index = _index(base, "BASE"), _index(new, "NEW")
+    checks: list[Check] = []
+    for key, old in base_index.items():
+        label = key_label(old)
+        row = new_index.get(key)
+        if row is None:
+            checks.append(Check(label, "row", "present", "missing", "", REGRESSION))
+            continue
+        checks += _check_pair(label, old, row, latency_tolerance, miou_tolerance)
+    for key, row in new_index.items():
+        if key not in base_index:
+            checks.append(Check(key_label(row), "row", "missing", "present", "", ADDED))
+    return checks
+
+
+def _check_pair(label: str, old: Row, row: Row, latency_tol: float, miou_tol: float) -> list[Check]:
+    checks = []
+    if row.get("error") and not old.get("error"):
+        checks.append(Check(label, "error", "-", str(row["error"]), "", REGRESSION))
+    for field in EXACT_FIELDS:
+        a, b = old.get(field), row.get(field)
+        if a is None:
+            continue
+        status = OK if a == b else REGRESSION
+        change = "" if b is None or a == b else f"{b - a:+,}"
+        checks.append(Check(label, field, format_cell(field, a), format_cell(field, b), change, status))
+    checks += _latency(label, old, row, latency_tol)
+    checks += _miou(label, old, row, miou_tol)
+    return checks
+
+
+def _latency(label: str, old: Row, row: Row, tolerance: float) -> list[Check]:
+    field = "latency_ms_median"
+    a, b = old.get(field), row.get(field)
+    if a is None:
+        return []
+    shown = (format_cell(field, a), format_cell(field, b))
+    if b is None:
+        return [Check(label, field, *shown, "not measured", REGRESSION)]
+    if old.get("device_name") != row.get("device_name"):
+        return [Check(label, field, *shown, f"{old.get('device_name')} vs {row.get('device_name')}", NOT_COMPARABLE)]
+    change = b / a - 1 if a else math.inf
+    status = REGRESSION if change > tolerance else OK
+    return [Check(label, field, *shown, f"{change:+.1%} (limit +{tolerance:.1%})", status)]
+
+
+def _miou(label: str, old: Row, row: Row, tolerance: float) -> list[Check]:
+    a, b = old.get("miou"), row.get("miou")
+    if a is None:
+        return []
+    shown = (format_cell("miou", a), format_cell("miou", b))
+    if b is None:
+        return [Check(label, "miou", *shown, "not measured", REGRESSION)]
+    for field in ("dataset", "train_steps"):
+        if old.get(field) != row.get(field):
+            return [Check(label, "miou", *shown, f"{field} {old.get(field)} vs {row.get(field)}", NOT_COMPARABLE)]
+    change = b - a
+    status = REGRESSION if change < -tolerance else OK
+    return [Check(label, "miou", *shown, f"{change:+.4f} (limit -{tolerance:.4f})", status)]
+
+
+def to_markdown(checks: Sequence[Check], base: str, new: str, latency_tol: float, miou_tol: float) -> str:
+    """The verdict as Markdown: conventions, one table line per check, and a summary line."""
+    lines = [
+        f"## segbench compare: {base} -> {new}",
+        "",
+        f"Rows matched on: {', '.join(KEY_FIELDS)}. Params and MACs must match exactly; median latency "
+        f"may grow by {latency_tol:.1%} (same device_name only); mIoU may drop by {miou_tol:.4f} (absolute).",
+        "",
+        "| row | check | base | new | change | status |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in checks:
+        cells = (c.row, c.check, c.base, c.new, c.change, f"**{c.status}**" if c.status == REGRESSION else c.status)
+        lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")
+    counts = {s: sum(c.status == s for c in checks) for s in (OK, REGRESSION, NOT_COMPARABLE, ADDED)}
+    verdict = "FAIL" if counts[REGRESSION] else "PASS"
+    lines += ["", f"**{verdict}**: {len(checks)} checks, " + ", ".join(f"{n} {s}" for s, n in counts.items())]
+    return "\n".join(lines)
+
+
+def has_regression(checks: Sequence[Check]) -> bool:
+    return any(c.status == REGRESSION for c in checks)

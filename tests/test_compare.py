@@ -1,0 +1,154 @@
+"""`segbench compare`: the regression gate on params, MACs, latency and mIoU."""
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from segbench.cli import app
+from segbench.compare import KEY_FIELDS, compare_rows, parse_tolerance
+from segbench.errors import UserError
+from segbench.results import make_row, to_csv, to_json
+
+runner = CliRunner()
+
+
+def rows(**changes: dict) -> list[dict]:
+    """Two model rows and one block row; ``changes`` maps a model name to fields to override."""
+    common = dict(device="cpu", device_name="Xeon", precision="fp32", batch_size=1, height=256, width=512)
+    out = [
+        make_row(model="fcn8s", kind="model", num_classes=21, params=134_489_759, macs_analytic=13_900_000_000,
+                 latency_ms_median=400.0, miou=0.40, dataset="synthetic", train_steps=20, **common),
+        make_row(model="fast_scnn", kind="model", num_classes=19, params=1_137_795, macs_analytic=210_000_000,
+                 latency_ms_median=20.0, miou=0.30, dataset="synthetic", train_steps=20, **common),
+        make_row(model="block_dsconv", kind="block", block="dsconv", kernel_size=3, in_channels=128,
+                 out_channels=128, stride=1, params=17_792, macs_analytic=71_827_456, latency_ms_median=1.0,
+                 **{**common, "height": 64, "width": 64}),
+    ]  # fmt: skip
+    return [{**r, **changes.get(r["model"], {})} for r in out]
+
+
+def gate(tmp_path: Path, new: list[dict], *options: str, base: list[dict] | None = None):
+    (tmp_path / "base.json").write_text(to_json(base if base is not None else rows()))
+    (tmp_path / "new.csv").write_text(to_csv(new))
+    return runner.invoke(app, ["compare", str(tmp_path / "base.json"), str(tmp_path / "new.csv"), *options])
+
+
+def status_of(output: str, row_start: str, check: str) -> str:
+    """The status cell of the summary line for one row and check."""
+    for line in output.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 6 and cells[0].startswith(row_start) and cells[1] == check:
+            return cells[5].strip("*")
+    raise AssertionError(f"no line for {row_start} / {check} in:\n{output}")
+
+
+@pytest.mark.parametrize(("text", "value"), [("10%", 0.1), ("0.1", 0.1), (" 2.5% ", 0.025), ("0", 0.0)])
+def test_parse_tolerance(text, value):
+    assert parse_tolerance(text, "--x") == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["abc", "-5%", "%", "nan", "inf"])
+def test_parse_tolerance_rejects(text):
+    with pytest.raises(UserError, match="expected a non-negative fraction or percentage"):
+        parse_tolerance(text, "--x")
+
+
+def test_identical_files_pass(tmp_path):
+    result = gate(tmp_path, rows())
+    assert result.exit_code == 0, result.output
+    # per model row: params, macs_analytic, latency, miou; the block row has no miou
+    assert result.stdout.strip().endswith("**PASS**: 11 checks, 11 ok, 0 REGRESSION, 0 not comparable, 0 added")
+    assert status_of(result.stdout, "fast_scnn 256x512 bs1 cpu fp32", "latency_ms_median") == "ok"
+    assert "Rows matched on: " + ", ".join(KEY_FIELDS) in result.stdout
+
+
+def test_changed_mac_count_fails(tmp_path):
+    result = gate(tmp_path, rows(fast_scnn={"macs_analytic": 210_000_001}))
+    assert result.exit_code == 1
+    assert status_of(result.stdout, "fast_scnn", "macs_analytic") == "REGRESSION"
+    assert "| 210,000,000 | 210,000,001 | +1 |" in result.stdout
+    assert status_of(result.stdout, "fcn8s", "macs_analytic") == "ok"
+
+
+def test_changed_param_count_fails(tmp_path):
+    result = gate(tmp_path, rows(block_dsconv={"params": 17_793}))
+    assert result.exit_code == 1
+    assert status_of(result.stdout, "block_dsconv K=3 C=128 N=128 64x64", "params") == "REGRESSION"
+
+
+def test_slower_latency_beyond_tolerance_fails_and_within_passes(tmp_path):
+    slower = rows(fcn8s={"latency_ms_median": 460.0})  # +15 %
+    failed = gate(tmp_path, slower)
+    assert failed.exit_code == 1
+    assert status_of(failed.stdout, "fcn8s", "latency_ms_median") == "REGRESSION"
+    assert "+15.0% (limit +10.0%)" in failed.stdout
+    assert gate(tmp_path, slower, "--latency-tolerance", "20%").exit_code == 0
+    assert gate(tmp_path, slower, "--latency-tolerance", "0.2").exit_code == 0
+    assert gate(tmp_path, rows(fcn8s={"latency_ms_median": 436.0})).exit_code == 0  # +9 %
+    assert gate(tmp_path, rows(fcn8s={"latency_ms_median": 100.0})).exit_code == 0  # faster is fine
+
+
+def test_latency_on_another_device_is_not_comparable(tmp_path):
+    other = [{**r, "device_name": "EPYC", "latency_ms_median": r["latency_ms_median"] * 3} for r in rows()]
+    result = gate(tmp_path, other)
+    assert result.exit_code == 0
+    assert status_of(result.stdout, "fcn8s", "latency_ms_median") == "not comparable"
+    assert "| Xeon vs EPYC |" in result.stdout
+    assert status_of(result.stdout, "fcn8s", "params") == "ok"
+
+
+def test_miou_drop_beyond_tolerance_fails(tmp_path):
+    assert gate(tmp_path, rows(fast_scnn={"miou": 0.295})).exit_code == 0
+    result = gate(tmp_path, rows(fast_scnn={"miou": 0.28}))
+    assert result.exit_code == 1
+    assert status_of(result.stdout, "fast_scnn", "miou") == "REGRESSION"
+    assert gate(tmp_path, rows(fast_scnn={"miou": 0.28}), "--miou-tolerance", "0.05").exit_code == 0
+    longer = gate(tmp_path, rows(fast_scnn={"miou": 0.1, "train_steps": 5}))
+    assert status_of(longer.stdout, "fast_scnn", "miou") == "not comparable"
+
+
+def test_missing_or_failed_row_in_new_fails_and_extra_row_is_added(tmp_path):
+    missing = gate(tmp_path, rows()[:2])
+    assert missing.exit_code == 1
+    assert status_of(missing.stdout, "block_dsconv", "row") == "REGRESSION"
+    failed = gate(tmp_path, rows(fcn8s={"error": "out of memory", "latency_ms_median": None, "miou": None}))
+    assert failed.exit_code == 1
+    assert status_of(failed.stdout, "fcn8s", "error") == "REGRESSION"
+    assert status_of(failed.stdout, "fcn8s", "latency_ms_median") == "REGRESSION"
+    extra = gate(tmp_path, rows(), base=rows()[:2])
+    assert extra.exit_code == 0
+    assert status_of(extra.stdout, "block_dsconv", "row") == "added"
+
+
+def test_rows_differing_in_a_key_field_do_not_match():
+    checks = compare_rows(rows(), rows(fcn8s={"batch_size": 8}))
+    assert [(c.row, c.status) for c in checks if c.check == "row"] == [
+        ("fcn8s 256x512 bs1 cpu fp32", "REGRESSION"), ("fcn8s 256x512 bs8 cpu fp32", "added"),
+    ]  # fmt: skip
+
+
+def test_duplicate_rows_in_one_file_are_refused():
+    with pytest.raises(UserError, match="BASE holds two rows for 'fcn8s 256x512 bs1 cpu fp32'"):
+        compare_rows(rows() + rows()[:1], rows())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--latency-tolerance", "fast"], "bad --latency-tolerance 'fast'"),
+        (["--miou-tolerance", "-1"], "bad --miou-tolerance '-1'"),
+    ],
+)
+def test_bad_tolerance_is_one_line_exit_2(tmp_path, args, message):
+    result = gate(tmp_path, rows(), *args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"segbench: error: {message}") and result.stderr.count("\n") == 1
+    assert result.stdout == ""
+
+
+def test_missing_file_is_exit_2(tmp_path):
+    (tmp_path / "base.json").write_text(to_json(rows()))
+    result = runner.invoke(app, ["compare", str(tmp_path / "base.json"), str(tmp_path / "nope.json")])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"segbench: error: result file not found: {tmp_path / 'nope.json'}"
