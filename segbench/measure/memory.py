@@ -1,0 +1,54 @@
+"""Peak memory of a forward pass, measured the same way for every model on a device.
+
+- CUDA: ``torch.cuda.max_memory_allocated`` minus the bytes allocated when the peak counter was
+  reset, i.e. the tensor memory the measured calls needed on top of the weights and the input
+  (what the caching allocator hands out, not what it reserves from the driver).
+- CPU: the same quantity from the CPU allocator: one forward pass runs under ``torch.profiler``
+  with ``profile_memory=True``; its allocation and free events, in time order, give the running
+  total of tensor bytes allocated since the pass began, and the peak of that running total is the
+  figure. It is the CPU analogue of the CUDA number. Process RSS is not used: glibc keeps freed
+  blocks after the warm-up, so RSS growth during the timed loop is near zero whatever the model
+  needs. Not counted: allocator bookkeeping, oneDNN buffers that do not come from torch's
+  allocator, and Python objects.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Callable
+
+import torch
+
+MIB = 1024 * 1024
+
+
+def cuda_reset_peak(device: torch.device) -> int:
+    """Start a CUDA peak measurement; returns the bytes allocated now (the baseline)."""
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    return torch.cuda.memory_allocated(device)
+
+
+def cuda_peak_mb(device: torch.device, baseline: int) -> float:
+    """Peak bytes allocated since ``cuda_reset_peak`` beyond its baseline, in MiB."""
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - baseline) / MIB
+
+
+def cpu_peak_mb(call: Callable[[], Any]) -> float:
+    """Peak tensor memory (MiB) the CPU allocator hands out during one ``call()``, output included."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        call()
+    return peak_from_events(
+        (event.start_ns(), event.nbytes())
+        for event in prof.profiler.kineto_results.events()
+        if event.name() == "[memory]" and event.device_type().name == "CPU"
+    )
+
+
+def peak_from_events(events: Any) -> float:
+    """``(time, signed bytes)`` allocation events -> the peak of their running sum, in MiB (>= 0)."""
+    ordered = (nbytes for _, nbytes in sorted(events, key=lambda e: e[0]))
+    return max(itertools.accumulate(ordered, initial=0)) / MIB

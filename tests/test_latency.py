@@ -1,0 +1,228 @@
+"""Latency measurement: row fields, variants, correctness fields, memory, traces (tiny CPU models).
+
+No test asserts a speed: the machine is shared. The CPU cross-check against torch.utils.benchmark
+lives in benchmarks/test_crosscheck.py.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+import torch
+from torch import nn
+
+from segbench.errors import UserError
+from segbench.measure.latency import (
+    CUDA_GRAPH_ON_CPU,
+    OOM,
+    VariantUnavailable,
+    compare_outputs,
+    error_reason,
+    measure_latency,
+    summarize,
+)
+from segbench.measure.memory import MIB, cpu_peak_mb, peak_from_events
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def tiny_net(classes: int = 5) -> nn.Module:
+    """A small conv net with non-trivial logits (random weights, BN with random statistics)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, classes, 1)
+    )
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-0.5, 0.5)
+        net[1].running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+@pytest.fixture
+def example() -> torch.Tensor:
+    return torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+
+
+def test_default_row_fields_are_filled_and_consistent(example: torch.Tensor) -> None:
+    row = measure_latency(tiny_net(), example, device="cpu", warmup=2, iters=7)
+    assert row["iters"] == 7
+    assert row["latency_ms_min"] <= row["latency_ms_median"] <= row["latency_ms_p90"]
+    assert row["latency_ms_min"] <= row["latency_ms_mean"]
+    assert row["latency_ms_std"] >= 0
+    assert row["throughput_ips"] == pytest.approx(2 * 1000 / row["latency_ms_median"])
+    assert row["host_ms_median"] == row["latency_ms_median"]  # one clock on CPU
+    assert row["threads"] == torch.get_num_threads()
+    assert (row["precision"], row["channels_last"], row["compiled"], row["cuda_graph"]) == ("fp32", False, False, False)
+    # the fp32 eager default is the reference itself: no correctness fields, no compile time
+    assert row["output_max_abs_diff"] is None and row["output_argmax_agreement"] is None
+    assert row["compile_seconds"] is None
+    assert row["peak_mem_mb"] > 0
+    assert row.get("trace_file") is None
+    assert isinstance(row["device_name"], str) and row["device_name"]
+
+
+def test_threads_are_set_recorded_and_restored(example: torch.Tensor) -> None:
+    before = torch.get_num_threads()
+    seen = []
+
+    class Spy(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(torch.get_num_threads())
+            return x * 2
+
+    row = measure_latency(Spy(), example, device="cpu", warmup=1, iters=3, threads=1)
+    assert row["threads"] == 1
+    assert set(seen) == {1}
+    assert torch.get_num_threads() == before
+
+
+def test_threads_are_restored_when_the_model_raises(example: torch.Tensor) -> None:
+    before = torch.get_num_threads()
+
+    class Broken(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise ValueError("shape mismatch\nsecond line")
+
+    with pytest.raises(ValueError) as info:
+        measure_latency(Broken(), example, device="cpu", warmup=0, iters=1, threads=1)
+    assert torch.get_num_threads() == before
+    assert error_reason(info.value) == "ValueError: shape mismatch"
+
+
+def test_channels_last_variant_matches_fp32_eager(example: torch.Tensor) -> None:
+    net = tiny_net()
+    row = measure_latency(net, example, device="cpu", channels_last=True, warmup=1, iters=3)
+    assert row["channels_last"] is True and row["precision"] == "fp32"
+    assert row["output_max_abs_diff"] < 1e-4
+    assert row["output_argmax_agreement"] == pytest.approx(1.0)
+    # the caller's model is untouched: still contiguous fp32
+    weight = net[0].weight
+    assert weight.dtype == torch.float32 and weight.is_contiguous()
+
+
+def test_bf16_on_cpu_reports_agreement_or_fails_cleanly(example: torch.Tensor) -> None:
+    net = tiny_net()
+    try:
+        row = measure_latency(net, example, device="cpu", precision="bf16", warmup=1, iters=3)
+    except Exception as exc:  # a CPU without bf16 kernels: the sweep turns this into a row error
+        assert error_reason(exc)
+        pytest.skip(f"bf16 unsupported here: {error_reason(exc)}")
+    assert row["precision"] == "bf16"
+    # bf16 keeps 8 mantissa bits: logits of order 1 differ by ~1e-2, not by 0 and not by 1
+    assert 0 < row["output_max_abs_diff"] < 0.2
+    assert row["output_argmax_agreement"] > 0.9
+    assert next(net.parameters()).dtype == torch.float32
+
+
+def test_cuda_graph_on_cpu_is_refused_with_a_clear_message(example: torch.Tensor) -> None:
+    with pytest.raises(VariantUnavailable) as info:
+        measure_latency(tiny_net(), example, device="cpu", cuda_graph=True)
+    assert error_reason(info.value) == CUDA_GRAPH_ON_CPU == "cuda graphs need --device cuda"
+
+
+def test_bad_precision_and_iters_are_user_errors(example: torch.Tensor) -> None:
+    with pytest.raises(UserError, match="fp32, fp16, bf16"):
+        measure_latency(tiny_net(), example, device="cpu", precision="int8")
+    with pytest.raises(UserError, match="iters"):
+        measure_latency(tiny_net(), example, device="cpu", iters=0)
+
+
+def test_trace_file_is_written_and_named(example: torch.Tensor, tmp_path) -> None:
+    row = measure_latency(
+        tiny_net(), example, device="cpu", warmup=1, iters=2, trace_dir=tmp_path / "traces", trace_name="tiny-b2"
+    )
+    path = tmp_path / "traces" / "tiny-b2.json"
+    assert row["trace_file"] == str(path)
+    events = json.loads(path.read_text())["traceEvents"]
+    assert any("conv" in str(e.get("name", "")).lower() for e in events)
+
+
+def test_default_trace_name_says_model_shape_and_variant(example: torch.Tensor, tmp_path) -> None:
+    row = measure_latency(tiny_net(), example, device="cpu", channels_last=True, warmup=0, iters=1, trace_dir=tmp_path)
+    assert row["trace_file"] == str(tmp_path / "sequential-2x3x16x16-fp32+cl.json")
+
+
+def test_cpu_peak_memory_counts_the_bytes_a_forward_allocates() -> None:
+    class Allocates(nn.Module):
+        """Allocates a 4 MiB temporary and a 1 MiB output: peak 5 MiB."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            tmp = torch.empty(MIB, dtype=torch.float32)  # 4 MiB, alive until the output exists
+            out = torch.zeros(MIB // 4, dtype=torch.float32)  # 1 MiB
+            return out if tmp.numel() else x
+
+    x = torch.ones(4)
+    with torch.inference_mode():
+        peak = cpu_peak_mb(lambda: Allocates()(x))
+    assert peak == pytest.approx(5.0, abs=0.01)
+    row = measure_latency(Allocates(), x.view(1, 4), device="cpu", warmup=0, iters=2)
+    assert row["peak_mem_mb"] == pytest.approx(5.0, abs=0.01)
+
+
+def test_peak_from_events_is_the_running_maximum_in_time_order() -> None:
+    events = [(3, 3 * MIB), (0, 10 * MIB), (1, -10 * MIB), (2, 5 * MIB)]
+    assert peak_from_events(events) == 10.0  # 10 at t=0 beats 5 + 3 at t=3
+    assert peak_from_events([(0, -MIB)]) == 0.0
+    assert peak_from_events([]) == 0.0
+
+
+def test_summarize_statistics() -> None:
+    times = [float(t) for t in range(1, 11)]
+    stats = summarize(times, batch_size=4)
+    assert stats["latency_ms_median"] == 5.5
+    assert stats["latency_ms_mean"] == 5.5
+    assert stats["latency_ms_p90"] == pytest.approx(9.1)  # numpy's default (linear) percentile
+    assert stats["latency_ms_min"] == 1.0
+    assert stats["latency_ms_std"] == pytest.approx(statistics.stdev(times))
+    assert stats["iters"] == 10
+    assert stats["throughput_ips"] == pytest.approx(4 * 1000 / 5.5)
+    single = summarize([2.0], batch_size=1)
+    assert (single["latency_ms_p90"], single["latency_ms_std"], single["throughput_ips"]) == (2.0, 0.0, 500.0)
+
+
+def test_compare_outputs_on_known_tensors() -> None:
+    ref = torch.zeros(1, 3, 2, 2)
+    ref[:, 0] = 1.0  # class 0 wins everywhere
+    out = ref.clone()
+    out[0, 2, 0, 0] = 2.0  # one pixel of four now says class 2
+    fields = compare_outputs(out, (ref, "aux"))
+    assert fields == {"output_max_abs_diff": 2.0, "output_argmax_agreement": 0.75}
+    out[0, 1, 1, 1] = float("nan")
+    assert compare_outputs(out, {"out": ref})["output_max_abs_diff"] == float("inf")
+
+
+def test_error_reason_maps_every_out_of_memory_to_one_text() -> None:
+    assert error_reason(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")) == OOM
+    assert error_reason(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried ...")) == OOM
+    assert error_reason(RuntimeError("")) == "RuntimeError"
+
+
+@pytest.mark.slow
+def test_torch_compile_time_is_reported_separately(example: torch.Tensor) -> None:
+    row = measure_latency(tiny_net(), example, device="cpu", compile=True, warmup=1, iters=3)
+    assert row["compiled"] is True
+    assert row["compile_seconds"] > row["latency_ms_median"] / 1000
+    assert row["output_max_abs_diff"] < 1e-4
+    assert row["output_argmax_agreement"] == pytest.approx(1.0)
+
+
+@CUDA
+def test_cuda_row_uses_events_and_reports_memory(example: torch.Tensor) -> None:
+    before = torch.backends.cudnn.benchmark
+    row = measure_latency(tiny_net(), example, device="cuda", warmup=2, iters=5)
+    assert row["latency_ms_min"] <= row["latency_ms_median"] <= row["latency_ms_p90"]
+    assert row["host_ms_median"] > 0 and row["peak_mem_mb"] > 0
+    assert torch.backends.cudnn.benchmark == before
+
+
+@CUDA
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+def test_cuda_graph_variants_agree_with_eager(example: torch.Tensor, precision: str) -> None:
+    row = measure_latency(
+        tiny_net(), example, device="cuda", precision=precision, channels_last=True, cuda_graph=True, warmup=2, iters=5
+    )
+    assert row["cuda_graph"] is True
+    assert row["output_argmax_agreement"] > 0.9
+    assert row["peak_mem_mb"] >= 0
