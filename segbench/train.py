@@ -1,0 +1,401 @@
+"""Brief training under one fixed, recorded budget, then mIoU on the val split.
+
+Defaults (the same for every model, so the comparison is fair; each is a keyword you can change):
+
+- optimiser AdamW, learning rate ``DEFAULT_LR`` = 2e-3, weight decay 1e-4, betas (0.9, 0.999);
+  poly schedule ``lr * (1 - step / steps) ** 0.9``; from scratch (no pre-training);
+- loss: cross-entropy with ignore index 255; a model that returns a tuple ``(main, *aux)`` in training
+  mode gets ``loss(main) + 0.4 * sum(loss(aux))`` (the Fast-SCNN paper's auxiliary weight);
+- augmentation per sample: resize to the training size, random scale in [0.75, 1.5], pad (image 0
+  = mean colour, mask 255), random crop back to the training size, horizontal flip with p = 0.5;
+- evaluation: every val image resized to the training size, logits resized back (bilinear) to the
+  mask's own size, argmax, `ConfusionMatrix`; so a model sees val images at the scale it trained at;
+- mixed precision (float16 autocast + gradient scaling) on CUDA, float32 on CPU;
+- determinism: the seed sets the weights (`train_spec`), the data order and the augmentation, so the
+  same seed on the same machine gives the same mIoU on CPU (CUDA kernels such as bilinear-upsampling
+  backward use atomics and may differ in the last digits).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from segbench.data.common import IGNORE_INDEX
+from segbench.errors import UserError
+from segbench.measure.accuracy import Accuracy, ConfusionMatrix
+
+DEFAULT_STEPS = 150
+DEFAULT_BATCH_SIZE = 8
+DEFAULT_LR = 2e-3
+WEIGHT_DECAY = 1e-4
+POLY_POWER = 0.9
+AUX_WEIGHT = 0.4
+SCALE_RANGE = (0.75, 1.5)
+
+StepCallback = Callable[[int, float], None]
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a generator for the data order."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def augment(image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resize to ``size``, random scale, pad, random crop to ``size``, random flip (torch's global RNG)."""
+    h, w = size
+    factor = float(torch.empty(()).uniform_(*SCALE_RANGE))
+    sh, sw = max(1, round(h * factor)), max(1, round(w * factor))
+    image = F.interpolate(image[None], size=(sh, sw), mode="bilinear", align_corners=False)[0]
+    mask = F.interpolate(mask[None, None].float(), size=(sh, sw), mode="nearest")[0, 0].long()
+    pad_h, pad_w = max(0, h - sh), max(0, w - sw)
+    if pad_h or pad_w:
+        image = F.pad(image, (0, pad_w, 0, pad_h), value=0.0)
+        mask = F.pad(mask, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
+    top = int(torch.randint(0, image.shape[1] - h + 1, ()))
+    left = int(torch.randint(0, image.shape[2] - w + 1, ()))
+    image, mask = image[:, top : top + h, left : left + w], mask[top : top + h, left : left + w]
+    if float(torch.rand(())) < 0.5:
+        image, mask = image.flip(-1), mask.flip(-1)
+    return image.contiguous(), mask.contiguous()
+
+
+class _Augmented(Dataset):
+    """Training view: each sample augmented to the training size (so batches stack)."""
+
+    def __init__(self, dataset: Dataset, size: tuple[int, int]) -> None:
+        self.dataset, self.size = dataset, size
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return augment(*self.dataset[index], self.size)
+
+
+class _Resized(Dataset):
+    """Evaluation view: the image resized to the evaluation size, the mask untouched."""
+
+    def __init__(self, dataset: Dataset, size: tuple[int, int]) -> None:
+        self.dataset, self.size = dataset, size
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.dataset[index]
+        if tuple(image.shape[-2:]) != self.size:
+            image = F.interpolate(image[None], size=self.size, mode="bilinear", align_corners=False)[0]
+        return image, mask
+
+
+def _collate_eval(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
+
+
+def _main_output(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def segmentation_loss(output: Any, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy (ignore 255) of the main logits plus ``AUX_WEIGHT`` x each auxiliary output's."""
+    outputs = list(output) if isinstance(output, (tuple, list)) else [output]
+    losses = []
+    for logits in outputs:
+        if logits.shape[-2:] != target.shape[-2:]:
+            logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+        losses.append(F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX))
+    return losses[0] + AUX_WEIGHT * sum(losses[1:], torch.zeros((), device=target.device))
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a ``state_dict`` checkpoint from a local file (as written by ``save``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: weights file not found; expected a local state_dict checkpoint (.pt)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several unrelated types for a bad file
+        raise UserError(f"{path}: not a readable torch checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: expected a state_dict (dict of tensors), found {type(state).__name__}")
+    result = model.load_state_dict(state, strict=False)
+    wrong = [f"missing {k}" for k in result.missing_keys] + [f"unexpected {k}" for k in result.unexpected_keys]
+    if wrong:
+        raise UserError(f"{path}: weights do not fit this model ({len(wrong)} keys differ, e.g. {wrong[0]})")
+
+
+def save_checkpoint(model: nn.Module, path: str | Path) -> None:
+    """Write the model's ``state_dict`` to ``path`` (parent folders created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+@contextlib.contextmanager
+def peak_memory(device: torch.device) -> Iterator[dict[str, float | None]]:
+    """Peak memory of the enclosed code in MiB, in ``result["peak_mem_mb"]`` once it exits.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` (weights, gradients, optimiser state, activations).
+    CPU (Linux): the high-water mark of resident memory (VmHWM, reset through ``/proc/self/clear_refs``)
+    minus the resident memory at entry: what the code added at its peak (gradients, optimiser state,
+    activations, allocator slack); weights already resident are not counted. None where the kernel
+    does not allow resetting the mark.
+    """
+    result: dict[str, float | None] = {"peak_mem_mb": None}
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        yield result
+        torch.cuda.synchronize(device)
+        result["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        start = _status_kib("VmRSS")
+    except OSError:
+        start = None
+    yield result
+    peak = _status_kib("VmHWM")
+    if start is not None and peak is not None:
+        result["peak_mem_mb"] = max(0, peak - start) / 1024
+
+
+def _progress(enabled: bool) -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+    )
+
+
+def _autocast(device: torch.device) -> Any:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def fit(
+    model: nn.Module,
+    train_set: Dataset,
+    *,
+    steps: int,
+    batch_size: int,
+    size: tuple[int, int],
+    lr: float,
+    device: torch.device,
+    generator: torch.Generator,
+    num_workers: int = 0,
+    progress: Any = None,
+    on_step: StepCallback | None = None,
+) -> None:
+    """Run ``steps`` optimiser steps of the module docstring's recipe on ``model`` (already on device)."""
+    if steps == 0:
+        return
+    sampler = RandomSampler(train_set, num_samples=steps * batch_size, generator=generator)
+    loader = DataLoader(
+        _Augmented(train_set, size),
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        generator=generator,
+        pin_memory=device.type == "cuda",
+        drop_last=False,
+    )
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=WEIGHT_DECAY)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: (1 - s / steps) ** POLY_POWER)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    task = progress.add_task("train", total=steps, info="") if progress else None
+    model.train()
+    start = time.perf_counter()
+    for step, (images, masks) in enumerate(loader, start=1):
+        images = images.to(device, non_blocking=True)
+        masks = masks.to(device, non_blocking=True)
+        with _autocast(device):
+            loss = segmentation_loss(model(images), masks)
+        optimiser.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimiser)
+        scaler.update()
+        schedule.step()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"loss became {value} at step {step}; try a lower --lr")
+        if on_step:
+            on_step(step, value)
+        if task is not None:
+            rate = step / (time.perf_counter() - start)
+            progress.update(task, completed=step, info=f"loss {value:.3f}  {rate:.2f} it/s")
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    num_classes: int,
+    size: tuple[int, int],
+    device: torch.device | str = "cpu",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    num_workers: int = 0,
+    progress: Any = None,
+) -> Accuracy:
+    """mIoU etc. of ``model`` on ``dataset``: images resized to ``size``, logits back to each mask's size."""
+    device = torch.device(device)
+    loader = DataLoader(
+        _Resized(dataset, tuple(size)), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate_eval
+    )
+    matrix = ConfusionMatrix(num_classes, IGNORE_INDEX, device=device)
+    task = progress.add_task("eval", total=len(dataset), info="") if progress else None
+    model.eval()
+    for images, masks in loader:
+        with _autocast(device):
+            logits = _main_output(model(images.to(device)))
+        for one, mask in zip(logits, masks):
+            mask = mask.to(device)
+            if one.shape[-2:] != mask.shape:
+                one = F.interpolate(one[None].float(), size=mask.shape, mode="bilinear", align_corners=False)[0]
+            matrix.update(one.argmax(0), mask)
+        if task is not None:
+            progress.advance(task, len(masks))
+    return matrix.compute()
+
+
+def train_and_evaluate(
+    model: nn.Module,
+    train_set: Dataset,
+    val_set: Dataset,
+    *,
+    steps: int = DEFAULT_STEPS,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    size: tuple[int, int] | None = None,
+    lr: float | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    num_workers: int = 0,
+    weights: str | Path | None = None,
+    save: str | Path | None = None,
+    progress: bool = True,
+    on_step: StepCallback | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` briefly on ``train_set`` and measure it on ``val_set``; return result-row fields.
+
+    :param size: training (and evaluation) size (H, W); the train set's ``default_size`` when None.
+    :param lr: peak learning rate; ``DEFAULT_LR`` when None.
+    :param weights: a local state_dict to start from (``steps=0`` then only evaluates it).
+    :param save: where to write the trained state_dict.
+    :param progress: show a rich progress bar (loss, it/s) on stderr.
+    :param on_step: called with (step, loss) after every step.
+    :returns: ``dataset, train_steps, train_seconds, miou, pixel_acc, iou_per_class, peak_mem_mb``
+        (see `peak_memory`; training only), and the conditions ``batch_size, height, width,
+        num_classes, precision, threads``.
+    """
+    if steps < 0 or batch_size < 1:
+        raise UserError(f"steps must be >= 0 and batch size >= 1 (got {steps} and {batch_size})")
+    if steps and not len(train_set):
+        raise UserError(f"dataset {train_set.name}: the train split is empty")
+    if not len(val_set):
+        raise UserError(f"dataset {val_set.name}: the val split is empty")
+    size = tuple(size or getattr(train_set, "default_size", (256, 256)))
+    dev = torch.device(device)
+    generator = seed_everything(seed)
+    if weights:
+        load_weights(model, weights)
+    model.to(dev)
+    with _progress(progress) as bar, _deterministic(dev):
+        with peak_memory(dev) as memory:
+            start = time.perf_counter()
+            fit(model, train_set, steps=steps, batch_size=batch_size, size=size, lr=lr or DEFAULT_LR,
+                device=dev, generator=generator, num_workers=num_workers, progress=bar, on_step=on_step)  # fmt: skip
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            seconds = time.perf_counter() - start
+        accuracy = evaluate(model, val_set, num_classes=train_set.num_classes, size=size, device=dev,
+                            batch_size=batch_size, num_workers=num_workers, progress=bar)  # fmt: skip
+    if save:
+        save_checkpoint(model, save)
+    return {
+        "dataset": train_set.name,
+        "train_steps": steps,
+        "train_seconds": seconds,
+        "miou": accuracy.miou,
+        "pixel_acc": accuracy.pixel_acc,
+        "iou_per_class": accuracy.iou_per_class,
+        "peak_mem_mb": memory["peak_mem_mb"] if steps else None,
+        "batch_size": batch_size,
+        "height": size[0],
+        "width": size[1],
+        "num_classes": train_set.num_classes,
+        "precision": "amp_fp16" if dev.type == "cuda" else "fp32",
+        "threads": torch.get_num_threads() if dev.type == "cpu" else None,
+    }
+
+
+@contextlib.contextmanager
+def _deterministic(device: torch.device) -> Iterator[None]:
+    """cuDNN in deterministic mode (no autotuning) while training; restored afterwards."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
+
+
+def train_spec(spec: Any, train_set: Dataset, val_set: Dataset, *, seed: int = 0, **options: Any) -> dict[str, Any]:
+    """Build a registered model for the dataset's classes, train and evaluate it: row fields.
+
+    The fields identify the model (`segbench.results.spec_fields`) and hold `train_and_evaluate`'s
+    measurements, or ``error`` when the model failed to build, train or evaluate (bad user input still
+    raises UserError). ``options`` are `train_and_evaluate`'s keywords. Shared by ``segbench train``
+    and ``segbench run``.
+    """
+    from segbench.results import device_name, spec_fields
+
+    if spec.kind != "model":
+        raise UserError(f"{spec.name} is a {spec.kind}, not a segmentation model; train takes models")
+    device = options.get("device", "cpu")
+    fields = spec_fields(spec, device=device, device_name=device_name(device), dataset=train_set.name,
+                         num_classes=train_set.num_classes, train_steps=options.get("steps", DEFAULT_STEPS))  # fmt: skip
+    try:
+        torch.manual_seed(seed)  # the initial weights are part of what the seed fixes
+        model = spec.build(num_classes=train_set.num_classes)
+        fields.update(train_and_evaluate(model, train_set, val_set, seed=seed, **options))
+    except UserError:
+        raise
+    except Exception as exc:  # a failing model gets its row with the reason; the others still run
+        fields["error"] = f"training failed: {type(exc).__name__}: {exc}"
+    return fields
