@@ -25,12 +25,13 @@ from segbench.errors import UserError
 ROW_FIELDS: tuple[str, ...] = (
     "model", "kind", "family", "plugin", "device", "device_name", "precision", "channels_last",
     "compiled", "cuda_graph", "batch_size", "height", "width", "num_classes", "params",
-    "params_trainable", "macs_fvcore", "macs_thop", "macs_analytic", "flops",
+    "params_trainable", "macs_fvcore", "macs_thop", "macs_analytic", "macs_other", "flops",
     "latency_ms_median", "latency_ms_mean", "latency_ms_p90", "latency_ms_min", "latency_ms_std",
     "iters", "throughput_ips", "host_ms_median", "threads", "output_max_abs_diff",
     "output_argmax_agreement", "compile_seconds", "peak_mem_mb", "trace_file", "dataset",
     "train_steps", "train_seconds", "miou", "pixel_acc", "iou_per_class",
-    "block", "kernel_size", "in_channels", "out_channels", "stride",
+    "block", "kernel_size", "in_channels", "out_channels", "stride", "mac_ratio", "mac_ratio_theory",
+    "latency_speedup",
     "error", "segbench_version", "torch_version", "cuda_version", "timestamp", "git_sha", "hostname",
 )  # fmt: skip
 JSON_ONLY_FIELDS = frozenset({"iou_per_class"})
