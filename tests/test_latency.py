@@ -12,8 +12,11 @@ import statistics
 import pytest
 import torch
 from torch import nn
+from typer.testing import CliRunner
 
+from segbench.cli import app
 from segbench.errors import UserError
+from segbench.latency_sweep import Variant, default_iterations, expand_variants, iter_latency_rows, latency_rows
 from segbench.measure.latency import (
     CUDA_GRAPH_ON_CPU,
     OOM,
@@ -24,6 +27,8 @@ from segbench.measure.latency import (
     summarize,
 )
 from segbench.measure.memory import MIB, cpu_peak_mb, peak_from_events
+from segbench.registry import ModelSpec
+from segbench.results import ROW_FIELDS, make_row
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -226,3 +231,229 @@ def test_cuda_graph_variants_agree_with_eager(example: torch.Tensor, precision: 
     assert row["cuda_graph"] is True
     assert row["output_argmax_agreement"] > 0.9
     assert row["peak_mem_mb"] >= 0
+
+
+# --- the sweep -----------------------------------------------------------------------------------
+
+
+def _spec(name: str, builder, kind: str = "model", **extra) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        family="test",
+        builder=builder,
+        default_size=(8, 8),
+        default_num_classes=None if kind == "block" else 5,
+        description="test model",
+        kind=kind,
+        plugin="tests",
+        **extra,
+    )
+
+
+TINY = _spec("tiny", lambda num_classes: tiny_net(num_classes))
+
+
+class FailsAtBatch(nn.Module):
+    """Raises ``error`` for inputs of batch ``batch``; otherwise a 1x1 conv."""
+
+    def __init__(self, batch: int, error: BaseException) -> None:
+        super().__init__()
+        self.batch, self.error = batch, error
+        self.conv = nn.Conv2d(3, 5, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == self.batch:
+            raise self.error
+        return self.conv(x)
+
+
+def test_expand_variants_rule() -> None:
+    assert [v.tag for v in expand_variants()] == ["fp32"]
+    assert [v.tag for v in expand_variants(("fp16",))] == ["fp32", "fp16"]  # the baseline is always there
+    assert [v.tag for v in expand_variants(("fp32", "fp16"), channels_last=True)] == [
+        "fp32", "fp32+cl", "fp16", "fp16+cl"
+    ]  # fmt: skip
+    assert [v.tag for v in expand_variants(("bf16",), compile=True, cuda_graph=True)] == [
+        "fp32", "bf16", "bf16+graph", "bf16+compile", "bf16+compile+graph"
+    ]  # fmt: skip
+    with pytest.raises(UserError, match="bad precision int8: accepted fp32, fp16, bf16"):
+        expand_variants(("fp32", "int8"))
+
+
+def test_sweep_gives_one_row_per_cell_in_order() -> None:
+    rows = latency_rows(
+        [TINY],
+        device="cpu",
+        sizes=[(8, 8), (6, 10)],
+        batch_sizes=[1, 3],
+        variants=expand_variants(channels_last=True),
+        warmup=0,
+        iters=2,
+        threads=1,
+    )
+    cells = [(r["height"], r["width"], r["batch_size"], r["channels_last"]) for r in rows]
+    assert cells == [(h, w, b, cl) for h, w in ((8, 8), (6, 10)) for b in (1, 3) for cl in (False, True)]
+    for row in rows:
+        assert set(row) == set(ROW_FIELDS)
+        assert row["error"] is None and row["iters"] == 2 and row["threads"] == 1
+        assert (row["model"], row["kind"], row["plugin"], row["device"]) == ("tiny", "model", "tests", "cpu")
+        assert row["num_classes"] == 5 and row["params"] == sum(p.numel() for p in tiny_net().parameters())
+        assert row["throughput_ips"] == pytest.approx(row["batch_size"] * 1000 / row["latency_ms_median"])
+        assert (row["output_argmax_agreement"] is None) == (not row["channels_last"])
+
+
+def test_failing_cells_become_row_errors_and_the_sweep_goes_on() -> None:
+    oom = _spec("oom", lambda num_classes: FailsAtBatch(2, torch.cuda.OutOfMemoryError("CUDA out of memory.")))
+    broken = _spec("broken", lambda num_classes: FailsAtBatch(1, ValueError("bad shape\ndetails")))
+    unbuildable = _spec("unbuildable", lambda num_classes: 1 / 0)
+    rows = latency_rows(
+        [oom, broken, unbuildable, TINY],
+        device="cpu",
+        batch_sizes=[1, 2],
+        variants=expand_variants(cuda_graph=True),
+        warmup=0,
+        iters=1,
+    )
+    errors = [(r["model"], r["batch_size"], r["cuda_graph"], r["error"]) for r in rows]
+    assert errors == [
+        ("oom", 1, False, None),
+        ("oom", 1, True, "cuda graphs need --device cuda"),
+        ("oom", 2, False, "out of memory"),
+        ("oom", 2, True, "cuda graphs need --device cuda"),
+        ("broken", 1, False, "ValueError: bad shape"),
+        ("broken", 1, True, "cuda graphs need --device cuda"),
+        ("broken", 2, False, None),
+        ("broken", 2, True, "cuda graphs need --device cuda"),
+        *[("unbuildable", b, g, "cannot build unbuildable: ZeroDivisionError: division by zero")
+          for b in (1, 2) for g in (False, True)],
+        ("tiny", 1, False, None),
+        ("tiny", 1, True, "cuda graphs need --device cuda"),
+        ("tiny", 2, False, None),
+        ("tiny", 2, True, "cuda graphs need --device cuda"),
+    ]  # fmt: skip
+    failed = next(r for r in rows if r["error"] == "out of memory")
+    assert failed["latency_ms_median"] is None and failed["iters"] is None
+
+
+def test_ctrl_c_stops_the_sweep_after_the_finished_rows() -> None:
+    stop = _spec("stop", lambda num_classes: FailsAtBatch(2, KeyboardInterrupt()))
+    rows = []
+    with pytest.raises(KeyboardInterrupt):
+        for row in iter_latency_rows([stop, TINY], device="cpu", batch_sizes=[1, 2, 4], warmup=0, iters=1):
+            rows.append(row)
+    assert [(r["model"], r["batch_size"]) for r in rows] == [("stop", 1)]
+
+
+def test_block_rows_carry_block_fields_and_input_channels() -> None:
+    from segbench.models.blocks import DepthwiseSeparableConv
+
+    block = _spec(
+        "block_dsconv",
+        lambda **options: DepthwiseSeparableConv(**options),
+        kind="block",
+        default_options={"kernel_size": 5, "in_channels": 6, "out_channels": 4, "stride": 2},
+    )
+    (row,) = latency_rows([block], device="cpu", warmup=0, iters=1)
+    assert row["error"] is None
+    assert (row["kind"], row["block"], row["kernel_size"], row["in_channels"], row["out_channels"], row["stride"]) == (
+        "block", "block_dsconv", 5, 6, 4, 2
+    )  # fmt: skip
+    assert row["num_classes"] is None and (row["height"], row["width"]) == (8, 8)
+
+
+def test_default_iterations_depend_on_the_device() -> None:
+    assert default_iterations("cpu") == (3, 10)
+    assert default_iterations("cuda:1") == (10, 50)
+    (row,) = latency_rows([TINY], device="cpu")
+    assert row["iters"] == 10
+
+
+def test_trace_files_are_named_after_the_cell(tmp_path) -> None:
+    rows = latency_rows(
+        [TINY], device="cpu", batch_sizes=[2], variants=expand_variants(channels_last=True), warmup=0, iters=1,
+        trace_dir=tmp_path,
+    )  # fmt: skip
+    assert [r["trace_file"] for r in rows] == [str(tmp_path / "tiny-2x8x8-fp32.json"), str(tmp_path / "tiny-2x8x8-fp32+cl.json")]
+    assert all(json.loads(open(r["trace_file"]).read())["traceEvents"] for r in rows)
+
+
+@CUDA
+def test_cuda_oom_cell_releases_memory_and_the_sweep_goes_on() -> None:
+    free, _ = torch.cuda.mem_get_info()
+    side = int((free / 4 / 3) ** 0.5 * 2)  # one fp32 input of ~4x the free memory
+    rows = latency_rows([TINY], device="cuda", sizes=[(side, side), (16, 16)], warmup=1, iters=2)
+    assert [r["error"] for r in rows] == ["out of memory", None]
+    assert torch.cuda.memory_allocated() < free / 8
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+runner = CliRunner()
+
+
+def test_cli_json_output_parses_with_one_row_per_cell(tmp_path) -> None:
+    result = runner.invoke(
+        app,
+        ["latency", "--models", "block_dsconv", "--size", "8x8,4x6", "--batch-size", "1,2", "--warmup", "0",
+         "--iters", "2", "--threads", "1", "--channels-last", "--format", "json", "--out", str(tmp_path)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert len(rows) == 2 * 2 * 2
+    assert {r["model"] for r in rows} == {"block_dsconv"} and {r["threads"] for r in rows} == {1}
+    assert {(r["height"], r["width"]) for r in rows} == {(8, 8), (4, 6)}
+    assert "0 warm-up + 2 timed calls per row on cpu; variants: fp32, fp32+cl" in result.stderr
+    saved = sorted(p.suffix for p in tmp_path.iterdir())
+    assert saved == [".csv", ".json", ".md"]
+
+
+def test_cli_row_errors_exit_1_and_keep_the_rows() -> None:
+    result = runner.invoke(
+        app,
+        ["latency", "-m", "block_dsconv", "--size", "8x8", "--iters", "1", "--warmup", "0", "--cuda-graph",
+         "--format", "json", "--no-save"],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    rows = json.loads(result.stdout)
+    assert [r["error"] for r in rows] == [None, "cuda graphs need --device cuda"]
+
+
+def test_cli_ctrl_c_emits_finished_rows_and_exits_130(monkeypatch) -> None:
+    import segbench.latency_sweep
+
+    def interrupted(specs, **options):
+        yield make_row(model="first", batch_size=1, height=8, width=8, latency_ms_median=1.0, throughput_ips=1e3,
+                       **Variant().fields())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(segbench.latency_sweep, "iter_latency_rows", interrupted)
+    result = runner.invoke(app, ["latency", "-m", "block_dsconv", "--format", "json", "--no-save"])
+    assert result.exit_code == 130
+    assert [r["model"] for r in json.loads(result.stdout)] == ["first"]
+    assert "interrupted: keeping the 1 finished row(s)" in result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cli_cuda_without_cuda_exits_2_with_one_line() -> None:
+    result = runner.invoke(app, ["latency", "--device", "cuda", "--format", "json"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "segbench: error: device 'cuda' requested but CUDA is not available here; use --device cpu"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--precision", "fp8"], "bad precision fp8: accepted fp32, fp16, bf16"),
+        (["--batch-size", "0"], "bad batch size '0'"),
+        (["--size", "8by8"], "bad size '8by8'"),
+        (["--iters", "0"], "bad iters 0"),
+        (["--warmup", "-1"], "bad warmup -1"),
+        (["--threads", "0"], "bad threads 0"),
+    ],
+)
+def test_cli_bad_options_exit_2(args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["latency", "-m", "block_dsconv", *args])
+    assert result.exit_code == 2
+    assert message in result.stderr

@@ -1,0 +1,171 @@
+"""``segbench latency``: latency, throughput and peak memory per model x size x batch x variant."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from segbench.cli.app import command
+from segbench.cli.options import (
+    Device,
+    Format,
+    Models,
+    NoSave,
+    Out,
+    check_device,
+    check_format,
+    check_positive,
+    parse_int_list,
+    parse_sizes,
+)
+from segbench.errors import UserError
+
+COLUMNS = (
+    "model", "batch_size", "height", "width", "precision", "channels_last", "compiled", "cuda_graph",
+    "latency_ms_median", "latency_ms_p90", "host_ms_median", "throughput_ips", "peak_mem_mb",
+    "output_max_abs_diff", "output_argmax_agreement", "compile_seconds", "trace_file", "error",
+)  # fmt: skip
+EXIT_INTERRUPTED = 130
+
+Sizes = Annotated[
+    Optional[str], typer.Option("--size", help="HxW or a comma list (512x1024,256x512). Default: each model's own.")
+]
+BatchSizes = Annotated[str, typer.Option("--batch-size", "-b", help="Batch size or a comma list (1,8).")]
+Precisions = Annotated[
+    str, typer.Option("--precision", help="Comma list of fp32, fp16, bf16 (model and input are cast).")
+]
+ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="Add channels_last rows.")]
+Compile = Annotated[bool, typer.Option("--compile", help="Add torch.compile rows (compile time reported apart).")]
+CudaGraph = Annotated[bool, typer.Option("--cuda-graph", help="Add CUDA-graph rows (CUDA only).")]
+Threads = Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads (default: torch's own).")]
+Warmup = Annotated[Optional[int], typer.Option("--warmup", help="Untimed calls per row. Default: 3 CPU, 10 CUDA.")]
+Iters = Annotated[Optional[int], typer.Option("--iters", help="Timed calls per row. Default: 10 CPU, 50 CUDA.")]
+Trace = Annotated[Optional[Path], typer.Option("--trace", help="Write a torch.profiler Chrome trace per row here.")]
+
+
+@command("latency")
+def latency(
+    models: Models = None,
+    device: Device = "cpu",
+    size: Sizes = None,
+    batch_size: BatchSizes = "1",
+    precision: Precisions = "fp32",
+    channels_last: ChannelsLast = False,
+    compile: Compile = False,
+    cuda_graph: CudaGraph = False,
+    threads: Threads = None,
+    warmup: Warmup = None,
+    iters: Iters = None,
+    trace: Trace = None,
+    fmt: Format = "table",
+    out: Out = Path("results"),
+    no_save: NoSave = False,
+) -> None:
+    """Time forward passes: median/p90 latency, host time, throughput, peak memory, fast-variant agreement.
+
+    The fp32 eager row always comes first; each precision in --precision is combined with every switch
+    given (--channels-last, --compile, --cuda-graph) off and on, one row per combination.
+    """
+    from segbench.latency_sweep import default_iterations, expand_variants, iter_latency_rows
+    from segbench.plugins import get_registry
+
+    check_format(fmt)
+    check_device(device)
+    sizes = parse_sizes(size)
+    batch_sizes = parse_int_list(batch_size, "batch size")
+    variants = expand_variants(
+        [p.strip() for p in precision.split(",") if p.strip()], channels_last, compile, cuda_graph
+    )
+    check_positive(threads, "threads")
+    check_positive(iters, "iters")
+    if warmup is not None and warmup < 0:
+        raise UserError(f"bad warmup {warmup}: expected an integer >= 0")
+    specs = get_registry().select(models, kind="model")
+    default_warmup, default_iters = default_iterations(device)
+    warmup = default_warmup if warmup is None else warmup
+    iters = default_iters if iters is None else iters
+    _note(f"{warmup} warm-up + {iters} timed calls per row on {device}; variants: {', '.join(v.tag for v in variants)}")
+
+    rows: list[dict[str, Any]] = []
+    interrupted = False
+    try:
+        for row in iter_latency_rows(
+            specs,
+            device=device,
+            sizes=sizes,
+            batch_sizes=batch_sizes,
+            variants=variants,
+            warmup=warmup,
+            iters=iters,
+            threads=threads,
+            trace_dir=trace,
+        ):
+            rows.append(row)
+            _note(_progress(row))
+    except KeyboardInterrupt:
+        interrupted = True
+        _note(f"interrupted: keeping the {len(rows)} finished row(s)")
+    _emit(rows, fmt, None if no_save else out, warmup, iters, device, interrupted)
+
+
+def _emit(
+    rows: list[dict[str, Any]], fmt: str, out: Path | None, warmup: int, iters: int, device: str, interrupted: bool
+) -> None:
+    from segbench.cli.output import emit
+
+    columns = _columns(rows, device)
+    try:
+        emit(rows, fmt, "latency", out, columns=columns, title="segbench latency", footnotes=_footnotes(warmup, iters, device, rows))
+    except typer.Exit:
+        if not interrupted:
+            raise
+    if interrupted:
+        raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def _columns(rows: list[dict[str, Any]], device: str) -> list[str]:
+    """COLUMNS less those that say nothing here: a switch nobody set, an empty field, CPU host time."""
+    always = {"model", "batch_size", "height", "width", "precision", "latency_ms_median", "throughput_ips"}
+    shown = []
+    for column in COLUMNS:
+        values = [r.get(column) for r in rows]
+        if column == "host_ms_median" and not device.startswith("cuda"):
+            continue  # the same clock as the latency on CPU
+        if column in always or any(v not in (None, False) for v in values):
+            shown.append(column)
+    return shown
+
+
+def _footnotes(warmup: int, iters: int, device: str, rows: list[dict[str, Any]]) -> list[str]:
+    if device.startswith("cuda"):
+        clock = "CUDA events around each call, synchronised; cudnn.benchmark on; host_ms = host time to launch"
+        memory = "peak_mem_mb: torch.cuda.max_memory_allocated above the weights and input"
+    else:
+        threads = sorted({r["threads"] for r in rows if r.get("threads")})
+        clock = f"time.perf_counter around each call; torch threads {', '.join(map(str, threads)) or '-'}"
+        memory = "peak_mem_mb: peak tensor memory from the CPU allocator in one profiled forward pass"
+    return [
+        f"Latency: inference_mode, {warmup} warm-up then {iters} timed calls; {clock}; compile time apart",
+        memory,
+        "output_*: fast variant vs fp32 eager on the same input (max |logit diff|, argmax agreement)",
+    ]
+
+
+def _progress(row: dict[str, Any]) -> str:
+    what = f"{row['model']} {row['batch_size']}x{row['height']}x{row['width']} {_tag(row)}"
+    if row.get("error"):
+        return f"{what}: error: {row['error']}"
+    return f"{what}: {row['latency_ms_median']:.3f} ms median, {row['throughput_ips']:.1f} img/s"
+
+
+def _tag(row: dict[str, Any]) -> str:
+    from segbench.measure.latency import variant_tag
+
+    return variant_tag(row["precision"], row["channels_last"], row["compiled"], row["cuda_graph"])
+
+
+def _note(text: str) -> None:
+    print(f"segbench: {text}", file=sys.stderr, flush=True)
