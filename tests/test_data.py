@@ -140,7 +140,7 @@ def test_folder_bad_inputs_name_the_file(tmp_path: Path) -> None:
         FolderDataset(str(root))
 
     root = folder_tree(tmp_path / "b")
-    with pytest.raises(UserError, match=r"img4\.png: mask holds class id\(s\) \[4\] but there are 4 classes"):
+    with pytest.raises(UserError, match=r"img4\.png: mask holds class id\(s\) \[4\] but the class count is 4"):
         FolderDataset(str(root), num_classes=4)
 
     root = folder_tree(tmp_path / "c")

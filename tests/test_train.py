@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from segbench.data.synthetic import SyntheticDataset
@@ -190,3 +191,105 @@ def test_trains_on_cuda_with_mixed_precision(tiny_data: tuple) -> None:
     fields, losses = run(tiny_data, steps=4, device="cuda")
     assert fields["precision"] == "amp_fp16" and fields["peak_mem_mb"] > 0
     assert len(losses) == 4
+
+
+# --- the command line ------------------------------------------------------------------------------
+
+
+def _invoke(args: list[str]) -> object:
+    from typer.testing import CliRunner
+
+    from segbench.cli import app
+
+    return CliRunner().invoke(app, ["train", *args])
+
+
+def _folder(root: Path, n: int = 5, size: int = 16) -> Path:
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        (root / "masks").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / "images" / f"{i}.png")
+        Image.fromarray((rng.random((size, size)) > 0.5).astype(np.uint8)).save(root / "masks" / f"{i}.png")
+    return root
+
+
+def test_cli_trains_and_writes_rows(tmp_path: Path) -> None:
+    import json
+
+    data = _folder(tmp_path / "data")
+    ckpt = tmp_path / "ckpt" / "{model}.pt"
+    result = _invoke(["--models", "fast_scnn", "--dataset", f"folder:{data}", "--steps", "2", "--size", "32x32",
+                      "--batch-size", "2", "--format", "json", "--out", str(tmp_path / "out"), "--save", str(ckpt)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert (row["model"], row["dataset"], row["train_steps"], row["num_classes"]) == ("fast_scnn", f"folder:{data}", 2, 2)
+    assert (row["height"], row["width"], row["batch_size"], row["device"]) == (32, 32, 2, "cpu")
+    assert 0 <= row["miou"] <= 1 and len(row["iou_per_class"]) == 2 and row["error"] is None
+    assert sorted(p.suffix for p in (tmp_path / "out").iterdir()) == [".csv", ".json", ".md"]
+    assert (tmp_path / "ckpt" / "fast_scnn.pt").is_file()
+    again = _invoke(["--models", "fast_scnn", "--dataset", f"folder:{data}", "--steps", "0", "--size", "32x32",
+                     "--weights", str(ckpt), "--format", "json", "--no-save"])  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)[0]["miou"] == row["miou"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--dataset", "folder:{tmp}/missing"], "missing: dataset folder not found"),
+        (["--dataset", "folder:{tmp}/data", "--num-classes", "1"], "0.png: mask holds class id(s) [1] but the class count is 1"),
+        (["--dataset", "nope"], "unknown dataset 'nope'"),
+        (["--weights", "{tmp}/none.pt"], "none.pt: weights file not found"),
+        (["--models", "fcn8s,fast_scnn", "--save", "{tmp}/x.pt"], "put {model} in the path"),
+        (["--models", "block_dsconv"], "block_dsconv is a block"),
+        (["--size", "32"], "bad size '32'"),
+        (["--steps", "-1"], "bad steps -1"),
+    ],
+)
+def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path: Path, args: list[str], message: str) -> None:
+    _folder(tmp_path / "data")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "--models" not in args:
+        args += ["--models", "fast_scnn"]
+    result = _invoke([*args, "--steps" if "--steps" not in args else "--seed", "1", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and message in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_failing_model_gets_error_row_and_exit_1(tmp_path: Path, fake_plugins: object) -> None:
+    import json
+
+    fake_plugins(
+        "broken-model",
+        """
+        import segbench
+        from segbench.registry import ModelSpec
+
+        def build(num_classes, **options):
+            raise RuntimeError("cannot build on purpose")
+
+        @segbench.hookimpl
+        def register_models(register):
+            register(ModelSpec(name="broken", family="test", builder=build, default_size=(32, 32),
+                               default_num_classes=2, description="always fails"))
+        """,
+    )
+    data = _folder(tmp_path / "data")
+    result = _invoke(["--models", "broken", "--dataset", f"folder:{data}", "--steps", "1", "--size", "16x16",
+                      "--format", "json", "--out", str(tmp_path / "out")])  # fmt: skip
+    assert result.exit_code == 1, result.output
+    (row,) = json.loads(result.stdout)
+    assert row["error"] == "training failed: RuntimeError: cannot build on purpose"
+    assert row["miou"] is None and row["dataset"] == f"folder:{data}"
+    assert (tmp_path / "out").is_dir()  # a failed measurement still records its row
+
+
+def test_cli_help_states_the_library_defaults() -> None:
+    from segbench.train import DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_STEPS
+
+    text = " ".join(_invoke(["--help"]).stdout.split())
+    assert f"Default: {DEFAULT_STEPS}." in text
+    assert f"Default: {DEFAULT_BATCH_SIZE}." in text
+    assert f"Default: {DEFAULT_LR:g}." in text

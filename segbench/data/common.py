@@ -78,7 +78,7 @@ def check_values(mask: np.ndarray, num_classes: int, path: Path) -> None:
     if bad.any():
         values = sorted(set(np.unique(mask[bad]).tolist()))[:5]
         raise UserError(
-            f"{path}: mask holds class id(s) {values} but there are {num_classes} classes; "
+            f"{path}: mask holds class id(s) {values} but the class count is {num_classes}; "
             f"accepted: 0..{num_classes - 1} and {IGNORE_INDEX} (ignore)"
         )
 
