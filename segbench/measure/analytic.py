@@ -43,6 +43,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+CONVENTION_NOTE = (
+    "macs_analytic: Conv (N*H_out*W_out*C_out*C_in/groups*K_h*K_w), ConvTranspose "
+    "(N*H_in*W_in*C_in*C_out/groups*K_h*K_w), Linear/matmul; macs_other: BN, activations, add, "
+    "pooling, interpolation (per output element / window tap); flops = 2 x macs_fvcore"
+)
 PRIMARY = frozenset({"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
                      "conv_transpose3d", "linear", "matmul"})  # fmt: skip
 ROOT = "(root)"  # per-module name of ops in the model's own forward

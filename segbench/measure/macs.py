@@ -57,7 +57,7 @@ _THOP_HINTS = {
 FV_DIFFERS = "fvcore's count differs from the analytic one for {} (a tracing problem; see --by operator)"
 FV_SKIPS = "fvcore skips {}: it has no formula for them (the analytic macs_other counts them)"
 FV_EXTRA = "fvcore also counts {}; these are in its total but not in macs_fvcore (see --by operator)"
-FV_OTHER_FORMULA = "fvcore counts {} differently from the analytic convention"
+FV_OTHER_FORMULA = "fvcore's own formulas: {}"
 THOP_TRANSPOSED = (
     "thop counts {} on the output grid (N*H_out*W_out*C_out*C_in/groups*K^2, about stride^2 x the "
     "analytic N*H_in*W_in*C_in*C_out/groups*K^2)"
@@ -65,7 +65,7 @@ THOP_TRANSPOSED = (
 THOP_DIFFERS = "thop's count differs from the analytic one for {}"
 THOP_MISSES = "thop sees modules only and misses functional {} (e.g. F.interpolate, x + y)"
 THOP_ZERO = "thop counts {} as 0"
-THOP_OTHER_FORMULA = "thop counts {} (analytic: 1 per element or per window tap; see the convention)"
+THOP_OTHER_FORMULA = "thop's own formulas: {} (analytic: 1 per element, per window tap or bin read)"
 THOP_NONPRIMARY = "macs_thop also includes {} (analytic: in macs_other, not in macs_analytic)"
 
 
@@ -193,6 +193,7 @@ class MacCount:
     fvcore_by_operator: Counter[str] = field(default_factory=Counter)
     thop_by_operator: Counter[str] = field(default_factory=Counter)
     functional: set[str] = field(default_factory=set)  # operators seen outside counted layers
+    top_modules: list[str] = field(default_factory=list)  # the model's children, in order
 
     @property
     def fields(self) -> dict[str, Any]:
@@ -232,11 +233,11 @@ class MacCount:
             })  # fmt: skip
         return rows
 
-    def module_rows(self, model_names: Iterable[str]) -> list[dict[str, Any]]:
+    def module_rows(self) -> list[dict[str, Any]]:
         """One entry per top-level module (in model order) plus ``(root)`` if its own forward counts."""
         primary = self.analytic.by_top_module(True)
         other = self.analytic.by_top_module(False)
-        names = list(model_names)
+        names = list(self.top_modules)
         if primary.get(ROOT) or other.get(ROOT) or self.module_params.get(ROOT):
             names.append(ROOT)
         own_root = self.fvcore_root_primary()
@@ -372,6 +373,7 @@ def _assemble(
         module = types.get(leaf)
         name = layers.get(leaf) or (operator_name(module) if module is not None else None) or leaf
         count.thop_by_operator[name] += value
+    count.top_modules = [name for name, _ in twin.named_children()]
     count.functional = {r.operator for r in analytic.records if r.module not in layers}
     count.operator_params.pop("free", None)
     count.fvcore_by_operator.pop("free", None)

@@ -1,0 +1,75 @@
+"""The K^2 block study: exact MAC ratio 1/N + 1/K^2 on the whole grid, rows, and the latency pairing."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+import torch
+
+from segbench.blocks_study import block_options, check_kernel_sizes, study_rows, theory_ratio
+from segbench.errors import UserError
+from segbench.measure.analytic import analytic_count
+from segbench.plugins import get_registry
+
+GRID_K = (1, 3, 5, 7)
+GRID_C = (32, 64, 128, 256)
+
+
+def _meta_count(name: str, k: int, c: int, size: tuple[int, int] = (64, 64)) -> tuple[int, int]:
+    """(conv MACs, conv weights) of a block, counted on the meta device."""
+    with torch.device("meta"):
+        block = get_registry().model(name).build(**block_options(k, c))
+    macs = analytic_count(block, torch.zeros(1, c, *size, device="meta")).macs
+    weights = sum(m.weight.numel() for m in block.modules() if isinstance(m, torch.nn.Conv2d))
+    return macs, weights
+
+
+@pytest.mark.parametrize("k", GRID_K)
+@pytest.mark.parametrize("c", GRID_C)
+def test_mac_and_weight_ratio_is_exactly_one_over_n_plus_one_over_k2(k: int, c: int) -> None:
+    std_macs, std_weights = _meta_count("block_standard", k, c)
+    ds_macs, ds_weights = _meta_count("block_dsconv", k, c)
+    assert std_macs == k * k * c * c * 64 * 64  # K*K*C*N*H*W
+    assert ds_macs == (k * k * c + c * c) * 64 * 64  # K*K*C*H*W + C*N*H*W
+    assert Fraction(ds_macs, std_macs) == Fraction(1, c) + Fraction(1, k * k) == theory_ratio(k, c)
+    assert Fraction(ds_weights, std_weights) == theory_ratio(k, c)
+
+
+def test_reference_example_weights() -> None:
+    """REFERENCE.md: C = N = 128, K = 3 gives 147,456 vs 17,536 conv weights."""
+    assert _meta_count("block_standard", 3, 128)[1] == 147_456
+    assert _meta_count("block_dsconv", 3, 128)[1] == 17_536
+
+
+@pytest.mark.parametrize("bad", [[2], [3, 4], [0], [-3]])
+def test_even_or_non_positive_kernel_sizes_are_rejected(bad: list[int]) -> None:
+    with pytest.raises(UserError, match="accepted odd integers >= 1"):
+        check_kernel_sizes(bad)
+
+
+def test_study_rows_pair_standard_and_dsconv() -> None:
+    rows = list(study_rows([1, 3], [4], size=(8, 8), batch_size=2, warmup=0, iters=2))
+    assert [(r["block"], r["kernel_size"]) for r in rows] == [
+        ("standard", 1), ("dsconv", 1), ("standard", 3), ("dsconv", 3)
+    ]  # fmt: skip
+    for row in rows:
+        assert row["kind"] == "block" and row["error"] is None
+        assert (row["in_channels"], row["out_channels"], row["stride"]) == (4, 4, 1)
+        assert (row["batch_size"], row["height"], row["width"], row["device"]) == (2, 8, 8, "cpu")
+        assert row["macs_fvcore"] == row["macs_analytic"] and row["flops"] == 2 * row["macs_analytic"]
+        assert row["latency_ms_median"] > 0 and row["iters"] == 2
+    for standard, dsconv in (rows[0:2], rows[2:4]):
+        k = standard["kernel_size"]
+        assert standard["mac_ratio"] is None and standard["latency_speedup"] is None
+        assert dsconv["mac_ratio"] == dsconv["mac_ratio_theory"] == float(theory_ratio(k, 4))
+        assert dsconv["latency_speedup"] == standard["latency_ms_median"] / dsconv["latency_ms_median"]
+        assert standard["macs_analytic"] == 2 * k * k * 4 * 4 * 8 * 8
+    assert rows[1]["params"] == 4 + 2 * 4 + 16 + 2 * 4  # depthwise 1x1 + BN, pointwise + BN
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_study_rows_on_cuda() -> None:
+    rows = list(study_rows([3], [16], size=(16, 16), device="cuda", warmup=1, iters=3))
+    assert all(r["error"] is None and r["latency_ms_median"] > 0 for r in rows)
+    assert rows[1]["latency_speedup"] > 0
