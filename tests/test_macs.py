@@ -11,6 +11,7 @@ from segbench.measure.analytic import adaptive_pool_macs, analytic_count
 from segbench.measure.macs import (
     FV_SKIPS,
     THOP_MISSES,
+    MacCount,
     THOP_TRANSPOSED,
     count_model,
     count_spec,
@@ -89,6 +90,20 @@ def test_other_ops_are_reported_not_hidden() -> None:
     assert count.macs == 0 and count.macs_other == sum(ops.values())
 
 
+def test_layers_with_tuple_outputs_and_keyword_inputs() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pool = nn.MaxPool2d(2, return_indices=True)
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            pooled, _ = self.pool(x)  # (1, 3, 4, 4): 48 outputs x 4 taps
+            return self.conv(input=pooled)  # (1, 4, 2, 2): 16 outputs x 3 * 3 * 3
+
+    assert analytic_count(Net(), torch.zeros(1, 3, 8, 8)).by_operator() == {"max_pool2d": 192, "conv2d": 432}
+
+
 def test_adaptive_pool_bins_match_pytorch() -> None:
     x = torch.ones(1, 1, 32, 64)
     for bins in (1, 2, 3, 6, 5):
@@ -116,12 +131,17 @@ def test_fast_scnn_reference_counts() -> None:
     assert sum(by_module.values()) == count.macs  # every conv MAC is inside one of the five modules
 
 
-@pytest.mark.parametrize("size", [(256, 512), (97, 131)])
-def test_fvcore_equals_analytic_fast_scnn(size: tuple[int, int]) -> None:
-    count = count_spec(get_registry().model("fast_scnn"), size)
-    assert count.fields["macs_fvcore"] == count.fields["macs_analytic"] > 0
-    assert count.fields["flops"] == 2 * count.fields["macs_analytic"]
-    assert count.fields["params"] == 1_137_795
+@pytest.fixture(scope="module")
+def fast_scnn_count() -> MacCount:
+    """Fast-SCNN counted once at an odd size (ceil-divided feature maps, overlapping pooling bins)."""
+    return count_spec(get_registry().model("fast_scnn"), (97, 131))
+
+
+def test_fvcore_equals_analytic_fast_scnn(fast_scnn_count: MacCount) -> None:
+    fields = fast_scnn_count.fields
+    assert fields["macs_fvcore"] == fields["macs_analytic"] > 0
+    assert fields["flops"] == 2 * fields["macs_analytic"]
+    assert fields["params"] == 1_137_795
 
 
 def test_fvcore_equals_analytic_fcns(fcn_models: dict[str, nn.Module]) -> None:
@@ -149,7 +169,7 @@ def test_counting_leaves_the_model_unchanged_and_stdout_clean(capsys: pytest.Cap
 
     model = FastSCNN().train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    count_model(model, torch.randn(1, 3, 64, 96))
+    count_model(model, torch.randn(1, 3, 32, 64))
     assert model.training
     assert model.state_dict().keys() == before.keys()  # no thop total_ops / total_params buffers
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # BN stats untouched
@@ -157,8 +177,8 @@ def test_counting_leaves_the_model_unchanged_and_stdout_clean(capsys: pytest.Cap
     assert capsys.readouterr().out == ""
 
 
-def test_breakdowns_sum_to_the_totals() -> None:
-    count = count_spec(get_registry().model("fast_scnn"), (256, 512))
+def test_breakdowns_sum_to_the_totals(fast_scnn_count: MacCount) -> None:
+    count = fast_scnn_count
     modules = count.module_rows()
     assert [r["module"] for r in modules] == [*FAST_SCNN_MODULES, "(root)"]
     operators = count.operator_rows()
@@ -174,9 +194,8 @@ def test_breakdowns_sum_to_the_totals() -> None:
     assert modules[-1]["module"] == "(root)"  # the final F.interpolate runs in the model's own forward
 
 
-def test_footnotes_one_line_per_cause() -> None:
-    registry = get_registry()
-    counts = [count_spec(registry.model(n), (64, 64)) for n in ("fast_scnn", "block_dsconv")]
+def test_footnotes_one_line_per_cause(fast_scnn_count: MacCount) -> None:
+    counts = [fast_scnn_count, count_spec(get_registry().model("block_dsconv"), (16, 16))]
     lines = merge_footnotes(counts)
     assert len(lines) == len(set(lines))
     skips = next(line for line in lines if line.startswith(FV_SKIPS.split("{")[0]))

@@ -178,8 +178,12 @@ def module_macs(module: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -
 # ---- functional calls made outside counted layers -------------------------------------------------
 
 
-def _first_tensor(values: Any) -> torch.Tensor:
-    return next(v for v in values if isinstance(v, torch.Tensor))
+def _first_tensor(value: Any) -> torch.Tensor | None:
+    """The first tensor in a (nested) tuple / list / dict of call arguments or outputs."""
+    if isinstance(value, torch.Tensor):
+        return value
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (tuple, list)) else ()
+    return next((t for t in map(_first_tensor, items) if t is not None), None)
 
 
 def _interpolate_macs(args: tuple, kwargs: dict, out: torch.Tensor) -> int:
@@ -295,16 +299,17 @@ class _Tracker:
             self.stack.append(name)
             self.inside_layer += operator is not None
 
-        def leave(mod: nn.Module, args: tuple, output: Any) -> None:
+        def leave(mod: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
             self.stack.pop()
             if operator is None:
                 return
             self.inside_layer -= 1
-            if operator != "free":
-                self.add(operator, module_macs(mod, _first_tensor(args), _first_tensor([output])), name)
+            inputs, out = _first_tensor((args, kwargs)), _first_tensor(output)
+            if operator != "free" and inputs is not None and out is not None:
+                self.add(operator, module_macs(mod, inputs, out), name)
 
         yield module.register_forward_pre_hook(enter)
-        yield module.register_forward_hook(leave)
+        yield module.register_forward_hook(leave, with_kwargs=True)
 
 
 def analytic_count(model: nn.Module, *inputs: Any) -> AnalyticCount:
