@@ -104,39 +104,68 @@ def print_table(
 
 # Comparison tables (run, report): model rows and block rows apart, with the columns that tell them apart.
 _MODEL_COLUMNS = (
-    "model", "device", "height", "width", "batch_size", "params", "macs_analytic", "macs_fvcore",
-    "latency_ms_median", "latency_ms_p90", "throughput_ips", "peak_mem_mb", "dataset", "train_steps",
-    "train_seconds", "miou", "pixel_acc", "error",
+    "params", "macs_analytic", "macs_fvcore", "latency_ms_median", "latency_ms_p90", "throughput_ips",
+    "peak_mem_mb", "train_seconds", "miou", "pixel_acc", "error",
 )  # fmt: skip
 _BLOCK_COLUMNS = (
-    "model", "block", "kernel_size", "in_channels", "out_channels", "stride", "device", "height", "width",
-    "batch_size", "params", "macs_analytic", "latency_ms_median", "error",
-)  # fmt: skip
-#: Shown as columns only when rows differ in them; otherwise named once in a footnote.
+    "params", "macs_analytic", "latency_ms_median", "mac_ratio", "mac_ratio_theory", "latency_speedup", "error",
+)  # fmt: skip  (the ratios are segbench.blocks_study's, on the dsconv row of each pair)
+_BLOCK_GEOMETRY = ("block", "kernel_size", "in_channels", "out_channels", "stride")
+#: Shown as columns only when rows differ in them; otherwise named once in an "all rows" note.
 CONTEXT_COLUMNS = (
-    "device_name", "hostname", "precision", "channels_last", "compiled", "cuda_graph", "num_classes",
-    "threads", "torch_version", "cuda_version", "git_sha", "timestamp",
+    "device", "device_name", "hostname", "height", "width", "batch_size", "precision", "channels_last",
+    "compiled", "cuda_graph", "num_classes", "threads", "dataset", "train_steps", "torch_version",
+    "cuda_version", "git_sha", "timestamp",
 )  # fmt: skip
 
 
 def sections(rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]], list[str], list[str]]]:
-    """Split rows into a model table and a block table: (title, rows, columns, footnotes) each.
+    """Split rows into a model table and a block table: (title, rows, columns, notes) each.
 
-    Context fields (device name, host, precision, versions) become columns where the rows differ in
-    them, so merged runs from several machines stay apart, and a footnote where they are all equal.
+    Context fields (device, host, input size, precision, dataset, versions) become columns where the
+    rows differ in them, so merged runs from several machines stay apart, and one "all rows" note
+    where they are all equal, which keeps a single run's table narrow.
     """
     out = []
-    for title, kind, base in (("Models", "model", _MODEL_COLUMNS), ("Blocks", "block", _BLOCK_COLUMNS)):
+    for title, kind, lead, base in (
+        ("Models", "model", ("model",), _MODEL_COLUMNS),
+        ("Blocks", "block", ("model", *_BLOCK_GEOMETRY), _BLOCK_COLUMNS),
+    ):
         part = [r for r in rows if (r.get("kind") or "model") == kind]
         if not part:
             continue
         filled = {c for r in part for c, v in r.items() if v is not None}
         varying = [c for c in CONTEXT_COLUMNS if len({str(r.get(c)) for r in part}) > 1]
-        columns = [c for c in base if c in filled]
-        if all(r.get("macs_analytic") is not None for r in part) and "macs_fvcore" in columns:
-            columns.remove("macs_fvcore")  # the exact count is there; fvcore's is in the files
-        at = columns.index("device") + 1 if "device" in columns else 1
-        columns = columns[:at] + varying + columns[at:]
+        measures = [c for c in base if c in filled]
+        if all(r.get("macs_analytic") is not None for r in part) and "macs_fvcore" in measures:
+            measures.remove("macs_fvcore")  # the exact count is there; fvcore's is in the files
         same = [f"{c}={format_cell(c, part[0].get(c))}" for c in CONTEXT_COLUMNS if c not in varying and c in filled]
+        columns = [c for c in lead if c in filled] + varying + measures
         out.append((title, part, columns, ["all rows: " + ", ".join(same)] if same else []))
     return out
+
+
+def _with_footnotes(rows: list[dict[str, Any]], footnotes: Iterable[str]) -> list[tuple[str, list, list, list]]:
+    """`sections`, the run-wide ``footnotes`` added under the last table only."""
+    parts = sections(rows)
+    footnotes = list(footnotes)
+    return [(n, p, c, notes + footnotes if i == len(parts) - 1 else notes) for i, (n, p, c, notes) in enumerate(parts)]
+
+
+def sections_markdown(rows: list[dict[str, Any]], title: str, footnotes: Iterable[str] = ()) -> str:
+    """The `sections` as Markdown tables with their notes; ``footnotes`` under the last one."""
+    return "\n\n".join(
+        to_markdown(part, columns, f"{title} - {name}", notes)
+        for name, part, columns, notes in _with_footnotes(rows, footnotes)
+    )
+
+
+def render_sections(rows: list[dict[str, Any]], fmt: str, title: str, footnotes: Iterable[str] = ()) -> None:
+    """Print rows as `sections` (table, md), or every field of every row (json, csv)."""
+    if fmt in ("json", "csv"):
+        render(rows, fmt)
+    elif fmt == "md":
+        sys.stdout.write(sections_markdown(rows, title, footnotes) + "\n")
+    else:
+        for name, part, columns, notes in _with_footnotes(rows, footnotes):
+            print_table(part, columns, f"{title} - {name}", notes)

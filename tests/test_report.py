@@ -91,10 +91,13 @@ def test_sections_show_varying_context_as_columns_and_the_rest_as_a_note():
     rows = model_rows("cpu", "Xeon", "laptop", 1.0) + model_rows("cuda", "H100", "gpubox", 20.0) + block_rows()
     (models_title, models, model_cols, model_notes), (blocks_title, blocks, block_cols, block_notes) = sections(rows)
     assert (models_title, len(models), blocks_title, len(blocks)) == ("Models", 6, "Blocks", 8)
-    assert model_cols[:4] == ["model", "device", "device_name", "hostname"]
-    assert "miou" in model_cols and "kernel_size" not in model_cols
-    assert "device_name" not in block_cols and "device_name=Xeon" in block_notes[0]
-    assert "precision=fp32" in model_notes[0]
+    assert model_cols == ["model", "device", "device_name", "hostname", "params", "macs_analytic",
+                          "latency_ms_median", "miou"]  # fmt: skip
+    assert block_cols == ["model", "block", "kernel_size", "in_channels", "out_channels", "stride", "macs_analytic",
+                          "latency_ms_median"]  # fmt: skip
+    assert "device=cpu, device_name=Xeon" in block_notes[0]
+    assert "height=256, width=512, batch_size=1, precision=fp32, num_classes=21" in model_notes[0]
+    assert "dataset=synthetic, train_steps=20" in model_notes[0]
 
 
 def test_report_merges_json_and_csv_into_json(result_files):
@@ -121,7 +124,8 @@ def test_report_md_and_table_keep_machines_apart(result_files):
     assert md.exit_code == 0
     header = next(line for line in md.stdout.splitlines() if line.startswith("| model | device |"))
     assert header.startswith("| model | device | device_name | hostname |")
-    assert "| fast_scnn | cuda | H100 | gpubox | 256 | 512 | 1 | 1,002 |" in md.stdout
+    assert "| fast_scnn | cuda | H100 | gpubox | 1,002 | 420,000,000 | 1.500 | 0.3800 |" in md.stdout
+    assert "all rows: height=256, width=512, batch_size=1, precision=fp32" in md.stdout
     assert "- MACs are multiply-accumulates; FLOPs = 2 x MACs" in md.stdout
     assert "Blocks" in md.stdout
     table = runner.invoke(app, ["report", *map(str, result_files)], env={"COLUMNS": "250"})
@@ -134,7 +138,7 @@ def test_report_out_file(result_files, tmp_path):
     result = runner.invoke(app, ["report", str(result_files[0]), "--format", "md", "--out", str(out)])
     assert result.exit_code == 0
     assert result.stdout == ""
-    assert "| fcn8s | cpu |" in out.read_text()
+    assert "| fcn8s | 1,000 | 55,000,000,000 | 900.000 | 0.4100 |" in out.read_text()
 
 
 def test_plots_are_written_and_non_trivial(result_files, tmp_path):

@@ -44,6 +44,7 @@ def report(
     columns where the merged rows differ in them. JSON and CSV carry every field of every row.
     """
     from segbench.plots import draw_plots
+    from segbench.report import render_sections
     from segbench.results import load_rows
 
     check_format(fmt, REPORT_FORMATS)
@@ -61,20 +62,7 @@ def report(
             stream.write(_html(rows, title, files, plots))
     else:
         with _output(out):
-            _print(rows, fmt, title)
-
-
-def _print(rows: list[dict[str, Any]], fmt: str, title: str) -> None:
-    from segbench.report import print_table, render, sections, to_markdown
-
-    if fmt in ("json", "csv"):
-        render(rows, fmt)
-        return
-    for name, part, columns, notes in sections(rows):
-        if fmt == "md":
-            sys.stdout.write(to_markdown(part, columns, f"{title} - {name}", notes) + "\n\n")
-        else:
-            print_table(part, columns, f"{title} - {name}", notes)
+            render_sections(rows, fmt, title)
 
 
 def _html(rows: list[dict[str, Any]], title: str, files: list[Path], plots: list[Path]) -> str:

@@ -1,0 +1,176 @@
+"""`segbench run`: one merged row per model, files written, failing models isolated, Ctrl-C keeps rows."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from segbench.cli import app
+from segbench.results import load_rows
+from segbench.run import RunConfig
+
+runner = CliRunner()
+
+PLUGIN = """
+import torch
+from torch import nn
+from segbench import hookimpl
+from segbench.registry import ModelSpec
+
+
+class Tiny(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.head = nn.Conv2d(8, num_classes, 1)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.bn(self.conv(x))))
+
+
+def broken(num_classes):
+    raise RuntimeError("kaboom: this variant is not supported")
+
+
+@hookimpl
+def register_models(register):
+    for name, builder in (("tiny_net", Tiny), ("broken_net", broken)):
+        register(ModelSpec(name=name, family="tiny", builder=builder, default_size=(32, 32),
+                           default_num_classes=6, description="test model", reference="tests"))
+"""
+TINY = ["--size", "32x32", "--steps", "2", "--train-batch-size", "2", "--warmup", "0", "--iters", "3"]
+#: Every field `segbench run` measures for a model; each must be filled in a successful row.
+MEASURED = (
+    "params", "params_trainable", "macs_fvcore", "macs_thop", "macs_analytic", "flops", "latency_ms_median",
+    "latency_ms_mean", "latency_ms_p90", "latency_ms_min", "latency_ms_std", "iters", "throughput_ips",
+    "host_ms_median", "threads", "peak_mem_mb", "dataset", "train_steps", "train_seconds", "miou", "pixel_acc",
+    "iou_per_class", "device_name", "height", "width", "batch_size", "num_classes", "precision",
+)  # fmt: skip
+# Tiny at 32x32 with 6 classes: conv 3->8 3x3 (216 + 8 bias), BN (8 + 8), head 8->6 1x1 (48 + 6)
+TINY_PARAMS = 216 + 8 + 16 + 48 + 6
+TINY_MACS = (9 * 3 * 8 + 8 * 6) * 32 * 32
+
+
+@pytest.fixture
+def test_models(fake_plugins):
+    fake_plugins("segbench-test-models", PLUGIN)
+
+
+def test_defaults_per_device():
+    cpu = RunConfig(device="cpu").resolved((128, 128))
+    assert (cpu.size, cpu.steps, cpu.train_batch_size, cpu.warmup, cpu.iters) == ((128, 128), 30, 8, 3, 10)
+    cuda = RunConfig(device="cuda", size=(512, 1024), steps=0).resolved((128, 128))
+    assert (cuda.size, cuda.steps, cuda.warmup, cuda.iters) == ((512, 1024), 0, 10, 50)
+    lines = cpu.describe()
+    assert lines[0].startswith("Input 128x128 for counting, latency and training")
+    assert "30 steps x batch 8" in lines[2]
+
+
+def test_run_end_to_end_with_a_failing_model(test_models, tmp_path):
+    out = tmp_path / "results"
+    result = runner.invoke(app, ["run", "--models", "broken_net,tiny_net", *TINY, "--format", "json", "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    broken, tiny = json.loads(result.stdout)
+    assert broken["model"] == "broken_net"
+    assert broken["error"] == "build: RuntimeError: kaboom: this variant is not supported"
+    assert broken["params"] is None and broken["miou"] is None
+    assert tiny["error"] is None
+    assert [f for f in MEASURED if tiny[f] is None] == []
+    assert (tiny["params"], tiny["macs_analytic"], tiny["macs_fvcore"]) == (TINY_PARAMS, TINY_MACS, TINY_MACS)
+    assert tiny["flops"] == 2 * TINY_MACS
+    assert (tiny["height"], tiny["width"], tiny["num_classes"], tiny["batch_size"]) == (32, 32, 6, 1)
+    assert (tiny["iters"], tiny["train_steps"], tiny["dataset"]) == (3, 2, "synthetic")
+    assert 0.0 <= tiny["miou"] <= 1.0 and len(tiny["iou_per_class"]) == 6
+    assert tiny["latency_ms_min"] <= tiny["latency_ms_median"] <= tiny["latency_ms_p90"]
+    assert "segbench: broken_net: build: RuntimeError: kaboom" in result.stderr
+    assert "segbench: tiny_net: done in" in result.stderr
+    assert "Training: 2 steps x batch 2 (fp32, seed 0)" in result.stderr
+    (json_file,) = out.glob("run-*.json")
+    stem = json_file.with_suffix("")
+    assert load_rows([json_file])[1]["macs_analytic"] == TINY_MACS
+    csv_rows = load_rows([stem.with_suffix(".csv")])
+    assert [r["model"] for r in csv_rows] == ["broken_net", "tiny_net"] and csv_rows[1]["params"] == TINY_PARAMS
+    md = stem.with_suffix(".md").read_text()
+    assert "### segbench run - Models" in md and "| tiny_net |" in md
+    assert "- Training: 2 steps x batch 2" in md and "MACs are multiply-accumulates" in md
+
+
+def test_same_seed_same_row(test_models, tmp_path):
+    rows = []
+    for _ in range(2):
+        result = runner.invoke(app, ["run", "-m", "tiny_net", *TINY, "--format", "json", "--no-save"])
+        assert result.exit_code == 0, result.output
+        rows.append(json.loads(result.stdout)[0])
+    assert rows[0]["miou"] == rows[1]["miou"] and rows[0]["iou_per_class"] == rows[1]["iou_per_class"]
+
+
+def test_ctrl_c_keeps_the_finished_rows(test_models, tmp_path, monkeypatch):
+    import segbench.run
+
+    real = segbench.run.measure_model
+
+    def interrupt_second(spec, *args):
+        if spec.name == "broken_net":
+            raise KeyboardInterrupt
+        return real(spec, *args)
+
+    monkeypatch.setattr(segbench.run, "measure_model", interrupt_second)
+    out = tmp_path / "results"
+    result = runner.invoke(app, ["run", "-m", "tiny_net,broken_net", *TINY, "--format", "csv", "--out", str(out)])
+    assert result.exit_code == 130
+    assert "interrupted: keeping the 1 finished row(s)" in result.stderr
+    (saved,) = out.glob("run-*.json")
+    assert [r["model"] for r in load_rows([saved])] == ["tiny_net"]
+
+
+@pytest.mark.slow
+def test_run_builtin_model_and_block_at_tiny_size(tmp_path):
+    result = runner.invoke(
+        app, ["run", "-m", "fast_scnn,block_dsconv", *TINY, "--steps", "1", "--format", "md", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    model, block = load_rows(tmp_path.glob("run-*.json"))
+    assert [f for f in MEASURED if model[f] is None] == []
+    assert model["params"] == 1_136_118  # Fast-SCNN built for synthetic's 6 classes
+    assert (block["kind"], block["block"], block["kernel_size"], block["in_channels"]) == ("block", "dsconv", 3, 128)
+    assert block["macs_analytic"] == (9 * 128 + 128 * 128) * 32 * 32 and block["miou"] is None
+    assert "### segbench run - Blocks" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--size", "abc"], "bad size 'abc'"),
+        (["--precision", "fp8"], "bad precision 'fp8'"),
+        (["--cuda-graph"], "--cuda-graph needs --device cuda"),
+        (["--models", "no_such_model"], "no_such_model"),
+        (["--steps", "-1"], "bad steps -1"),
+        (["--dataset", "nope"], "nope"),
+    ],
+)
+def test_bad_input_is_exit_2_before_any_work(args, message, tmp_path):
+    result = runner.invoke(app, ["run", *args, "--out", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("segbench: error: ") and message in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_run_with_blocks_feeds_report_plots(test_models, tmp_path):
+    out = tmp_path / "results"
+    args = ["run", "-m", "tiny_net", *TINY, "--blocks", "-k", "3", "-c", "8", "--block-size", "16x16"]
+    result = runner.invoke(app, [*args, "--format", "md", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "### segbench run - Blocks" in result.stdout
+    (saved,) = out.glob("run-*.json")
+    tiny, standard, dsconv = load_rows([saved])
+    assert (standard["block"], dsconv["block"], dsconv["kernel_size"], dsconv["in_channels"]) == ("standard", "dsconv", 3, 8)
+    assert standard["macs_analytic"] == 9 * 8 * 8 * 16 * 16
+    assert dsconv["mac_ratio"] == pytest.approx(1 / 8 + 1 / 9) == dsconv["mac_ratio_theory"]
+    assert standard["iters"] == dsconv["iters"] == 3  # the run's timing settings
+    plots = tmp_path / "plots"
+    report = runner.invoke(app, ["report", str(saved), "--plot", str(plots), "--format", "html", "--out", str(tmp_path / "r.html")])
+    assert report.exit_code == 0, report.output
+    assert sorted(p.name for p in plots.iterdir()) == ["k2_study.png", "macs_vs_latency.png", "miou_vs_latency.png"]
