@@ -2,8 +2,8 @@
 
 Same model, input and thread count, in the same process. Each tool measures ``REPEATS`` times,
 alternating, and the medians of the repeats are compared, so a burst of load on a shared machine
-hits both; one untimed round of each comes first. Timer's median is the median of its blocked_autorange blocks (mean time per call in a
-block); segbench's is the median of single timed calls.
+hits both; one untimed round of each comes first. Timer's median is the median of its
+blocked_autorange blocks (mean time per call in a block); segbench's is the median of single calls.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ CASES = [("block_dsconv", 1, 64, 64), ("fast_scnn", 1, 128, 256)]
 
 
 @pytest.mark.parametrize(("name", "batch", "height", "width"), CASES, ids=[f"{c[0]}-{c[2]}x{c[3]}" for c in CASES])
-def test_segbench_median_matches_torch_timer(bench_threads: int, name: str, batch: int, height: int, width: int) -> None:
+def test_segbench_median_matches_torch_timer(
+    bench_threads: int, name: str, batch: int, height: int, width: int
+) -> None:
     model, x = model_input(name, batch, height, width)
     timer = Timer(
         stmt="with torch.inference_mode():\n    model(x)",

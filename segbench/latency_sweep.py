@@ -100,7 +100,8 @@ def iter_latency_rows(
             params = sum(p.numel() for p in model.parameters())
         except Exception as exc:  # a broken plugin model: its rows say why, the other models still run
             model, params, build_error = None, None, f"cannot build {spec.name}: {error_reason(exc)}"
-        for (height, width), batch, variant in itertools.product(sizes or [spec.default_size], batch_sizes, variants):
+        cells = itertools.product(sizes or [spec.default_size], batch_sizes, variants)
+        for (height, width), batch, variant in cells:
             base = {
                 **spec_fields(spec, device=device, device_name=device_label, batch_size=batch),
                 **_shape_fields(spec, height, width),

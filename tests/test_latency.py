@@ -59,7 +59,7 @@ def test_default_row_fields_are_filled_and_consistent(example: torch.Tensor) -> 
     assert row["throughput_ips"] == pytest.approx(2 * 1000 / row["latency_ms_median"])
     assert row["host_ms_median"] == row["latency_ms_median"]  # one clock on CPU
     assert row["threads"] == torch.get_num_threads()
-    assert (row["precision"], row["channels_last"], row["compiled"], row["cuda_graph"]) == ("fp32", False, False, False)
+    assert Variant(row["precision"], row["channels_last"], row["compiled"], row["cuda_graph"]) == Variant()
     # the fp32 eager default is the reference itself: no correctness fields, no compile time
     assert row["output_max_abs_diff"] is None and row["output_argmax_agreement"] is None
     assert row["compile_seconds"] is None
@@ -145,7 +145,9 @@ def test_trace_file_is_written_and_named(example: torch.Tensor, tmp_path) -> Non
 
 
 def test_default_trace_name_says_model_shape_and_variant(example: torch.Tensor, tmp_path) -> None:
-    row = measure_latency(tiny_net(), example, device="cpu", channels_last=True, warmup=0, iters=1, trace_dir=tmp_path)
+    row = measure_latency(
+        tiny_net(), example, device="cpu", channels_last=True, warmup=0, iters=1, trace_dir=tmp_path
+    )
     assert row["trace_file"] == str(tmp_path / "sequential-2x3x16x16-fp32+cl.json")
 
 
@@ -226,8 +228,9 @@ def test_cuda_row_uses_events_and_reports_memory(example: torch.Tensor) -> None:
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
 def test_cuda_graph_variants_agree_with_eager(example: torch.Tensor, precision: str) -> None:
     row = measure_latency(
-        tiny_net(), example, device="cuda", precision=precision, channels_last=True, cuda_graph=True, warmup=2, iters=5
-    )
+        tiny_net(), example, device="cuda", precision=precision, channels_last=True, cuda_graph=True,
+        warmup=2, iters=5,
+    )  # fmt: skip
     assert row["cuda_graph"] is True
     assert row["output_argmax_agreement"] > 0.9
     assert row["peak_mem_mb"] >= 0
@@ -355,9 +358,8 @@ def test_block_rows_carry_block_fields_and_input_channels() -> None:
     )
     (row,) = latency_rows([block], device="cpu", warmup=0, iters=1)
     assert row["error"] is None
-    assert (row["kind"], row["block"], row["kernel_size"], row["in_channels"], row["out_channels"], row["stride"]) == (
-        "block", "block_dsconv", 5, 6, 4, 2
-    )  # fmt: skip
+    fields = ("kind", "block", "kernel_size", "in_channels", "out_channels", "stride")
+    assert [row[f] for f in fields] == ["block", "block_dsconv", 5, 6, 4, 2]
     assert row["num_classes"] is None and (row["height"], row["width"]) == (8, 8)
 
 
@@ -373,7 +375,8 @@ def test_trace_files_are_named_after_the_cell(tmp_path) -> None:
         [TINY], device="cpu", batch_sizes=[2], variants=expand_variants(channels_last=True), warmup=0, iters=1,
         trace_dir=tmp_path,
     )  # fmt: skip
-    assert [r["trace_file"] for r in rows] == [str(tmp_path / "tiny-2x8x8-fp32.json"), str(tmp_path / "tiny-2x8x8-fp32+cl.json")]
+    names = ["tiny-2x8x8-fp32.json", "tiny-2x8x8-fp32+cl.json"]
+    assert [r["trace_file"] for r in rows] == [str(tmp_path / name) for name in names]
     assert all(json.loads(open(r["trace_file"]).read())["traceEvents"] for r in rows)
 
 

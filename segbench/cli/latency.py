@@ -31,19 +31,30 @@ COLUMNS = (
 EXIT_INTERRUPTED = 130
 
 Sizes = Annotated[
-    Optional[str], typer.Option("--size", help="HxW or a comma list (512x1024,256x512). Default: each model's own.")
+    Optional[str],
+    typer.Option("--size", help="HxW or a comma list (512x1024,256x512). Default: each model's own."),
 ]
 BatchSizes = Annotated[str, typer.Option("--batch-size", "-b", help="Batch size or a comma list (1,8).")]
 Precisions = Annotated[
     str, typer.Option("--precision", help="Comma list of fp32, fp16, bf16 (model and input are cast).")
 ]
 ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="Add channels_last rows.")]
-Compile = Annotated[bool, typer.Option("--compile", help="Add torch.compile rows (compile time reported apart).")]
+Compile = Annotated[
+    bool, typer.Option("--compile", help="Add torch.compile rows (compile time reported apart).")
+]
 CudaGraph = Annotated[bool, typer.Option("--cuda-graph", help="Add CUDA-graph rows (CUDA only).")]
-Threads = Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads (default: torch's own).")]
-Warmup = Annotated[Optional[int], typer.Option("--warmup", help="Untimed calls per row. Default: 3 CPU, 10 CUDA.")]
-Iters = Annotated[Optional[int], typer.Option("--iters", help="Timed calls per row. Default: 10 CPU, 50 CUDA.")]
-Trace = Annotated[Optional[Path], typer.Option("--trace", help="Write a torch.profiler Chrome trace per row here.")]
+Threads = Annotated[
+    Optional[int], typer.Option("--threads", help="torch CPU threads (default: torch's own).")
+]
+Warmup = Annotated[
+    Optional[int], typer.Option("--warmup", help="Untimed calls per row. Default: 3 CPU, 10 CUDA.")
+]
+Iters = Annotated[
+    Optional[int], typer.Option("--iters", help="Timed calls per row. Default: 10 CPU, 50 CUDA.")
+]
+Trace = Annotated[
+    Optional[Path], typer.Option("--trace", help="Write a torch.profiler Chrome trace per row here.")
+]
 
 
 @command("latency")
@@ -87,7 +98,8 @@ def latency(
     default_warmup, default_iters = default_iterations(device)
     warmup = default_warmup if warmup is None else warmup
     iters = default_iters if iters is None else iters
-    _note(f"{warmup} warm-up + {iters} timed calls per row on {device}; variants: {', '.join(v.tag for v in variants)}")
+    tags = ", ".join(v.tag for v in variants)
+    _note(f"{warmup} warm-up + {iters} timed calls per row on {device}; variants: {tags}")
 
     rows: list[dict[str, Any]] = []
     interrupted = False
@@ -112,13 +124,20 @@ def latency(
 
 
 def _emit(
-    rows: list[dict[str, Any]], fmt: str, out: Path | None, warmup: int, iters: int, device: str, interrupted: bool
+    rows: list[dict[str, Any]],
+    fmt: str,
+    out: Path | None,
+    warmup: int,
+    iters: int,
+    device: str,
+    interrupted: bool,
 ) -> None:
+    """Render and save the rows; after Ctrl-C exit 130 even when some rows failed."""
     from segbench.cli.output import emit
 
-    columns = _columns(rows, device)
+    notes = _footnotes(warmup, iters, device, rows)
     try:
-        emit(rows, fmt, "latency", out, columns=columns, title="segbench latency", footnotes=_footnotes(warmup, iters, device, rows))
+        emit(rows, fmt, "latency", out, _columns(rows, device), title="segbench latency", footnotes=notes)
     except typer.Exit:
         if not interrupted:
             raise
@@ -141,7 +160,7 @@ def _columns(rows: list[dict[str, Any]], device: str) -> list[str]:
 
 def _footnotes(warmup: int, iters: int, device: str, rows: list[dict[str, Any]]) -> list[str]:
     if device.startswith("cuda"):
-        clock = "CUDA events around each call, synchronised; cudnn.benchmark on; host_ms = host time to launch"
+        clock = "CUDA events around each call, synchronised; cudnn.benchmark on; host_ms = time to launch"
         memory = "peak_mem_mb: torch.cuda.max_memory_allocated above the weights and input"
     else:
         threads = sorted({r["threads"] for r in rows if r.get("threads")})

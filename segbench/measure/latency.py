@@ -101,7 +101,9 @@ def measure_latency(
         if reference is not None:
             fields.update(compare_outputs(main_output(call()), reference))
         if trace_dir is not None:
-            name = trace_name or default_trace_name(model, example, precision, channels_last, compile, cuda_graph)
+            name = trace_name or default_trace_name(
+                model, example, variant_tag(precision, channels_last, compile, cuda_graph)
+            )
             fields["trace_file"] = str(write_trace(call, dev, Path(trace_dir), name))
     return {
         **fields,
@@ -259,12 +261,9 @@ def write_trace(call: Callable[[], Any], dev: torch.device, trace_dir: Path, nam
     return path
 
 
-def default_trace_name(
-    model: nn.Module, example: torch.Tensor, precision: str, channels_last: bool, compile: bool, cuda_graph: bool
-) -> str:
-    """``<class>-<b>x<c>x<h>x<w>-<variant>``, safe as a file name."""
+def default_trace_name(model: nn.Module, example: torch.Tensor, tag: str) -> str:
+    """``<class>-<b>x<c>x<h>x<w>-<variant tag>``, safe as a file name."""
     shape = "x".join(map(str, example.shape))
-    tag = variant_tag(precision, channels_last, compile, cuda_graph)
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", f"{type(model).__name__.lower()}-{shape}-{tag}")
 
 
