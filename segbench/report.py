@@ -96,10 +96,21 @@ def print_table(
     table = Table(title=title, caption="\n".join(notes) or None, caption_justify="left")
     for col in cols:
         numeric = any(isinstance(r.get(col), (int, float)) and not isinstance(r.get(col), bool) for r in rows)
-        table.add_column(col, justify="right" if numeric else "left", overflow="fold")
+        header = f"{col} (G)" if col in _MAC_COLUMNS else col
+        table.add_column(header, justify="right" if numeric else "left", overflow="fold")
     for row in rows:
-        table.add_row(*(format_cell(c, row.get(c)) for c in cols))
-    Console(width=max(120, Console().width)).print(table)
+        table.add_row(*(_terminal_cell(c, row.get(c)) for c in cols))
+    console = Console()
+    if not console.is_terminal:  # a file or pipe gets the whole table, not an 80-column fold
+        console = Console(width=200)
+    console.print(table)
+
+
+def _terminal_cell(column: str, value: Any) -> str:
+    """Like `format_cell`, with MAC counts in units of 10^9 so wide tables fit a terminal."""
+    if column in _MAC_COLUMNS and isinstance(value, int):
+        return f"{value / 1e9:,.3f}"
+    return format_cell(column, value)
 
 
 # Comparison tables (run, report): model rows and block rows apart, with the columns that tell them apart.
