@@ -169,8 +169,10 @@ def plot_miou_latency(rows: Sequence[Row], path: Path) -> str | None:
     ax.margins(x=0.25, y=0.1)
     ax.set_xlabel("median latency (ms, lower is better)")
     ax.set_ylabel("mIoU (higher is better)")
-    ax.set_title("Accuracy vs latency\nfilled + line: Pareto front (nothing is faster and more accurate); hollow: dominated",
-                 fontsize=10)  # fmt: skip
+    ax.set_title(
+        "Accuracy vs latency\nfilled + line: Pareto front (nothing is faster and more accurate); hollow: dominated",
+        fontsize=10,
+    )
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     _save(fig, path)

@@ -60,17 +60,18 @@ def test_models(fake_plugins):
 
 def test_defaults_per_device():
     cpu = RunConfig(device="cpu").resolved((128, 128))
-    assert (cpu.size, cpu.steps, cpu.train_batch_size, cpu.warmup, cpu.iters) == ((128, 128), 30, 8, 3, 10)
+    assert (cpu.size, cpu.steps, cpu.train_batch_size, cpu.warmup, cpu.iters) == ((128, 128), 60, 4, 3, 10)
     cuda = RunConfig(device="cuda", size=(512, 1024), steps=0).resolved((128, 128))
-    assert (cuda.size, cuda.steps, cuda.warmup, cuda.iters) == ((512, 1024), 0, 10, 50)
+    assert (cuda.size, cuda.steps, cuda.train_batch_size, cuda.warmup, cuda.iters) == ((512, 1024), 0, 8, 10, 50)
     lines = cpu.describe()
     assert lines[0].startswith("Input 128x128 for counting, latency and training")
-    assert "30 steps x batch 8" in lines[2]
+    assert "60 steps x batch 4" in lines[2]
 
 
 def test_run_end_to_end_with_a_failing_model(test_models, tmp_path):
     out = tmp_path / "results"
-    result = runner.invoke(app, ["run", "--models", "broken_net,tiny_net", *TINY, "--format", "json", "--out", str(out)])
+    args = ["run", "--models", "broken_net,tiny_net", *TINY, "--format", "json", "--out", str(out)]
+    result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
     broken, tiny = json.loads(result.stdout)
     assert broken["model"] == "broken_net"
@@ -166,11 +167,14 @@ def test_run_with_blocks_feeds_report_plots(test_models, tmp_path):
     assert "### segbench run - Blocks" in result.stdout
     (saved,) = out.glob("run-*.json")
     tiny, standard, dsconv = load_rows([saved])
-    assert (standard["block"], dsconv["block"], dsconv["kernel_size"], dsconv["in_channels"]) == ("standard", "dsconv", 3, 8)
+    assert (standard["block"], dsconv["block"]) == ("standard", "dsconv")
+    assert (dsconv["kernel_size"], dsconv["in_channels"], dsconv["out_channels"]) == (3, 8, 8)
     assert standard["macs_analytic"] == 9 * 8 * 8 * 16 * 16
     assert dsconv["mac_ratio"] == pytest.approx(1 / 8 + 1 / 9) == dsconv["mac_ratio_theory"]
     assert standard["iters"] == dsconv["iters"] == 3  # the run's timing settings
     plots = tmp_path / "plots"
-    report = runner.invoke(app, ["report", str(saved), "--plot", str(plots), "--format", "html", "--out", str(tmp_path / "r.html")])
+    html = tmp_path / "r.html"
+    report = runner.invoke(app, ["report", str(saved), "--plot", str(plots), "--format", "html", "--out", str(html)])
     assert report.exit_code == 0, report.output
     assert sorted(p.name for p in plots.iterdir()) == ["k2_study.png", "macs_vs_latency.png", "miou_vs_latency.png"]
+    assert html.read_text().count("data:image/png;base64,") == 3

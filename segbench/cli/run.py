@@ -44,8 +44,10 @@ Blocks = Annotated[bool, typer.Option("--blocks", help="Add the K^2 block table 
 BlockSize = Annotated[
     Optional[str], typer.Option("--block-size", help="HxW input of the block table. Default: the blocks' (64x64).")
 ]
-Steps = Annotated[Optional[int], typer.Option("--steps", help="Training steps. Default: 30 on CPU, 300 on CUDA.")]
-TrainBatchSize = Annotated[Optional[int], typer.Option("--train-batch-size", help="Training batch size. Default: 8.")]
+Steps = Annotated[Optional[int], typer.Option("--steps", help="Training steps. Default: 60 on CPU, 300 on CUDA.")]
+TrainBatchSize = Annotated[
+    Optional[int], typer.Option("--train-batch-size", help="Training batch size. Default: 4 on CPU, 8 on CUDA.")
+]
 
 
 @command("run")
@@ -109,7 +111,8 @@ def run(
         RunConfig(
             device=device, size=parse_size(size) if size else None, batch_size=batch_size, precision=precision,
             channels_last=channels_last, compile=compile, cuda_graph=cuda_graph, warmup=warmup, iters=iters,
-            threads=threads, dataset=dataset, num_classes=num_classes, steps=steps, train_batch_size=train_batch_size, seed=seed,
+            threads=threads, dataset=dataset, num_classes=num_classes, steps=steps,
+            train_batch_size=train_batch_size, seed=seed,
         )
     )  # fmt: skip
     settings = config.describe()
