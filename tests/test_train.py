@@ -51,7 +51,7 @@ def run(data: tuple, seed: int = 0, steps: int = 40, **kwargs: object) -> tuple[
     model = kwargs.pop("model", None) or TinyNet(data[0].num_classes)
     losses: list[float] = []
     fields = train_and_evaluate(
-        model, *data, steps=steps, batch_size=4, size=SIZE, lr=1e-2, seed=seed, progress=False,
+        model, *data, steps=steps, batch_size=4, size=SIZE, lr=0.1, seed=seed, progress=False,
         on_step=lambda step, loss: losses.append(loss), **kwargs,
     )  # fmt: skip
     return fields, losses

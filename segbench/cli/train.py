@@ -42,7 +42,7 @@ Size = Annotated[
 ]
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Training batch size. Default: 8.")]
 LearningRate = Annotated[
-    Optional[float], typer.Option("--lr", help="Peak learning rate (AdamW, poly decay). Default: 0.002.")
+    Optional[float], typer.Option("--lr", help="Peak learning rate (SGD, poly decay). Default: 0.02.")
 ]
 NumClasses = Annotated[
     Optional[int],
@@ -178,7 +178,7 @@ def _footnotes(rows: list[dict[str, Any]], lr: float | None) -> list[str]:
     )
     low, high = recipe.SCALE_RANGE
     return [
-        f"From scratch: AdamW lr {lr or recipe.DEFAULT_LR:g} (wd {recipe.WEIGHT_DECAY:g}), poly decay "
+        f"From scratch: SGD lr {lr or recipe.DEFAULT_LR:g} momentum {recipe.MOMENTUM:g} wd {recipe.WEIGHT_DECAY:g}, poly "
         f"{recipe.POLY_POWER:g}; cross-entropy ignoring 255, aux outputs x{recipe.AUX_WEIGHT:g}; "
         f"scale {low:g}-{high:g}, crop, flip",
         "Eval: val images resized to HxW, logits back to mask size; mIoU leaves out classes absent from "
