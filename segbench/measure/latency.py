@@ -245,7 +245,9 @@ def main_output(output: Any) -> torch.Tensor:
 
 def write_trace(call: Callable[[], Any], dev: torch.device, trace_dir: Path, name: str) -> Path:
     """Profile ``TRACE_ITERS`` calls with torch.profiler and write ``trace_dir/name.json`` (Chrome)."""
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity
+
+    from segbench.measure.profiling import quiet_profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     try:
@@ -253,7 +255,7 @@ def write_trace(call: Callable[[], Any], dev: torch.device, trace_dir: Path, nam
     except OSError as exc:
         raise UserError(f"cannot create trace folder {trace_dir}: {exc.strerror}") from None
     path = trace_dir / f"{name}.json"
-    with profile(activities=activities, record_shapes=True) as prof:
+    with quiet_profile(activities=activities, record_shapes=True) as prof:
         for _ in range(TRACE_ITERS):
             call()
             _sync(dev)

@@ -37,9 +37,11 @@ def cuda_peak_mb(device: torch.device, baseline: int) -> float:
 
 def cpu_peak_mb(call: Callable[[], Any]) -> float:
     """Peak tensor memory (MiB) the CPU allocator hands out during one ``call()``, output included."""
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    from segbench.measure.profiling import quiet_profile
+
+    with quiet_profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         call()
     return peak_from_events(
         (event.start_ns(), event.nbytes())
