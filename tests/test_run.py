@@ -149,6 +149,7 @@ def test_run_builtin_model_and_block_at_tiny_size(tmp_path):
         (["--models", "no_such_model"], "no_such_model"),
         (["--steps", "-1"], "bad steps -1"),
         (["--dataset", "nope"], "nope"),
+        (["--blocks", "-k", "2"], "bad kernel size 2"),
     ],
 )
 def test_bad_input_is_exit_2_before_any_work(args, message, tmp_path):

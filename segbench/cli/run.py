@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -25,6 +25,9 @@ from segbench.cli.options import (
     parse_size,
 )
 from segbench.errors import UserError
+
+if TYPE_CHECKING:
+    from segbench.run import RunResult
 
 EXIT_INTERRUPTED = 130
 
@@ -84,9 +87,9 @@ def run(
     --blocks adds the K^2 study of `segbench blocks` (standard vs depthwise-separable conv) with the
     run's device, batch size, timing and threads. Writes run-<timestamp>.json/.csv/.md under --out.
     """
+    from segbench.blocks_study import check_kernel_sizes
     from segbench.latency_sweep import PRECISION_NAMES
     from segbench.plugins import get_registry
-    from segbench.blocks_study import check_kernel_sizes
     from segbench.run import RunConfig, RunResult, prepare, run_blocks, run_models
 
     check_format(fmt)
@@ -103,10 +106,12 @@ def run(
     if cuda_graph and not device.startswith("cuda"):
         raise UserError("--cuda-graph needs --device cuda")
     specs = get_registry().select(models, kind="model")
-    if blocks:
-        block_grid = (check_kernel_sizes(parse_int_list(kernel_sizes, "kernel size")),
-                      parse_int_list(channels, "channel count"))  # fmt: skip
-        block_hw = parse_size(block_size) if block_size else None
+    block_grid = (
+        (check_kernel_sizes(parse_int_list(kernel_sizes, "kernel size")), parse_int_list(channels, "channel count"))
+        if blocks
+        else None
+    )
+    block_hw = parse_size(block_size) if block_size else None
     config, train_set, val_set = prepare(
         RunConfig(
             device=device, size=parse_size(size) if size else None, batch_size=batch_size, precision=precision,
@@ -122,7 +127,7 @@ def run(
     try:
         with RunProgress(len(specs) + blocks) as progress:
             run_models(specs, config, train_set, val_set, progress.update, result)
-            if blocks:
+            if block_grid:
                 run_blocks(*block_grid, config, block_hw, progress.update, result)
     except KeyboardInterrupt:
         result.interrupted = True
@@ -130,7 +135,7 @@ def run(
     _finish(result, fmt, None if no_save else out, settings)
 
 
-def _finish(result: Any, fmt: str, out: Path | None, settings: list[str]) -> None:
+def _finish(result: "RunResult", fmt: str, out: Path | None, settings: list[str]) -> None:
     """Print the tables, save the files (Markdown with the sections and notes), set the exit code."""
     from segbench.report import render_sections, sections_markdown
     from segbench.results import save_rows
