@@ -202,7 +202,8 @@ def plot_macs_latency(rows: Sequence[Row], path: Path) -> str | None:
     order = sorted(range(len(data)), key=lambda i: rate[i])
     right.barh([labels[i] for i in order], [rate[i] for i in order], color="tab:green")
     for pos, i in enumerate(order):
-        right.annotate(f"{rate[i]:,.1f}", (rate[i], pos), textcoords="offset points", xytext=(3, -3), fontsize=8)
+        text = f"{rate[i]:,.1f}" if rate[i] >= 10 else f"{rate[i]:.3g}"
+        right.annotate(text, (rate[i], pos), textcoords="offset points", xytext=(3, -3), fontsize=8)
     right.set_xlabel("achieved throughput (GMAC/s = GMAC / median latency)")
     right.set_title("Achieved compute rate per model")
     right.grid(True, axis="x", alpha=0.3)
