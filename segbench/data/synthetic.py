@@ -4,15 +4,11 @@ Each image is a smooth, randomly tinted background (class 0) with 3 to 6 overlap
 object class has its own shape, colour and texture, jittered per object, and the whole image gets pixel
 noise:
 
-==  ==========  =================  ==========================
-id  shape       colour (RGB)       texture
-==  ==========  =================  ==========================
-1   disc        red (205, 60, 55)  flat
-2   rectangle   green (60, 175, 70)  checkerboard, 8 px cells
-3   triangle    blue (60, 90, 210)   flat
-4   ring        yellow (215, 200, 60)  flat, hole shows what is beneath
-5   ellipse     purple (175, 70, 190)  stripes, 6 px period, any angle
-==  ==========  =================  ==========================
+- 1 disc: red (205, 60, 55), flat;
+- 2 rectangle: green (60, 175, 70), checkerboard of 8 px cells;
+- 3 triangle: blue (60, 90, 210), flat;
+- 4 ring: yellow (215, 200, 60), flat; its hole shows what lies beneath;
+- 5 ellipse: purple (175, 70, 190), stripes of 6 px period at any angle.
 
 With ``num_classes = n`` (2..6) only classes ``1..n-1`` are drawn. The split is fixed: train and val
 come from separate random streams of the seed (200 and 50 images of 128x128 by default), so they never
