@@ -60,12 +60,12 @@ def test_models(fake_plugins):
 
 def test_defaults_per_device():
     cpu = RunConfig(device="cpu").resolved((128, 128))
-    assert (cpu.size, cpu.steps, cpu.train_batch_size, cpu.warmup, cpu.iters) == ((128, 128), 60, 4, 3, 10)
+    assert (cpu.size, cpu.steps, cpu.train_batch_size, cpu.warmup, cpu.iters) == ((128, 128), 120, 4, 3, 10)
     cuda = RunConfig(device="cuda", size=(512, 1024), steps=0).resolved((128, 128))
     assert (cuda.size, cuda.steps, cuda.train_batch_size, cuda.warmup, cuda.iters) == ((512, 1024), 0, 8, 10, 50)
     lines = cpu.describe()
     assert lines[0].startswith("Input 128x128 for counting, latency and training")
-    assert "60 steps x batch 4" in lines[2]
+    assert "120 steps x batch 4" in lines[2]
 
 
 def test_run_end_to_end_with_a_failing_model(test_models, tmp_path):

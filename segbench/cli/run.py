@@ -47,7 +47,7 @@ Blocks = Annotated[bool, typer.Option("--blocks", help="Add the K^2 block table 
 BlockSize = Annotated[
     Optional[str], typer.Option("--block-size", help="HxW input of the block table. Default: the blocks' (64x64).")
 ]
-Steps = Annotated[Optional[int], typer.Option("--steps", help="Training steps. Default: 60 on CPU, 300 on CUDA.")]
+Steps = Annotated[Optional[int], typer.Option("--steps", help="Training steps. Default: 120 on CPU, 300 on CUDA.")]
 TrainBatchSize = Annotated[
     Optional[int], typer.Option("--train-batch-size", help="Training batch size. Default: 4 on CPU, 8 on CUDA.")
 ]
