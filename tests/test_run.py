@@ -1,9 +1,9 @@
 """`segbench run`: one merged row per model, files written, failing models isolated, Ctrl-C keeps rows."""
 
 import json
-from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from segbench.cli import app
@@ -179,3 +179,17 @@ def test_run_with_blocks_feeds_report_plots(test_models, tmp_path):
     assert report.exit_code == 0, report.output
     assert sorted(p.name for p in plots.iterdir()) == ["k2_study.png", "macs_vs_latency.png", "miou_vs_latency.png"]
     assert html.read_text().count("data:image/png;base64,") == 3
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_run_on_cuda_fills_every_field(test_models, tmp_path):
+    args = ["run", "-m", "tiny_net", *TINY, "--device", "cuda", "--precision", "fp16", "--cuda-graph"]
+    result = runner.invoke(app, [*args, "--format", "json", "--no-save"])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert [f for f in MEASURED if row[f] is None and f != "threads"] == []
+    assert row["device_name"] == torch.cuda.get_device_name(0)
+    assert (row["precision"], row["cuda_graph"]) == ("fp16", True)
+    assert row["output_argmax_agreement"] > 0.9  # the fast variant agrees with fp32 eager
+    assert "Training: 2 steps x batch 2 (fp16 autocast" in result.stderr
