@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from segbench.errors import UserError
+
 Row = dict[str, Any]
 
 #: Fields that tell otherwise identical rows apart in labels, when the rows differ in them.
@@ -113,10 +115,14 @@ def _figure(ncols: int = 1, width: float = 8.0) -> tuple[Any, Any]:
 def _save(fig: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    except OSError as exc:
+        raise UserError(f"cannot write plot {path}: {exc.strerror}") from None
+    finally:
+        plt.close(fig)
 
 
 def _log_if_wide(axis_setter: Callable[[str], None], values: Sequence[float]) -> bool:

@@ -201,3 +201,12 @@ def test_bad_input_is_one_line_exit_2(result_files, args, message):
     result = runner.invoke(app, ["report", *(a.format(cpu=result_files[0]) for a in args)])
     assert result.exit_code == 2
     assert result.stderr.strip() == message
+
+
+def test_unwritable_plot_folder_is_one_line_exit_2(result_files, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    result = runner.invoke(app, ["report", str(result_files[0]), "--format", "json", "--plot", str(blocker / "plots")])
+    assert result.exit_code == 2
+    png = blocker / "plots" / "miou_vs_latency.png"
+    assert result.stderr.strip() == f"segbench: error: cannot write plot {png}: Not a directory"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import html
 import sys
 import tempfile
 import time
@@ -72,7 +73,7 @@ def _html(rows: list[dict[str, Any]], title: str, files: list[Path], plots: list
     from segbench.report import sections
 
     tables = [table_html(part, columns, name, notes) for name, part, columns, notes in sections(rows)]
-    source = f"<p class=notes>Merged from: {', '.join(str(f) for f in files)}</p>"
+    source = f"<p class=notes>Merged from: {html.escape(', '.join(str(f) for f in files))}</p>"
     if plots:
         return page(title, [source, *tables, "<h2>Plots</h2>", *map(image_html, plots)])
     with tempfile.TemporaryDirectory() as tmp:
