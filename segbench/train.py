@@ -20,6 +20,7 @@ Defaults (the same for every model, so the comparison is fair; each is a keyword
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import random
 import time
@@ -35,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from segbench.data.common import IGNORE_INDEX
 from segbench.errors import UserError
 from segbench.measure.accuracy import Accuracy, ConfusionMatrix
+from segbench.measure.memory import MIB, cpu_peak_mb
 
 DEFAULT_STEPS = 150
 DEFAULT_BATCH_SIZE = 8
@@ -147,43 +149,28 @@ def save_checkpoint(model: nn.Module, path: str | Path) -> None:
     torch.save(model.state_dict(), path)
 
 
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
+def tensor_mib(model: nn.Module) -> float:
+    """MiB held by a model's parameters and buffers."""
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors) / MIB
 
 
 @contextlib.contextmanager
-def peak_memory(device: torch.device) -> Iterator[dict[str, float | None]]:
-    """Peak memory of the enclosed code in MiB, in ``result["peak_mem_mb"]`` once it exits.
+def cuda_peak_memory(device: torch.device) -> Iterator[dict[str, float | None]]:
+    """``torch.cuda.max_memory_allocated`` (MiB) over the enclosed code, in ``result["peak_mem_mb"]``.
 
-    CUDA: ``torch.cuda.max_memory_allocated`` (weights, gradients, optimiser state, activations).
-    CPU (Linux): the high-water mark of resident memory (VmHWM, reset through ``/proc/self/clear_refs``)
-    minus the resident memory at entry: what the code added at its peak (gradients, optimiser state,
-    activations, allocator slack); weights already resident are not counted. None where the kernel
-    does not allow resetting the mark.
+    Covers weights, gradients, optimiser state, activations and batches. A no-op (None) off CUDA:
+    there ``fit`` measures its first step instead (see `train_and_evaluate`).
     """
     result: dict[str, float | None] = {"peak_mem_mb": None}
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
+    if device.type != "cuda":
         yield result
-        torch.cuda.synchronize(device)
-        result["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         return
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        start = _status_kib("VmRSS")
-    except OSError:
-        start = None
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
     yield result
-    peak = _status_kib("VmHWM")
-    if start is not None and peak is not None:
-        result["peak_mem_mb"] = max(0, peak - start) / 1024
+    torch.cuda.synchronize(device)
+    result["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / MIB
 
 
 def _progress(enabled: bool) -> Any:
@@ -220,10 +207,14 @@ def fit(
     num_workers: int = 0,
     progress: Any = None,
     on_step: StepCallback | None = None,
-) -> None:
-    """Run ``steps`` optimiser steps of the module docstring's recipe on ``model`` (already on device)."""
+) -> float | None:
+    """Run ``steps`` optimiser steps of the module docstring's recipe on ``model`` (already on device).
+
+    On CPU, returns the peak MiB the CPU allocator handed out during the first step (gradients,
+    optimiser state, activations: later steps reuse the same sizes); None on other devices.
+    """
     if steps == 0:
-        return
+        return None
     sampler = RandomSampler(train_set, num_samples=steps * batch_size, generator=generator)
     loader = DataLoader(
         _Augmented(train_set, size),
@@ -240,7 +231,8 @@ def fit(
     task = progress.add_task("train", total=steps, info="") if progress else None
     model.train()
     start = time.perf_counter()
-    for step, (images, masks) in enumerate(loader, start=1):
+
+    def train_step(images: torch.Tensor, masks: torch.Tensor) -> float:
         images = images.to(device, non_blocking=True)
         masks = masks.to(device, non_blocking=True)
         with _autocast(device):
@@ -250,7 +242,16 @@ def fit(
         scaler.step(optimiser)
         scaler.update()
         schedule.step()
-        value = float(loss.detach())
+        return float(loss.detach())
+
+    first_step_mb = None
+    for step, (images, masks) in enumerate(loader, start=1):
+        if step == 1 and device.type == "cpu":
+            losses: list[float] = []
+            first_step_mb = cpu_peak_mb(lambda: losses.append(train_step(images, masks)))
+            value = losses[0]
+        else:
+            value = train_step(images, masks)
         if not math.isfinite(value):
             raise FloatingPointError(f"loss became {value} at step {step}; try a lower --lr")
         if on_step:
@@ -258,6 +259,7 @@ def fit(
         if task is not None:
             rate = step / (time.perf_counter() - start)
             progress.update(task, completed=step, info=f"loss {value:.3f}  {rate:.2f} it/s")
+    return first_step_mb
 
 
 @torch.no_grad()
@@ -319,7 +321,8 @@ def train_and_evaluate(
     :param progress: show a rich progress bar (loss, it/s) on stderr.
     :param on_step: called with (step, loss) after every step.
     :returns: ``dataset, train_steps, train_seconds, miou, pixel_acc, iou_per_class, peak_mem_mb``
-        (see `peak_memory`; training only), and the conditions ``batch_size, height, width,
+        (training only: CUDA ``max_memory_allocated``; CPU the weights and buffers plus the allocator
+        peak of the first step, see `fit`), and the conditions ``batch_size, height, width,
         num_classes, precision, threads``.
     """
     if steps < 0 or batch_size < 1:
@@ -335,9 +338,9 @@ def train_and_evaluate(
         load_weights(model, weights)
     model.to(dev)
     with _progress(progress) as bar, _deterministic(dev):
-        with peak_memory(dev) as memory:
+        with cuda_peak_memory(dev) as memory:
             start = time.perf_counter()
-            fit(model, train_set, steps=steps, batch_size=batch_size, size=size, lr=lr or DEFAULT_LR,
+            first_step_mb = fit(model, train_set, steps=steps, batch_size=batch_size, size=size, lr=lr or DEFAULT_LR,
                 device=dev, generator=generator, num_workers=num_workers, progress=bar, on_step=on_step)  # fmt: skip
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
@@ -353,7 +356,7 @@ def train_and_evaluate(
         "miou": accuracy.miou,
         "pixel_acc": accuracy.pixel_acc,
         "iou_per_class": accuracy.iou_per_class,
-        "peak_mem_mb": memory["peak_mem_mb"] if steps else None,
+        "peak_mem_mb": memory["peak_mem_mb"] if first_step_mb is None else tensor_mib(model) + first_step_mb,
         "batch_size": batch_size,
         "height": size[0],
         "width": size[1],

@@ -174,7 +174,7 @@ def _footnotes(rows: list[dict[str, Any]], lr: float | None) -> list[str]:
     memory = (
         "peak_mem_mb: torch.cuda.max_memory_allocated while training"
         if cuda
-        else "peak_mem_mb: growth of peak resident memory (VmHWM) while training, weights excluded"
+        else "peak_mem_mb: weights and buffers + CPU allocator peak of the first training step (grads, momentum, activations)"
     )
     low, high = recipe.SCALE_RANGE
     return [
