@@ -10,7 +10,6 @@ import functools
 import io
 import json
 import math
-import os
 import platform
 import socket
 import subprocess

@@ -98,6 +98,15 @@ def test_run_end_to_end_with_a_failing_model(test_models, tmp_path):
     assert "- Training: 2 steps x batch 2" in md and "MACs are multiply-accumulates" in md
 
 
+def test_unsupported_variant_is_a_row_error(test_models):
+    """CUDA graphs on the CPU: the row says why, the other measurements of the model are still there."""
+    result = runner.invoke(app, ["run", "-m", "tiny_net", *TINY, "--cuda-graph", "--format", "json", "--no-save"])
+    assert result.exit_code == 1
+    (row,) = json.loads(result.stdout)
+    assert "cuda graphs need --device cuda" in row["error"]
+    assert (row["params"], row["macs_analytic"]) == (TINY_PARAMS, TINY_MACS)
+
+
 def test_same_seed_same_row(test_models, tmp_path):
     rows = []
     for _ in range(2):
@@ -145,7 +154,6 @@ def test_run_builtin_model_and_block_at_tiny_size(tmp_path):
     [
         (["--size", "abc"], "bad size 'abc'"),
         (["--precision", "fp8"], "bad precision 'fp8'"),
-        (["--cuda-graph"], "--cuda-graph needs --device cuda"),
         (["--models", "no_such_model"], "no_such_model"),
         (["--steps", "-1"], "bad steps -1"),
         (["--dataset", "nope"], "nope"),

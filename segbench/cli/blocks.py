@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from segbench.cli.app import command
 from segbench.cli.options import (
+    Channels,
     Device,
     Format,
+    Iters,
+    KernelSizes,
     NoSave,
     Out,
+    Threads,
+    Warmup,
     check_device,
     check_format,
+    check_nonnegative,
     check_positive,
     parse_int_list,
     parse_size,
 )
-from segbench.errors import UserError
+from segbench.cli.output import collect, emit, note
 
 COLUMNS = (
     "block", "kernel_size", "in_channels", "params", "macs_analytic", "mac_ratio", "mac_ratio_theory",
@@ -31,13 +36,8 @@ RATIO_NOTE = (
     "latency_speedup = standard / dsconv median latency"
 )
 
-KernelSizes = Annotated[str, typer.Option("--kernel-sizes", "-k", help="Comma list of odd kernel sizes.")]
-Channels = Annotated[str, typer.Option("--channels", "-c", help="Comma list of channel counts (in = out).")]
 Size = Annotated[Optional[str], typer.Option("--size", help="HxW input size. Default: the blocks' own (64x64).")]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Batch size.")]
-Warmup = Annotated[Optional[int], typer.Option("--warmup", help="Untimed calls per row. Default: 3 CPU, 10 CUDA.")]
-Iters = Annotated[Optional[int], typer.Option("--iters", help="Timed calls per row. Default: 10 CPU, 50 CUDA.")]
-Threads = Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads (default: torch's own).")]
 
 
 @command("blocks")
@@ -59,7 +59,6 @@ def blocks(
     MACs are multiply-accumulates; FLOPs = 2 x MACs. Latency uses the timing code of `segbench latency`.
     """
     from segbench.blocks_study import check_kernel_sizes, study_rows
-    from segbench.cli.output import emit
     from segbench.latency_sweep import default_iterations
     from segbench.plugins import get_registry
     from segbench.results import MACS_NOTE
@@ -71,25 +70,22 @@ def blocks(
     check_positive(batch_size, "batch size")
     check_positive(iters, "iters")
     check_positive(threads, "threads")
-    if warmup is not None and warmup < 0:
-        raise UserError(f"bad warmup {warmup}: expected an integer >= 0")
+    check_nonnegative(warmup, "warmup")
     check_device(device)
     default_warmup, default_iters = default_iterations(device)
-    rows: list[dict[str, Any]] = []
-    try:
-        for row in study_rows(
+    rows, interrupted = collect(
+        study_rows(
             ks, cs, hw, batch_size, device,
             warmup=default_warmup if warmup is None else warmup,
             iters=default_iters if iters is None else iters,
             threads=threads,
-            progress=lambda what: print(f"segbench: {what}", file=sys.stderr),
-        ):  # fmt: skip
-            rows.append(row)
-    except KeyboardInterrupt:
-        print(f"segbench: interrupted: keeping the {len(rows)} finished row(s)", file=sys.stderr)
+            progress=note,
+        )
+    )  # fmt: skip
     title = (
         f"Standard vs depthwise-separable blocks, C in = out, stride 1, input {batch_size}xCx{hw[0]}x{hw[1]}, "
         f"{device} ({MACS_NOTE})"
     )
     columns = COLUMNS + (("error",) if any(r.get("error") for r in rows) else ())
-    emit(rows, fmt, "blocks", None if no_save else out, columns=columns, title=title, footnotes=[RATIO_NOTE])
+    emit(rows, fmt, "blocks", None if no_save else out, columns=columns, title=title, footnotes=[RATIO_NOTE],
+         interrupted=interrupted)  # fmt: skip

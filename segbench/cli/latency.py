@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -12,23 +11,26 @@ from segbench.cli.app import command
 from segbench.cli.options import (
     Device,
     Format,
+    Iters,
     Models,
     NoSave,
     Out,
+    Threads,
+    Warmup,
     check_device,
     check_format,
+    check_nonnegative,
     check_positive,
     parse_int_list,
     parse_sizes,
 )
-from segbench.errors import UserError
+from segbench.cli.output import collect, emit, note
 
 COLUMNS = (
     "model", "batch_size", "height", "width", "precision", "channels_last", "compiled", "cuda_graph",
     "latency_ms_median", "latency_ms_p90", "host_ms_median", "throughput_ips", "peak_mem_mb",
     "output_max_abs_diff", "output_argmax_agreement", "compile_seconds", "trace_file", "error",
 )  # fmt: skip
-EXIT_INTERRUPTED = 130
 
 Sizes = Annotated[
     Optional[str],
@@ -43,15 +45,6 @@ Compile = Annotated[
     bool, typer.Option("--compile", help="Add torch.compile rows (compile time reported apart).")
 ]
 CudaGraph = Annotated[bool, typer.Option("--cuda-graph", help="Add CUDA-graph rows (CUDA only).")]
-Threads = Annotated[
-    Optional[int], typer.Option("--threads", help="torch CPU threads (default: torch's own).")
-]
-Warmup = Annotated[
-    Optional[int], typer.Option("--warmup", help="Untimed calls per row. Default: 3 CPU, 10 CUDA.")
-]
-Iters = Annotated[
-    Optional[int], typer.Option("--iters", help="Timed calls per row. Default: 10 CPU, 50 CUDA.")
-]
 Trace = Annotated[
     Optional[Path], typer.Option("--trace", help="Write a torch.profiler Chrome trace per row here.")
 ]
@@ -92,19 +85,16 @@ def latency(
     )
     check_positive(threads, "threads")
     check_positive(iters, "iters")
-    if warmup is not None and warmup < 0:
-        raise UserError(f"bad warmup {warmup}: expected an integer >= 0")
+    check_nonnegative(warmup, "warmup")
     specs = get_registry().select(models, kind="model")
     default_warmup, default_iters = default_iterations(device)
     warmup = default_warmup if warmup is None else warmup
     iters = default_iters if iters is None else iters
     tags = ", ".join(v.tag for v in variants)
-    _note(f"{warmup} warm-up + {iters} timed calls per row on {device}; variants: {tags}")
+    note(f"{warmup} warm-up + {iters} timed calls per row on {device}; variants: {tags}")
 
-    rows: list[dict[str, Any]] = []
-    interrupted = False
-    try:
-        for row in iter_latency_rows(
+    rows, interrupted = collect(
+        iter_latency_rows(
             specs,
             device=device,
             sizes=sizes,
@@ -114,35 +104,11 @@ def latency(
             iters=iters,
             threads=threads,
             trace_dir=trace,
-        ):
-            rows.append(row)
-            _note(_progress(row))
-    except KeyboardInterrupt:
-        interrupted = True
-        _note(f"interrupted: keeping the {len(rows)} finished row(s)")
-    _emit(rows, fmt, None if no_save else out, warmup, iters, device, interrupted)
-
-
-def _emit(
-    rows: list[dict[str, Any]],
-    fmt: str,
-    out: Path | None,
-    warmup: int,
-    iters: int,
-    device: str,
-    interrupted: bool,
-) -> None:
-    """Render and save the rows; after Ctrl-C exit 130 even when some rows failed."""
-    from segbench.cli.output import emit
-
-    notes = _footnotes(warmup, iters, device, rows)
-    try:
-        emit(rows, fmt, "latency", out, _columns(rows, device), title="segbench latency", footnotes=notes)
-    except typer.Exit:
-        if not interrupted:
-            raise
-    if interrupted:
-        raise typer.Exit(EXIT_INTERRUPTED)
+        ),
+        on_row=lambda row: note(_progress(row)),
+    )
+    emit(rows, fmt, "latency", None if no_save else out, _columns(rows, device), title="segbench latency",
+         footnotes=_footnotes(warmup, iters, device, rows), interrupted=interrupted)  # fmt: skip
 
 
 def _columns(rows: list[dict[str, Any]], device: str) -> list[str]:
@@ -184,7 +150,3 @@ def _tag(row: dict[str, Any]) -> str:
     from segbench.measure.latency import variant_tag
 
     return variant_tag(row["precision"], row["channels_last"], row["compiled"], row["cuda_graph"])
-
-
-def _note(text: str) -> None:
-    print(f"segbench: {text}", file=sys.stderr, flush=True)

@@ -29,6 +29,21 @@ Device = Annotated[str, typer.Option("--device", "-d", help="cpu, cuda or cuda:N
 NumClasses = Annotated[
     Optional[int], typer.Option("--num-classes", help="Class count (default: each model's own).")
 ]
+Warmup = Annotated[
+    Optional[int], typer.Option("--warmup", help="Untimed calls per row. Default: 3 CPU, 10 CUDA.")
+]
+Iters = Annotated[
+    Optional[int], typer.Option("--iters", help="Timed calls per row. Default: 10 CPU, 50 CUDA.")
+]
+Threads = Annotated[
+    Optional[int], typer.Option("--threads", help="torch CPU threads (default: torch's own).")
+]
+Dataset = Annotated[
+    str, typer.Option("--dataset", help="synthetic, folder:PATH, voc:PATH, cityscapes:PATH (or a plugin's).")
+]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the weights, data order and augmentation.")]
+KernelSizes = Annotated[str, typer.Option("--kernel-sizes", "-k", help="Comma list of odd kernel sizes.")]
+Channels = Annotated[str, typer.Option("--channels", "-c", help="Comma list of channel counts (in = out).")]
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -63,6 +78,12 @@ def parse_int_list(text: str, what: str, minimum: int = 1) -> list[int]:
 def check_positive(value: int | None, what: str) -> int | None:
     if value is not None and value < 1:
         raise UserError(f"bad {what} {value}: expected an integer >= 1")
+    return value
+
+
+def check_nonnegative(value: int | None, what: str) -> int | None:
+    if value is not None and value < 0:
+        raise UserError(f"bad {what} {value}: expected an integer >= 0")
     return value
 
 

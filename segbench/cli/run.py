@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -10,26 +9,31 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from segbench.cli.app import command
-from segbench.cli.blocks import Channels, KernelSizes
-from segbench.cli.latency import Iters, Threads, Warmup
-from segbench.cli.train import Dataset, NumClasses, Seed
 from segbench.cli.options import (
+    Channels,
+    Dataset,
     Device,
     Format,
+    Iters,
+    KernelSizes,
     NoSave,
     Out,
+    Seed,
+    Threads,
+    Warmup,
     check_device,
     check_format,
+    check_nonnegative,
     check_positive,
     parse_int_list,
     parse_size,
 )
+from segbench.cli.output import finish, note
+from segbench.cli.train import NumClasses
 from segbench.errors import UserError
 
 if TYPE_CHECKING:
     from segbench.run import RunResult
-
-EXIT_INTERRUPTED = 130
 
 Models = Annotated[
     str,
@@ -97,14 +101,10 @@ def run(
     for value, what in ((batch_size, "batch size"), (threads, "threads"), (iters, "iters"),
                         (train_batch_size, "train batch size"), (num_classes, "num classes")):  # fmt: skip
         check_positive(value, what)
-    if warmup is not None and warmup < 0:
-        raise UserError(f"bad warmup {warmup}: expected an integer >= 0")
-    if steps is not None and steps < 0:
-        raise UserError(f"bad steps {steps}: expected an integer >= 0")
+    check_nonnegative(warmup, "warmup")
+    check_nonnegative(steps, "steps")
     if precision not in PRECISION_NAMES:
         raise UserError(f"bad precision {precision!r}: accepted {', '.join(PRECISION_NAMES)}")
-    if cuda_graph and not device.startswith("cuda"):
-        raise UserError("--cuda-graph needs --device cuda")
     specs = get_registry().select(models, kind="model")
     block_grid = (
         (check_kernel_sizes(parse_int_list(kernel_sizes, "kernel size")), parse_int_list(channels, "channel count"))
@@ -122,7 +122,7 @@ def run(
     )  # fmt: skip
     settings = config.describe()
     for line in settings:
-        _note(line)
+        note(line)
     result = RunResult()
     try:
         with RunProgress(len(specs) + blocks) as progress:
@@ -131,7 +131,7 @@ def run(
                 run_blocks(*block_grid, config, block_hw, progress.update, result)
     except KeyboardInterrupt:
         result.interrupted = True
-        _note(f"interrupted: keeping the {len(result.rows)} finished row(s)")
+        note(f"interrupted: keeping the {len(result.rows)} finished row(s)")
     _finish(result, fmt, None if no_save else out, settings)
 
 
@@ -147,14 +147,8 @@ def _finish(result: "RunResult", fmt: str, out: Path | None, settings: list[str]
     if out is not None and rows:
         paths = save_rows(rows, out, "run")
         paths[2].write_text(sections_markdown(rows, "segbench run", footnotes) + "\n")
-        _note(f"wrote {', '.join(map(str, paths))}")
-    failed = [r for r in rows if r.get("error")]
-    for row in failed:
-        _note(f"{row['model']}: {row['error']}")
-    if result.interrupted:
-        raise typer.Exit(EXIT_INTERRUPTED)
-    if failed:
-        raise typer.Exit(1)
+        note(f"wrote {', '.join(map(str, paths))}")
+    finish(rows, result.interrupted)
 
 
 class RunProgress:
@@ -186,7 +180,3 @@ class RunProgress:
             self.bar.advance(self.task)
             self.bar.console.print(f"segbench: {model}: done in {now - started:.1f} s")
         self.bar.update(self.task, description=f"{model}: {stage}")
-
-
-def _note(text: str) -> None:
-    print(f"segbench: {text}", file=sys.stderr, flush=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -10,28 +9,28 @@ import typer
 
 from segbench.cli.app import command
 from segbench.cli.options import (
+    Dataset,
     Device,
     Format,
     Models,
     NoSave,
     Out,
+    Seed,
     check_device,
     check_format,
+    check_nonnegative,
     check_positive,
     parse_size,
 )
+from segbench.cli.output import collect, emit, note
 from segbench.errors import UserError
 
 COLUMNS = (
     "model", "dataset", "train_steps", "batch_size", "height", "width", "train_seconds", "miou",
     "pixel_acc", "peak_mem_mb", "device", "precision", "error",
 )  # fmt: skip
-EXIT_INTERRUPTED = 130
 MODEL_FIELD = "{model}"
 
-Dataset = Annotated[
-    str, typer.Option("--dataset", help="synthetic, folder:PATH, voc:PATH, cityscapes:PATH (or a plugin's).")
-]
 # the defaults are segbench.train's (not imported here: that would import torch for --help); a test
 # checks that these texts match them
 Steps = Annotated[
@@ -48,7 +47,6 @@ NumClasses = Annotated[
     Optional[int],
     typer.Option("--num-classes", help="Class count (folder: inferred from the masks when not given)."),
 ]
-Seed = Annotated[int, typer.Option("--seed", help="Seed of the weights, data order and augmentation.")]
 Save = Annotated[
     Optional[str], typer.Option("--save", help="Write the trained state_dict here ({model} = model name).")
 ]
@@ -85,8 +83,7 @@ def train(
 
     check_format(fmt)
     check_device(device)
-    if steps is not None and steps < 0:
-        raise UserError(f"bad steps {steps}: expected an integer >= 0")
+    check_nonnegative(steps, "steps")
     check_positive(batch_size, "batch size")
     check_positive(num_classes, "number of classes")
     if lr is not None and not lr > 0:
@@ -112,7 +109,8 @@ def train(
         "progress": True,
     }
     rows, interrupted = _train_all(specs, train_set, val_set, seed, options, save_paths, weight_paths)
-    _emit(rows, fmt, None if no_save else out, interrupted, lr)
+    emit(rows, fmt, "train", None if no_save else out, columns=COLUMNS, title="segbench train",
+         footnotes=_footnotes(rows, lr), interrupted=interrupted)  # fmt: skip
 
 
 def _per_model(template: str | None, option: str, names: list[str]) -> dict[str, str | None]:
@@ -135,36 +133,19 @@ def _train_all(
     from segbench.results import make_row
     from segbench.train import train_spec
 
-    _note(f"{len(train_set)} train / {len(val_set)} val images from {train_set.name}, {train_set.num_classes} classes")
-    rows: list[dict[str, Any]] = []
-    try:
-        for spec in specs:
-            fields = train_spec(spec, train_set, val_set, seed=seed, save=save_paths[spec.name],
-                                weights=weight_paths[spec.name], **options)  # fmt: skip
-            rows.append(make_row(**fields))
-            _note(_summary(rows[-1]))
-    except KeyboardInterrupt:
-        _note(f"interrupted: keeping the {len(rows)} finished row(s)")
-        return rows, True
-    return rows, False
+    note(f"{len(train_set)} train / {len(val_set)} val images from {train_set.name}, {train_set.num_classes} classes")
+    rows = (
+        make_row(**train_spec(spec, train_set, val_set, seed=seed, save=save_paths[spec.name],
+                              weights=weight_paths[spec.name], **options))
+        for spec in specs
+    )  # fmt: skip
+    return collect(rows, on_row=lambda row: note(_summary(row)))
 
 
 def _summary(row: dict[str, Any]) -> str:
     if row.get("error"):
         return f"{row['model']}: error: {row['error']}"
     return f"{row['model']}: mIoU {row['miou']:.4f} after {row['train_steps']} steps in {row['train_seconds']:.1f} s"
-
-
-def _emit(rows: list[dict[str, Any]], fmt: str, out: Path | None, interrupted: bool, lr: float | None) -> None:
-    from segbench.cli.output import emit
-
-    try:
-        emit(rows, fmt, "train", out, columns=COLUMNS, title="segbench train", footnotes=_footnotes(rows, lr))
-    except typer.Exit:
-        if not interrupted:
-            raise
-    if interrupted:
-        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def _footnotes(rows: list[dict[str, Any]], lr: float | None) -> list[str]:
@@ -185,7 +166,3 @@ def _footnotes(rows: list[dict[str, Any]], lr: float | None) -> list[str]:
         "both prediction and ground truth",
         memory,
     ]
-
-
-def _note(text: str) -> None:
-    print(f"segbench: {text}", file=sys.stderr, flush=True)
