@@ -57,18 +57,16 @@ def test_bad_format_is_one_line_exit_2():
     assert result.stdout == ""
 
 
-def test_unknown_model_from_the_console_script_exits_2_without_traceback():
+def test_unknown_model_from_the_console_script_exits_2_without_traceback(tmp_path):
     """Through a real process: stdout stays clean, stderr is one line listing the known names."""
-    code = "from segbench.cli.app import command; from segbench.cli import main; import segbench.cli.app as a\n"
-    code += (
-        "@command('probe')\n"
-        "def probe(models: str = 'fcn9s') -> None:\n"
-        "    from segbench.plugins import get_registry\n"
-        "    get_registry().select(models)\n"
-        "main()\n"
+    out = subprocess.run(
+        [sys.executable, "-m", "segbench", "flops", "--models", "fcn9s", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
     )
-    out = subprocess.run([sys.executable, "-c", code, "probe"], capture_output=True, text=True)
     assert out.returncode == 2
     assert out.stdout == ""
     (line,) = out.stderr.strip().splitlines()
-    assert line.startswith("segbench: error: unknown model 'fcn9s'") and "fcn8s" in line
+    assert line.startswith("segbench: error: unknown model 'fcn9s' (did you mean fcn8s")
+    assert "known: " in line and "fast_scnn" in line
+    assert not list(tmp_path.iterdir())
