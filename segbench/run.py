@@ -220,7 +220,7 @@ def measure_model(
     if stages.errors:
         fields["error"] = "; ".join(stages.errors)
     progress(spec.name, "done")
-    return _row(fields), count
+    return make_row(**fields), count
 
 
 class _Stages:
@@ -242,12 +242,3 @@ class _Stages:
         except Exception as exc:  # one failing stage must not stop the run: the row says why
             self.errors.append(f"{name}: {error_reason(exc)}")
             release_memory(self.device)
-
-
-def _row(fields: dict[str, Any]) -> dict[str, Any]:
-    """A full result row; counter fields the schema lacks (e.g. ``macs_other``) ride along after it."""
-    from segbench.results import ROW_FIELDS
-
-    row = make_row(**{k: v for k, v in fields.items() if k in ROW_FIELDS})
-    row.update({k: v for k, v in fields.items() if k not in ROW_FIELDS})
-    return row
