@@ -27,7 +27,7 @@ from segbench.errors import UserError
 
 COLUMNS = (
     "model", "dataset", "train_steps", "batch_size", "height", "width", "train_seconds", "miou",
-    "pixel_acc", "peak_mem_mb", "device", "precision", "error",
+    "pixel_acc", "peak_mem_mb", "device", "precision",
 )  # fmt: skip
 MODEL_FIELD = "{model}"
 
@@ -109,7 +109,8 @@ def train(
         "progress": True,
     }
     rows, interrupted = _train_all(specs, train_set, val_set, seed, options, save_paths, weight_paths)
-    emit(rows, fmt, "train", None if no_save else out, columns=COLUMNS, title="segbench train",
+    columns = COLUMNS + (("error",) if any(r.get("error") for r in rows) else ())
+    emit(rows, fmt, "train", None if no_save else out, columns=columns, title="segbench train",
          footnotes=_footnotes(rows, lr), interrupted=interrupted)  # fmt: skip
 
 
