@@ -9,11 +9,10 @@ at construction; masks (2048x1024 each) are decoded, mapped and checked when loa
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
-from segbench.data.common import IGNORE_INDEX, PairedImageDataset, check_pair, require_dir
+from segbench.data.common import IGNORE_INDEX, PairedImageDataset, check_pair, check_request, require_dir
 from segbench.errors import UserError
 
 NUM_CLASSES = 19
@@ -42,13 +41,9 @@ class CityscapesDataset(PairedImageDataset):
     def __init__(
         self, path: str | None, split: str = "train", seed: int = 0, num_classes: int | None = None
     ) -> None:
-        if not path:
-            raise UserError("cityscapes dataset needs a path: --dataset cityscapes:PATH")
-        if split not in SPLITS:
-            raise UserError(f"unknown Cityscapes split {split!r}; accepted: {', '.join(SPLITS)}")
-        if num_classes not in (None, NUM_CLASSES):
-            raise UserError(f"Cityscapes has {NUM_CLASSES} train ids; --num-classes {num_classes} does not fit")
-        root = require_dir(Path(path), "Cityscapes folder")
+        root = require_dir(
+            check_request("cityscapes", path, split, SPLITS, num_classes, NUM_CLASSES), "Cityscapes folder"
+        )
         images_dir = require_dir(root / "leftImg8bit" / split, f"Cityscapes leftImg8bit/{split} folder")
         masks_dir = require_dir(root / "gtFine" / split, f"Cityscapes gtFine/{split} folder")
         images = sorted(images_dir.glob(f"*/*{IMAGE_SUFFIX}"))

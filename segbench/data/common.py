@@ -100,6 +100,24 @@ def list_images(folder: Path) -> dict[str, Path]:
     return found
 
 
+def check_request(
+    name: str, path: str | None, split: str, splits: Sequence[str], num_classes: int | None = None,
+    fixed_classes: int | None = None,
+) -> Path:
+    """The checks every on-disk format starts with: a path given, a known split, a class count that fits.
+
+    :param name: the format's ``--dataset`` name, for the messages.
+    :param fixed_classes: the format's own class count, if it has one (VOC 21, Cityscapes 19).
+    """
+    if not path:
+        raise UserError(f"{name} dataset needs a path: --dataset {name}:PATH")
+    if split not in splits:
+        raise UserError(f"unknown {name} split {split!r}; accepted: {', '.join(splits)}")
+    if fixed_classes is not None and num_classes not in (None, fixed_classes):
+        raise UserError(f"{name} has {fixed_classes} classes; --num-classes {num_classes} does not fit it")
+    return Path(path)
+
+
 def require_dir(path: Path, what: str) -> Path:
     """A directory that must exist, with a message naming the layout expected."""
     if not path.is_dir():

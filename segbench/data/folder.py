@@ -18,6 +18,7 @@ from segbench.data.common import (
     IGNORE_INDEX,
     PairedImageDataset,
     check_pair,
+    check_request,
     check_values,
     list_images,
     read_mask,
@@ -71,11 +72,7 @@ class FolderDataset(PairedImageDataset):
     def __init__(
         self, path: str | None, split: str = "train", seed: int = 0, num_classes: int | None = None
     ) -> None:
-        if not path:
-            raise UserError("folder dataset needs a path: --dataset folder:PATH")
-        if split not in SPLITS:
-            raise UserError(f"unknown split {split!r}; accepted: {', '.join(SPLITS)}")
-        root = require_dir(Path(path), "dataset folder")
+        root = require_dir(check_request("folder", path, split, SPLITS), "dataset folder")
         splits = _splits(root)
         everything = [p for s in SPLITS for p in splits[s]]
         for image, mask in everything:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segbench.data.common import PairedImageDataset, check_pair, check_values, read_mask, require_dir
+from segbench.data.common import PairedImageDataset, check_pair, check_request, check_values, read_mask, require_dir
 from segbench.errors import UserError
 
 NUM_CLASSES = 21
@@ -38,13 +38,7 @@ class VOCDataset(PairedImageDataset):
     def __init__(
         self, path: str | None, split: str = "train", seed: int = 0, num_classes: int | None = None
     ) -> None:
-        if not path:
-            raise UserError("voc dataset needs a path: --dataset voc:PATH")
-        if split not in SPLITS:
-            raise UserError(f"unknown VOC split {split!r}; accepted: {', '.join(SPLITS)}")
-        if num_classes not in (None, NUM_CLASSES):
-            raise UserError(f"VOC has {NUM_CLASSES} classes; --num-classes {num_classes} does not fit it")
-        root = find_root(require_dir(Path(path), "VOC folder"))
+        root = find_root(require_dir(check_request("voc", path, split, SPLITS, num_classes, NUM_CLASSES), "VOC folder"))
         listing = root / "ImageSets" / "Segmentation" / f"{split}.txt"
         if not listing.is_file():
             raise UserError(f"{listing}: split list not found")
