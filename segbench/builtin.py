@@ -72,38 +72,28 @@ def register_models(register: Callable[[ModelSpec], None]) -> None:
         )
 
 
+DATASETS = (
+    # name, class, needs a path, fixed class count, description
+    ("synthetic", "SyntheticDataset", False, None,
+     "generated in memory from the seed: shapes and textures, fixed train/val split"),
+    ("folder", "FolderDataset", True, None,
+     "PATH/images + PATH/masks matched by file stem; masks are PNGs of class ids"),
+    ("voc", "VOCDataset", True, 21,
+     "PASCAL VOC 2012 layout (JPEGImages, SegmentationClass, ImageSets/Segmentation)"),
+    ("cityscapes", "CityscapesDataset", True, 19,
+     "Cityscapes leftImg8bit + gtFine labelIds, mapped to the 19 train ids"),
+)  # fmt: skip
+
+
 @hookimpl
 def register_datasets(register: Callable[[DatasetSpec], None]) -> None:
-    register(
-        DatasetSpec(
-            name="synthetic",
-            builder=_lazy("segbench.data.synthetic", "SyntheticDataset"),
-            description="generated in memory from the seed: shapes and textures, fixed train/val split",
+    for name, class_name, needs_path, num_classes, description in DATASETS:
+        register(
+            DatasetSpec(
+                name=name,
+                builder=_lazy(f"segbench.data.{name}", class_name),
+                description=description,
+                needs_path=needs_path,
+                num_classes=num_classes,
+            )
         )
-    )
-    register(
-        DatasetSpec(
-            name="folder",
-            builder=_lazy("segbench.data.folder", "FolderDataset"),
-            description="PATH/images + PATH/masks matched by file stem; masks are PNGs of class ids",
-            needs_path=True,
-        )
-    )
-    register(
-        DatasetSpec(
-            name="voc",
-            builder=_lazy("segbench.data.voc", "VOCDataset"),
-            description="PASCAL VOC 2012 layout (JPEGImages, SegmentationClass, ImageSets/Segmentation)",
-            needs_path=True,
-            num_classes=21,
-        )
-    )
-    register(
-        DatasetSpec(
-            name="cityscapes",
-            builder=_lazy("segbench.data.cityscapes", "CityscapesDataset"),
-            description="Cityscapes leftImg8bit + gtFine labelIds, mapped to the 19 train ids",
-            needs_path=True,
-            num_classes=19,
-        )
-    )
