@@ -41,6 +41,10 @@ Threads = Annotated[
 Dataset = Annotated[
     str, typer.Option("--dataset", help="synthetic, folder:PATH, voc:PATH, cityscapes:PATH (or a plugin's).")
 ]
+DatasetClasses = Annotated[
+    Optional[int],
+    typer.Option("--num-classes", help="Class count of the dataset (folder: inferred from the masks when not given)."),
+]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the weights, data order and augmentation.")]
 KernelSizes = Annotated[str, typer.Option("--kernel-sizes", "-k", help="Comma list of odd kernel sizes.")]
 Channels = Annotated[str, typer.Option("--channels", "-c", help="Comma list of channel counts (in = out).")]

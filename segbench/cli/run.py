@@ -12,6 +12,7 @@ from segbench.cli.app import command
 from segbench.cli.options import (
     Channels,
     Dataset,
+    DatasetClasses,
     Device,
     Format,
     Iters,
@@ -29,7 +30,6 @@ from segbench.cli.options import (
     parse_size,
 )
 from segbench.cli.output import finish, note
-from segbench.cli.train import NumClasses
 from segbench.errors import UserError
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def run(
     warmup: Warmup = None,
     iters: Iters = None,
     dataset: Dataset = "synthetic",
-    num_classes: NumClasses = None,
+    num_classes: DatasetClasses = None,
     steps: Steps = None,
     train_batch_size: TrainBatchSize = None,
     seed: Seed = 0,

@@ -10,6 +10,7 @@ import typer
 from segbench.cli.app import command
 from segbench.cli.options import (
     Dataset,
+    DatasetClasses,
     Device,
     Format,
     Models,
@@ -43,10 +44,6 @@ BatchSize = Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Tr
 LearningRate = Annotated[
     Optional[float], typer.Option("--lr", help="Peak learning rate (SGD, poly decay). Default: 0.02.")
 ]
-NumClasses = Annotated[
-    Optional[int],
-    typer.Option("--num-classes", help="Class count (folder: inferred from the masks when not given)."),
-]
 Save = Annotated[
     Optional[str], typer.Option("--save", help="Write the trained state_dict here ({model} = model name).")
 ]
@@ -65,7 +62,7 @@ def train(
     lr: LearningRate = None,
     device: Device = "cpu",
     seed: Seed = 0,
-    num_classes: NumClasses = None,
+    num_classes: DatasetClasses = None,
     save: Save = None,
     weights: Weights = None,
     fmt: Format = "table",
