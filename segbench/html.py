@@ -7,7 +7,7 @@ import html
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from segbench.report import format_cell, header_notes, visible_columns
+from segbench.report import format_cell, header_notes, is_number, visible_columns
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -34,8 +34,7 @@ def table_html(
         cells = []
         for col in cols:
             value = row.get(col)
-            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-            cells.append(f"<td{' class=num' if numeric else ''}>{html.escape(format_cell(col, value))}</td>")
+            cells.append(f"<td{' class=num' if is_number(value) else ''}>{html.escape(format_cell(col, value))}</td>")
         parts.append("<tr>" + "".join(cells) + "</tr>")
     parts.append("</tbody></table>")
     notes = header_notes(cols, footnotes)

@@ -67,9 +67,10 @@ def expand_variants(
     return list(dict.fromkeys([Variant(), *combos]))
 
 
-def default_iterations(device: str) -> tuple[int, int]:
-    """(warmup, iters) when the user gives none: 3/10 on CPU, 10/50 on CUDA."""
-    return DEFAULT_ITERATIONS["cuda" if device.startswith("cuda") else "cpu"]
+def default_iterations(device: str, warmup: int | None = None, iters: int | None = None) -> tuple[int, int]:
+    """(warmup, iters): the user's where given, else 3/10 on CPU and 10/50 on CUDA."""
+    default_warmup, default_iters = DEFAULT_ITERATIONS["cuda" if device.startswith("cuda") else "cpu"]
+    return (default_warmup if warmup is None else warmup, default_iters if iters is None else iters)
 
 
 def iter_latency_rows(
@@ -90,9 +91,7 @@ def iter_latency_rows(
     from segbench.measure.latency import error_reason, measure_latency, release_memory
     from segbench.results import device_name
 
-    default_warmup, default_iters = default_iterations(device)
-    warmup = default_warmup if warmup is None else warmup
-    iters = default_iters if iters is None else iters
+    warmup, iters = default_iterations(device, warmup, iters)
     device_label = device_name(device)
     for spec in specs:
         try:

@@ -47,6 +47,11 @@ def header_notes(columns: Sequence[str], footnotes: Iterable[str]) -> list[str]:
     return notes + [n for n in footnotes if n not in notes]
 
 
+def is_number(value: Any) -> bool:
+    """A value to right-align: int or float, not bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def format_cell(column: str, value: Any) -> str:
     if value is None:
         return "-"
@@ -95,7 +100,7 @@ def print_table(
     notes = header_notes(cols, footnotes)
     table = Table(title=title, caption="\n".join(notes) or None, caption_justify="left")
     for col in cols:
-        numeric = any(isinstance(r.get(col), (int, float)) and not isinstance(r.get(col), bool) for r in rows)
+        numeric = any(is_number(r.get(col)) for r in rows)
         header = f"{col} (G)" if col in _MAC_COLUMNS else col
         table.add_column(header, justify="right" if numeric else "left", overflow="fold")
     for row in rows:

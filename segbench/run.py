@@ -69,14 +69,14 @@ class RunConfig:
 
         kind = "cuda" if self.device.startswith("cuda") else "cpu"
         steps, train_batch = TRAIN_DEFAULTS[kind]
-        warmup, iters = default_iterations(self.device)
+        warmup, iters = default_iterations(self.device, self.warmup, self.iters)
         return replace(
             self,
             size=tuple(self.size or dataset_size),  # type: ignore[arg-type]
             steps=steps if self.steps is None else self.steps,
             train_batch_size=self.train_batch_size or train_batch,
-            warmup=warmup if self.warmup is None else self.warmup,
-            iters=self.iters or iters,
+            warmup=warmup,
+            iters=iters,
         )
 
     def describe(self) -> list[str]:

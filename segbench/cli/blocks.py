@@ -20,8 +20,8 @@ from segbench.cli.options import (
     Warmup,
     check_device,
     check_format,
-    check_nonnegative,
     check_positive,
+    check_timing,
     parse_int_list,
     parse_size,
 )
@@ -68,16 +68,14 @@ def blocks(
     cs = parse_int_list(channels, "channel count")
     hw = parse_size(size) if size is not None else get_registry().model("block_standard").default_size
     check_positive(batch_size, "batch size")
-    check_positive(iters, "iters")
-    check_positive(threads, "threads")
-    check_nonnegative(warmup, "warmup")
+    check_timing(warmup, iters, threads)
     check_device(device)
-    default_warmup, default_iters = default_iterations(device)
+    warmup, iters = default_iterations(device, warmup, iters)
     rows, interrupted = collect(
         study_rows(
             ks, cs, hw, batch_size, device,
-            warmup=default_warmup if warmup is None else warmup,
-            iters=default_iters if iters is None else iters,
+            warmup=warmup,
+            iters=iters,
             threads=threads,
             progress=note,
         )

@@ -19,8 +19,7 @@ from segbench.cli.options import (
     Warmup,
     check_device,
     check_format,
-    check_nonnegative,
-    check_positive,
+    check_timing,
     parse_int_list,
     parse_sizes,
 )
@@ -83,13 +82,9 @@ def latency(
     variants = expand_variants(
         [p.strip() for p in precision.split(",") if p.strip()], channels_last, compile, cuda_graph
     )
-    check_positive(threads, "threads")
-    check_positive(iters, "iters")
-    check_nonnegative(warmup, "warmup")
+    check_timing(warmup, iters, threads)
     specs = get_registry().select(models, kind="model")
-    default_warmup, default_iters = default_iterations(device)
-    warmup = default_warmup if warmup is None else warmup
-    iters = default_iters if iters is None else iters
+    warmup, iters = default_iterations(device, warmup, iters)
     tags = ", ".join(v.tag for v in variants)
     note(f"{warmup} warm-up + {iters} timed calls per row on {device}; variants: {tags}")
 

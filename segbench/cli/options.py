@@ -91,6 +91,13 @@ def check_nonnegative(value: int | None, what: str) -> int | None:
     return value
 
 
+def check_timing(warmup: int | None, iters: int | None, threads: int | None) -> None:
+    """The timing options of latency, blocks and run: warmup >= 0, iters and threads >= 1."""
+    check_nonnegative(warmup, "warmup")
+    check_positive(iters, "iters")
+    check_positive(threads, "threads")
+
+
 def check_format(fmt: str, accepted: tuple[str, ...] = FORMATS) -> str:
     if fmt not in accepted:
         raise UserError(f"bad format {fmt!r}: accepted {', '.join(accepted)}")

@@ -26,6 +26,7 @@ from segbench.cli.options import (
     check_format,
     check_nonnegative,
     check_positive,
+    check_timing,
     parse_int_list,
     parse_size,
 )
@@ -98,10 +99,10 @@ def run(
 
     check_format(fmt)
     check_device(device)
-    for value, what in ((batch_size, "batch size"), (threads, "threads"), (iters, "iters"),
-                        (train_batch_size, "train batch size"), (num_classes, "num classes")):  # fmt: skip
+    check_timing(warmup, iters, threads)
+    for value, what in ((batch_size, "batch size"), (train_batch_size, "train batch size"),
+                        (num_classes, "num classes")):  # fmt: skip
         check_positive(value, what)
-    check_nonnegative(warmup, "warmup")
     check_nonnegative(steps, "steps")
     if precision not in PRECISION_NAMES:
         raise UserError(f"bad precision {precision!r}: accepted {', '.join(PRECISION_NAMES)}")
