@@ -7,12 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import pluggy
-
-__version__ = "0.1.0"
-
-#: Marker for plugin hook implementations: ``@segbench.hookimpl``.
-hookimpl = pluggy.HookimplMarker("segbench")
+from segbench._version import __version__
+from segbench.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from torch import nn

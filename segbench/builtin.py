@@ -1,6 +1,7 @@
 """The built-in plugin: FCN-32s/16s/8s, Fast-SCNN, the conv blocks and the datasets.
 
-It uses only the public plugin API, exactly like a third-party package (see ``plugins/segbench-unet``);
+It uses only the public plugin API, exactly like a third-party package (see ``plugins/segbench-unet``;
+``hookimpl`` is imported from its home, ``segbench.hookspecs``, which ``segbench.hookimpl`` re-exports);
 model code is imported inside the builders, so listing specs never imports or builds a network.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable
 
-from segbench import hookimpl
+from segbench.hookspecs import hookimpl
 from segbench.registry import DatasetSpec, ModelSpec
 
 FCN_PAPER = "Long et al., FCN, CVPR 2015"

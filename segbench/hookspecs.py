@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from segbench.registry import DatasetSpec, ModelSpec
 
 hookspec = pluggy.HookspecMarker("segbench")
+#: Marker for hook implementations, re-exported as ``segbench.hookimpl`` (the name plugins use).
+hookimpl = pluggy.HookimplMarker("segbench")
 
 # -------------------------------------------------------------------------------------------------
 # registration hooks

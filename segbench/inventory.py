@@ -1,14 +1,11 @@
-"""What is installed: registered specs with their computed parameter counts, and the environment."""
+"""What is installed: registered specs with their computed parameter counts (``segbench list``)."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from segbench import __version__
 from segbench.plugins import failed_plugins, get_registry
 from segbench.registry import ModelSpec
-from segbench.results import cpu_name
 
 
 def count_params(spec: ModelSpec) -> int:
@@ -46,25 +43,3 @@ def spec_entries() -> list[dict[str, Any]]:
     for failure in failed_plugins():
         entries.append({"name": None, "plugin": failure.plugin, "error": failure.reason})
     return entries
-
-
-def environment() -> dict[str, Any]:
-    """Versions, devices and the numerics flags that change timings (TF32, cudnn.benchmark)."""
-    import torch
-
-    cuda = torch.cuda.is_available()
-    return {
-        "segbench_version": __version__,
-        "torch_version": torch.__version__,
-        "cuda_version": torch.version.cuda,
-        "cudnn_version": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "cuda_available": cuda,
-        "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
-        "cpu": cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
-        "cudnn_benchmark": torch.backends.cudnn.benchmark,
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
-    }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from collections import Counter
 from dataclasses import dataclass, replace
 from importlib.metadata import entry_points
 from typing import Any, Callable
@@ -74,15 +75,28 @@ def _load() -> _State:
 
 
 def _register_entry_points(manager: pluggy.PluginManager) -> list[PluginFailure]:
+    """Register every entry point of the group, each on its own, named after its distribution.
+
+    A distribution with several entry points in the group gets one plugin per entry point
+    (``dist:entry``), so the second is not refused as a duplicate. A hook implementation whose name
+    matches no hook (``register_model`` for ``register_models``) fails that plugin, via pluggy's
+    ``check_pending``, instead of being ignored.
+    """
     disabled = {n.strip() for n in os.environ.get("SEGBENCH_DISABLE_PLUGINS", "").split(",") if n}
+    found = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+    per_dist = Counter(ep.dist.name if ep.dist is not None else ep.name for ep in found)
     failures = []
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        name = ep.dist.name if ep.dist is not None else ep.name
-        if name in disabled or ep.name in disabled:
+    for ep in found:
+        dist = ep.dist.name if ep.dist is not None else ep.name
+        name = dist if per_dist[dist] == 1 else f"{dist}:{ep.name}"
+        if disabled & {name, dist, ep.name}:
             continue
         try:
             manager.register(ep.load(), name=name)
+            manager.check_pending()
         except Exception as exc:  # a broken plugin must not break the harness
+            if manager.has_plugin(name):
+                manager.unregister(name=name)
             failures.append(PluginFailure(name, f"failed to load: {_one_line(exc)}"))
     return failures
 
@@ -90,19 +104,26 @@ def _register_entry_points(manager: pluggy.PluginManager) -> list[PluginFailure]
 def _call_registration(
     manager: pluggy.PluginManager, hook_name: str, add: Callable[[Any], None]
 ) -> list[PluginFailure]:
-    """Call one registration hook plugin by plugin, so one that raises cannot stop the others."""
-    failures = []
-    for impl in getattr(manager.hook, hook_name).get_hookimpls():
+    """Call one registration hook plugin by plugin, so one that raises cannot stop the others.
 
-        def register(spec: Any, _plugin: str = impl.plugin_name) -> None:
+    Each plugin is called through ``subset_hook_caller`` with a ``register`` callback that stamps
+    the specs with that plugin's name.
+    """
+    failures = []
+    plugins = manager.list_name_plugin()
+    for name, plugin in plugins:
+        others = [other for _, other in plugins if other is not plugin]
+        hook = manager.subset_hook_caller(hook_name, remove_plugins=others)
+
+        def register(spec: Any, _plugin: str = name) -> None:
             add(replace(spec, plugin=_plugin))
 
         try:
-            impl.function(**{arg: register for arg in impl.argnames})
+            hook(register=register)
         except DuplicateNameError:
             raise
         except Exception as exc:
-            failures.append(PluginFailure(impl.plugin_name, f"{hook_name} raised {_one_line(exc)}"))
+            failures.append(PluginFailure(name, f"{hook_name} raised {_one_line(exc)}"))
     return failures
 
 

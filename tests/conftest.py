@@ -18,9 +18,9 @@ def fcn_models() -> dict[str, torch.nn.Module]:
 
 @pytest.fixture
 def fake_plugins(tmp_path, monkeypatch):
-    """Install fake plugin distributions on ``sys.path``: ``install(dist_name, source)``.
+    """Install fake plugin distributions on ``sys.path``: ``install(dist_name, source, ...)``.
 
-    Each call writes a module and a ``.dist-info`` with an entry point in the ``segbench`` group, so
+    Each call writes a module per source and a ``.dist-info`` with an entry point per module in the ``segbench`` group, so
     discovery goes through ``importlib.metadata`` exactly as for a pip-installed plugin. The plugin
     registry is rebuilt before and after the test.
     """
@@ -32,14 +32,17 @@ def fake_plugins(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     installed: list[str] = []
 
-    def install(dist_name: str, source: str) -> None:
-        module = dist_name.replace("-", "_")
-        (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
-        info = tmp_path / f"{module}-0.1.dist-info"
+    def install(dist_name: str, *sources: str) -> None:
+        """One distribution; each source becomes a module with its own entry point in the group."""
+        stem = dist_name.replace("-", "_")
+        modules = [stem if i == 0 else f"{stem}_{i}" for i in range(len(sources))]
+        for module, source in zip(modules, sources):
+            (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+        info = tmp_path / f"{stem}-0.1.dist-info"
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: 0.1\n")
-        (info / "entry_points.txt").write_text(f"[segbench]\n{module} = {module}\n")
-        installed.append(module)
+        (info / "entry_points.txt").write_text("[segbench]\n" + "".join(f"{m} = {m}\n" for m in modules))
+        installed.extend(modules)
         plugins.reset()
 
     plugins.reset()

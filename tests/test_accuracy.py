@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from segbench.measure import ConfusionMatrix
+from segbench.measure.accuracy import ConfusionMatrix
 
 
 def numpy_reference(pred: np.ndarray, target: np.ndarray, n: int, ignore: int = 255) -> dict:

@@ -7,10 +7,17 @@ from fractions import Fraction
 import pytest
 import torch
 
-from segbench.blocks_study import block_options, check_kernel_sizes, study_rows, theory_ratio
+from segbench.checks import check_kernel_sizes
 from segbench.errors import UserError
 from segbench.measure.analytic import analytic_count
 from segbench.plugins import get_registry
+from segbench.rows.schema import theory_ratio
+from segbench.runners.blocks import BlocksConfig, block_options, blocks, default_specs
+
+
+def study_rows(kernel_sizes, channels, **options):
+    """Every row of the K^2 runner over the built-in pair."""
+    return list(blocks(default_specs(), BlocksConfig(kernel_sizes, channels, **options)))
 
 GRID_K = (1, 3, 5, 7)
 GRID_C = (32, 64, 128, 256)
@@ -49,7 +56,7 @@ def test_even_or_non_positive_kernel_sizes_are_rejected(bad: list[int]) -> None:
 
 
 def test_study_rows_pair_standard_and_dsconv() -> None:
-    rows = list(study_rows([1, 3], [4], size=(8, 8), batch_size=2, warmup=0, iters=2))
+    rows = study_rows([1, 3], [4], size=(8, 8), batch_size=2, warmup=0, iters=2)
     assert [(r["block"], r["kernel_size"]) for r in rows] == [
         ("standard", 1), ("dsconv", 1), ("standard", 3), ("dsconv", 3)
     ]  # fmt: skip
@@ -70,6 +77,36 @@ def test_study_rows_pair_standard_and_dsconv() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_study_rows_on_cuda() -> None:
-    rows = list(study_rows([3], [16], size=(16, 16), device="cuda", warmup=1, iters=3))
+    rows = study_rows([3], [16], size=(16, 16), device="cuda", warmup=1, iters=3)
     assert all(r["error"] is None and r["latency_ms_median"] > 0 for r in rows)
     assert rows[1]["latency_speedup"] > 0
+
+
+def test_a_block_row_names_the_block_the_same_way_in_every_command() -> None:
+    """latency, blocks, flops and run rows of block_dsconv at K=3, C=128, 64x64 share their identity."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from segbench.cli import app
+    from segbench.rows.schema import IDENTITY_FIELDS
+
+    fast = ["--warmup", "0", "--iters", "1"]
+    commands = {
+        "latency": ["latency", "-m", "block_dsconv", "--size", "64x64", *fast],
+        "blocks": ["blocks", "-k", "3", "-c", "128", "--size", "64x64", *fast],
+        "flops": ["flops", "-m", "block_dsconv", "--size", "64x64"],
+        "run": ["run", "-m", "block_dsconv", "--size", "64x64", *fast],
+    }
+    identities = {}
+    for name, args in commands.items():
+        result = CliRunner().invoke(app, [*args, "--format", "json", "--no-save"])
+        assert result.exit_code == 0, result.output
+        (row,) = [r for r in json.loads(result.stdout) if r["model"] == "block_dsconv"]
+        identities[name] = {f: row[f] for f in (*IDENTITY_FIELDS, "family", "plugin")}
+    expected = {
+        "model": "block_dsconv", "kind": "block", "block": "dsconv", "kernel_size": 3, "in_channels": 128,
+        "out_channels": 128, "stride": 1, "batch_size": 1, "height": 64, "width": 64, "num_classes": None,
+        "family": "conv_block", "plugin": "segbench",
+    }  # fmt: skip
+    assert identities == dict.fromkeys(commands, expected)

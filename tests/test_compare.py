@@ -6,9 +6,10 @@ import pytest
 from typer.testing import CliRunner
 
 from segbench.cli import app
-from segbench.compare import KEY_FIELDS, compare_rows, parse_tolerance
 from segbench.errors import UserError
-from segbench.results import make_row, to_csv, to_json
+from segbench.output.compare import KEY_FIELDS, compare_rows, parse_tolerance
+from segbench.rows.files import to_csv, to_json
+from segbench.rows.schema import make_row
 
 runner = CliRunner()
 

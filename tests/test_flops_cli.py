@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from segbench.cli import app
-from segbench.results import MACS_NOTE
+from segbench.rows.schema import MACS_NOTE
 
 runner = CliRunner()
 
@@ -84,7 +84,7 @@ def test_blocks_json_rows_and_ratio_columns() -> None:
     [
         (["flops", "--size", "0x10"], "bad size '0x10'"),
         (["flops", "--size", "abc"], "bad size 'abc'"),
-        (["flops", "--num-classes", "0"], "bad num-classes 0"),
+        (["flops", "--num-classes", "0"], "bad number of classes 0"),
         (["flops", "--models", "fcn9s"], "unknown model 'fcn9s'"),
         (["flops", "--by", "layer"], "bad --by 'layer'"),
         (["flops", "--batch-size", "0"], "bad batch size 0"),

@@ -16,21 +16,20 @@ from typer.testing import CliRunner
 
 from segbench.cli import app
 from segbench.errors import UserError
-from segbench.latency_sweep import Variant, default_iterations, expand_variants, iter_latency_rows, latency_rows
-from segbench.measure.latency import (
-    CUDA_GRAPH_ON_CPU,
-    OOM,
-    VariantUnavailable,
-    compare_outputs,
-    error_reason,
-    measure_latency,
-    summarize,
-)
+from segbench.measure.faults import OOM, VariantUnavailable, error_reason
+from segbench.measure.latency import CUDA_GRAPH_ON_CPU, Variant, compare_outputs, measure_latency, summarize
 from segbench.measure.memory import MIB, cpu_peak_mb, peak_from_events
 from segbench.registry import ModelSpec
-from segbench.results import ROW_FIELDS, make_row
+from segbench.rows.schema import ROW_FIELDS, make_row
+from segbench.runners.defaults import timing
+from segbench.runners.latency import LatencyConfig, expand_variants, latency
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def latency_rows(specs, **options):
+    """Every row of the latency runner for ``specs`` with ``LatencyConfig(**options)``."""
+    return list(latency(specs, LatencyConfig(**options)))
 
 
 def tiny_net(classes: int = 5) -> nn.Module:
@@ -65,7 +64,6 @@ def test_default_row_fields_are_filled_and_consistent(example: torch.Tensor) -> 
     assert row["compile_seconds"] is None
     assert row["peak_mem_mb"] > 0
     assert row.get("trace_file") is None
-    assert isinstance(row["device_name"], str) and row["device_name"]
 
 
 def test_threads_are_set_recorded_and_restored(example: torch.Tensor) -> None:
@@ -342,7 +340,7 @@ def test_ctrl_c_stops_the_sweep_after_the_finished_rows() -> None:
     stop = _spec("stop", lambda num_classes: FailsAtBatch(2, KeyboardInterrupt()))
     rows = []
     with pytest.raises(KeyboardInterrupt):
-        for row in iter_latency_rows([stop, TINY], device="cpu", batch_sizes=[1, 2, 4], warmup=0, iters=1):
+        for row in latency([stop, TINY], LatencyConfig(device="cpu", batch_sizes=[1, 2, 4], warmup=0, iters=1)):
             rows.append(row)
     assert [(r["model"], r["batch_size"]) for r in rows] == [("stop", 1)]
 
@@ -359,13 +357,13 @@ def test_block_rows_carry_block_fields_and_input_channels() -> None:
     (row,) = latency_rows([block], device="cpu", warmup=0, iters=1)
     assert row["error"] is None
     fields = ("kind", "block", "kernel_size", "in_channels", "out_channels", "stride")
-    assert [row[f] for f in fields] == ["block", "block_dsconv", 5, 6, 4, 2]
+    assert [row[f] for f in fields] == ["block", "dsconv", 5, 6, 4, 2]
     assert row["num_classes"] is None and (row["height"], row["width"]) == (8, 8)
 
 
 def test_default_iterations_depend_on_the_device() -> None:
-    assert default_iterations("cpu") == (3, 10)
-    assert default_iterations("cuda:1") == (10, 50)
+    assert timing("cpu") == (3, 10)
+    assert timing("cuda:1") == (10, 50)
     (row,) = latency_rows([TINY], device="cpu")
     assert row["iters"] == 10
 
@@ -422,14 +420,14 @@ def test_cli_row_errors_exit_1_and_keep_the_rows() -> None:
 
 
 def test_cli_ctrl_c_emits_finished_rows_and_exits_130(monkeypatch) -> None:
-    import segbench.latency_sweep
+    import segbench.runners.latency
 
-    def interrupted(specs, **options):
+    def interrupted(specs, config):
         yield make_row(model="first", batch_size=1, height=8, width=8, latency_ms_median=1.0, throughput_ips=1e3,
                        **Variant().fields())
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(segbench.latency_sweep, "iter_latency_rows", interrupted)
+    monkeypatch.setattr(segbench.runners.latency, "latency", interrupted)
     result = runner.invoke(app, ["latency", "-m", "block_dsconv", "--format", "json", "--no-save"])
     assert result.exit_code == 130
     assert [r["model"] for r in json.loads(result.stdout)] == ["first"]

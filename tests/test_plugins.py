@@ -59,6 +59,60 @@ def test_entry_point_plugin_is_discovered_and_stamped(fake_plugins):
     assert "good-plugin" in plugins.plugin_names()
 
 
+MISSPELLED = '''
+import segbench
+
+@segbench.hookimpl
+def register_model(register):  # the hook is register_models
+    pass
+'''
+
+DATASETS_ONLY = '''
+import segbench
+from segbench.registry import DatasetSpec
+
+@segbench.hookimpl
+def register_datasets(register):
+    register(DatasetSpec(name="tiny_set", builder=lambda **kw: [], description="empty"))
+'''
+
+
+def test_a_misspelled_hook_is_a_reported_plugin_failure(fake_plugins, capsys):
+    fake_plugins("typo-plugin", MISSPELLED)
+    fake_plugins("good-plugin", GOOD)
+    assert "tiny_net" in plugins.get_registry().models
+    (failure,) = plugins.failed_plugins()
+    assert failure.plugin == "typo-plugin"
+    assert failure.reason.startswith("failed to load: PluginValidationError: unknown hook 'register_model'")
+    assert "typo-plugin" not in plugins.plugin_names()
+    assert "unknown hook 'register_model'" in capsys.readouterr().err
+
+
+def test_a_distribution_with_two_entry_points_loads_both(fake_plugins):
+    fake_plugins("two-part", GOOD, DATASETS_ONLY)
+    registry = plugins.get_registry()
+    assert registry.models["tiny_net"].plugin == "two-part:two_part"
+    assert registry.datasets["tiny_set"].plugin == "two-part:two_part_1"
+    assert plugins.failed_plugins() == []
+
+
+def test_hooks_are_called_through_pluggy_with_keyword_arguments(fake_plugins):
+    """An implementation may take fewer arguments than the spec (pluggy's rule), so specs can grow."""
+    fake_plugins("no-args", '''
+import segbench
+CALLED = []
+
+@segbench.hookimpl
+def register_models():
+    CALLED.append(True)
+''')
+    plugins.get_registry()
+    import no_args
+
+    assert no_args.CALLED == [True]
+    assert plugins.failed_plugins() == []
+
+
 def test_broken_plugins_are_reported_and_others_still_load(fake_plugins, capsys):
     fake_plugins("broken-import", BROKEN_IMPORT)
     fake_plugins("raises-in-hook", RAISES_IN_HOOK)

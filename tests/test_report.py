@@ -3,6 +3,7 @@
 import base64
 import json
 import re
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from segbench.cli import app
-from segbench.plots import block_speedups, gmacs_per_second, pareto_front, point_labels, theory_speedup
-from segbench.report import sections
-from segbench.results import load_rows, make_row, to_csv, to_json
+from segbench.output.plots import block_speedups, gmacs_per_second, pareto_front, point_labels
+from segbench.output.tables import sections
+from segbench.rows.files import load_rows, to_csv, to_json
+from segbench.rows.schema import make_row, theory_ratio
 
 runner = CliRunner()
 
@@ -64,10 +66,10 @@ def test_pareto_front_keeps_only_undominated_points():
     assert pareto_front([(5.0, 0.1)]) == [0]
 
 
-def test_theory_speedup_matches_the_weight_ratio_of_reference_md():
+def test_theory_ratio_matches_the_weight_ratio_of_reference_md():
     # REFERENCE.md: C = N = 128, K = 3: 147,456 vs 17,536 weights, 8.41x fewer.
-    assert theory_speedup(3, 128) == pytest.approx(147_456 / 17_536, rel=1e-12)
-    assert theory_speedup(7, 10**9) == pytest.approx(49, rel=1e-6)
+    assert theory_ratio(3, 128) == Fraction(17_536, 147_456)
+    assert 1 / float(theory_ratio(7, 10**9)) == pytest.approx(49, rel=1e-6)
 
 
 def test_block_speedups_pair_standard_and_dsconv():
@@ -75,8 +77,8 @@ def test_block_speedups_pair_standard_and_dsconv():
     assert [(p["kernel_size"], p["out_channels"]) for p in pairs] == [(3, 32), (5, 32), (3, 128), (5, 128)]
     for p in pairs:
         k, c = p["kernel_size"], p["out_channels"]
-        assert p["measured"] == pytest.approx(2.0 * k)  # 2 K^2 ms / K ms
-        assert p["mac_ratio"] == pytest.approx(theory_speedup(k, c), rel=1e-12)
+        assert p["latency_speedup"] == pytest.approx(2.0 * k)  # 2 K^2 ms / K ms
+        assert p["mac_ratio"] == p["mac_ratio_theory"] == float(theory_ratio(k, c))  # dsconv / standard
 
 
 def test_gmacs_per_second_and_labels_that_tell_machines_apart():

@@ -8,7 +8,8 @@ import torch
 
 from segbench import __version__
 from segbench.errors import UserError
-from segbench.results import ROW_FIELDS, load_rows, make_row, save_rows, to_json
+from segbench.rows.files import load_rows, save_rows, to_json
+from segbench.rows.schema import ROW_FIELDS, make_row
 
 DESIGN_FIELDS = """model kind family plugin device device_name precision channels_last compiled cuda_graph
 batch_size height width num_classes params params_trainable macs_fvcore macs_thop macs_analytic flops
@@ -41,7 +42,7 @@ def test_save_and_load_round_trip(tmp_path):
         make_row(model="a", params=1_000, latency_ms_median=1.5, channels_last=True, iou_per_class=[0.5, None]),
         make_row(model="b", error="out of memory", miou=float("nan")),
     ]
-    paths = save_rows(rows, tmp_path / "out", "flops")
+    paths = save_rows(rows, tmp_path / "out", "flops", markdown="| a |")
     assert [p.suffix for p in paths] == [".json", ".csv", ".md"]
     assert paths[0].name.startswith("flops-")
     from_json, from_csv = load_rows([paths[0]]), load_rows([paths[1]])

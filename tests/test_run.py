@@ -7,8 +7,8 @@ import torch
 from typer.testing import CliRunner
 
 from segbench.cli import app
-from segbench.results import load_rows
-from segbench.run import RunConfig
+from segbench.rows.files import load_rows
+from segbench.runners.run import RunConfig, plan
 
 runner = CliRunner()
 
@@ -58,11 +58,13 @@ def test_models(fake_plugins):
     fake_plugins("segbench-test-models", PLUGIN)
 
 
-def test_defaults_per_device():
-    cpu = RunConfig(device="cpu").resolved((128, 128))
-    assert (cpu.size, cpu.steps, cpu.train_batch_size, cpu.warmup, cpu.iters) == ((128, 128), 120, 4, 3, 10)
-    cuda = RunConfig(device="cuda", size=(512, 1024), steps=0).resolved((128, 128))
-    assert (cuda.size, cuda.steps, cuda.train_batch_size, cuda.warmup, cuda.iters) == ((512, 1024), 0, 8, 10, 50)
+def test_defaults_come_from_the_dataset_and_the_device_type():
+    from segbench.plugins import get_registry
+
+    cpu = plan(get_registry().select("fast_scnn"), RunConfig(device="cpu"))
+    assert (cpu.train.size, cpu.train.config.budget, cpu.latency.timing) == ((128, 128), (120, 4), (3, 10))
+    assert cpu.count.size == cpu.latency.sizes[0] == (128, 128)  # every stage at the dataset's size
+    assert cpu.latency.num_classes == cpu.count.num_classes == 6  # built for the dataset's classes
     lines = cpu.describe()
     assert lines[0].startswith("Input 128x128 for counting, latency and training")
     assert "120 steps x batch 4" in lines[2]
@@ -75,7 +77,7 @@ def test_run_end_to_end_with_a_failing_model(test_models, tmp_path):
     assert result.exit_code == 1, result.output
     broken, tiny = json.loads(result.stdout)
     assert broken["model"] == "broken_net"
-    assert broken["error"] == "build: RuntimeError: kaboom: this variant is not supported"
+    assert broken["error"] == "cannot build broken_net: RuntimeError: kaboom: this variant is not supported"
     assert broken["params"] is None and broken["miou"] is None
     assert tiny["error"] is None
     assert [f for f in MEASURED if tiny[f] is None] == []
@@ -85,7 +87,7 @@ def test_run_end_to_end_with_a_failing_model(test_models, tmp_path):
     assert (tiny["iters"], tiny["train_steps"], tiny["dataset"]) == (3, 2, "synthetic")
     assert 0.0 <= tiny["miou"] <= 1.0 and len(tiny["iou_per_class"]) == 6
     assert tiny["latency_ms_min"] <= tiny["latency_ms_median"] <= tiny["latency_ms_p90"]
-    assert "segbench: broken_net: build: RuntimeError: kaboom" in result.stderr
+    assert "segbench: broken_net: cannot build broken_net: RuntimeError: kaboom" in result.stderr
     assert "segbench: tiny_net: done in" in result.stderr
     assert "Training: 2 steps x batch 2 (fp32, seed 0)" in result.stderr
     (json_file,) = out.glob("run-*.json")
@@ -117,16 +119,16 @@ def test_same_seed_same_row(test_models, tmp_path):
 
 
 def test_ctrl_c_keeps_the_finished_rows(test_models, tmp_path, monkeypatch):
-    import segbench.run
+    import segbench.runners.run
 
-    real = segbench.run.measure_model
+    real = segbench.runners.run.merge
 
-    def interrupt_second(spec, *args):
-        if spec.name == "broken_net":
+    def interrupt_second(timed, *rows):
+        if timed["model"] == "broken_net":
             raise KeyboardInterrupt
-        return real(spec, *args)
+        return real(timed, *rows)
 
-    monkeypatch.setattr(segbench.run, "measure_model", interrupt_second)
+    monkeypatch.setattr(segbench.runners.run, "merge", interrupt_second)
     out = tmp_path / "results"
     result = runner.invoke(app, ["run", "-m", "tiny_net,broken_net", *TINY, "--format", "csv", "--out", str(out)])
     assert result.exit_code == 130
@@ -153,7 +155,7 @@ def test_run_builtin_model_and_block_at_tiny_size(tmp_path):
     ("args", "message"),
     [
         (["--size", "abc"], "bad size 'abc'"),
-        (["--precision", "fp8"], "bad precision 'fp8'"),
+        (["--precision", "fp8"], "bad precision fp8: accepted fp32, fp16, bf16"),
         (["--models", "no_such_model"], "no_such_model"),
         (["--steps", "-1"], "bad steps -1"),
         (["--dataset", "nope"], "nope"),

@@ -13,8 +13,10 @@ from torch import nn
 from segbench.data.synthetic import SyntheticDataset
 from segbench.errors import UserError
 from segbench.registry import ModelSpec
-from segbench.train import augment, segmentation_loss, tensor_mib, train_and_evaluate, train_spec
-import segbench.train as train_module
+from segbench.measure import recipe
+from segbench.measure.training import augment, segmentation_loss, tensor_mib, train_and_evaluate
+from segbench.runners.cells import measure_cells
+from segbench.runners.train import Prepared, TrainConfig, cells, prepare
 
 SIZE = (32, 32)
 
@@ -51,7 +53,7 @@ def run(data: tuple, seed: int = 0, steps: int = 40, **kwargs: object) -> tuple[
     model = kwargs.pop("model", None) or TinyNet(data[0].num_classes)
     losses: list[float] = []
     fields = train_and_evaluate(
-        model, *data, steps=steps, batch_size=4, size=SIZE, lr=0.1, seed=seed, progress=False,
+        model, *data, steps=steps, batch_size=4, size=SIZE, lr=0.1, seed=seed,
         on_step=lambda step, loss: losses.append(loss), **kwargs,
     )  # fmt: skip
     return fields, losses
@@ -106,7 +108,7 @@ def test_augment_pads_with_ignore_and_flips_image_with_mask(monkeypatch: pytest.
     mask = torch.zeros(8, 8, dtype=torch.long)
     mask[:, 4:] = 1
     image = mask.float()[None].repeat(3, 1, 1)
-    monkeypatch.setattr(train_module, "SCALE_RANGE", (1.0, 1.0))
+    monkeypatch.setattr(recipe, "SCALE_RANGE", (1.0, 1.0))
     torch.manual_seed(0)
     flips = 0
     for _ in range(20):
@@ -114,7 +116,7 @@ def test_augment_pads_with_ignore_and_flips_image_with_mask(monkeypatch: pytest.
         assert torch.equal(out_image[0], out_mask.float())  # image and mask moved together
         flips += int(out_mask[0, 0] == 1)
     assert 3 <= flips <= 17  # flipped about half the time
-    monkeypatch.setattr(train_module, "SCALE_RANGE", (0.5, 0.5))
+    monkeypatch.setattr(recipe, "SCALE_RANGE", (0.5, 0.5))
     out_image, out_mask = augment(image, mask, (8, 8))
     ignored = out_mask == 255  # the image shrank to 4x4: padded below and on one side (flip may swap it)
     assert int(ignored.sum()) == 48 and ignored[4:].all()
@@ -143,7 +145,7 @@ def test_cpu_training_peak_counts_weights_gradients_and_momentum(tiny_data) -> N
     """SGD with momentum holds weights, gradients and momentum buffers: at least 3x the weights."""
     model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 4, 1))
     weights_mb = tensor_mib(model)
-    fields = train_and_evaluate(model, *tiny_data, steps=2, batch_size=2, size=(32, 32), progress=False)
+    fields = train_and_evaluate(model, *tiny_data, steps=2, batch_size=2, size=(32, 32))
     activations_mb = 2 * 64 * 32 * 32 * 4 / 2**20  # the first conv's output alone, batch 2, fp32
     assert fields["peak_mem_mb"] >= 3 * weights_mb + activations_mb
     assert fields["peak_mem_mb"] < 3 * weights_mb + 50 * activations_mb
@@ -156,7 +158,7 @@ def test_fast_scnn_aux_training_step() -> None:
         SyntheticDataset(split="train", length=4, image_size=(64, 64)),
         SyntheticDataset(split="val", length=2, image_size=(64, 64)),
     )
-    fields = train_and_evaluate(FastSCNN(num_classes=6, aux=True), *data, steps=2, batch_size=2, progress=False)
+    fields = train_and_evaluate(FastSCNN(num_classes=6, aux=True), *data, steps=2, batch_size=2)
     assert (fields["height"], fields["width"], fields["train_steps"]) == (64, 64, 2)
     assert 0 <= fields["miou"] <= 1
 
@@ -166,10 +168,16 @@ def _spec(builder: object, name: str = "tiny", kind: str = "model") -> ModelSpec
                      description="test model", kind=kind, plugin="tests")  # fmt: skip
 
 
-def test_train_spec_row_fields_and_errors(tiny_data: tuple) -> None:
-    fields = train_spec(_spec(TinyNet), *tiny_data, steps=2, batch_size=4, size=SIZE, progress=False)
+def train_rows(specs: list[ModelSpec], data: tuple, **options: object) -> list[dict]:
+    """The train runner's rows for ``specs`` on already open splits."""
+    files = dict.fromkeys(s.name for s in specs)
+    return list(measure_cells(cells(Prepared(TrainConfig(**options), tuple(specs), *data, files, files))))
+
+
+def test_train_runner_row_fields_and_errors(tiny_data: tuple) -> None:
+    (fields,) = train_rows([_spec(TinyNet)], tiny_data, steps=2, batch_size=4, size=SIZE)
     assert (fields["model"], fields["family"], fields["plugin"], fields["device"]) == ("tiny", "test", "tests", "cpu")
-    assert "error" not in fields
+    assert fields["error"] is None
     assert 0 <= fields["miou"] <= 1 and fields["num_classes"] == 4
 
     def broken(num_classes: int) -> nn.Module:
@@ -178,13 +186,12 @@ def test_train_spec_row_fields_and_errors(tiny_data: tuple) -> None:
     def failing(num_classes: int) -> nn.Module:
         raise RuntimeError("out of memory (pretend)")
 
-    wrong = train_spec(_spec(broken), *tiny_data, steps=1, batch_size=4, progress=False)
-    assert wrong["error"] == "training failed: ValueError: class ids must lie in 0..3 (or be 255 in the target)"
-    failed = train_spec(_spec(failing), *tiny_data, steps=1, batch_size=4, progress=False)
-    assert failed["error"] == "training failed: RuntimeError: out of memory (pretend)"
-    assert failed["dataset"] == "synthetic" and "miou" not in failed
+    wrong, failed = train_rows([_spec(broken), _spec(failing, "failing")], tiny_data, steps=1, batch_size=4)
+    assert wrong["error"] == "train: ValueError: class ids must lie in 0..3 (or be 255 in the target)"
+    assert failed["error"] == "cannot build failing: out of memory"  # any out-of-memory reads the same
+    assert failed["dataset"] == "synthetic" and failed["miou"] is None
     with pytest.raises(UserError, match="block"):
-        train_spec(_spec(TinyNet, kind="block"), *tiny_data, steps=1, progress=False)
+        prepare([_spec(TinyNet, kind="block")], TrainConfig(steps=1))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -282,15 +289,15 @@ def test_cli_failing_model_gets_error_row_and_exit_1(tmp_path: Path, fake_plugin
                       "--format", "json", "--out", str(tmp_path / "out")])  # fmt: skip
     assert result.exit_code == 1, result.output
     (row,) = json.loads(result.stdout)
-    assert row["error"] == "training failed: RuntimeError: cannot build on purpose"
+    assert row["error"] == "cannot build broken: RuntimeError: cannot build on purpose"
     assert row["miou"] is None and row["dataset"] == f"folder:{data}"
     assert (tmp_path / "out").is_dir()  # a failed measurement still records its row
 
 
 def test_cli_help_states_the_library_defaults() -> None:
-    from segbench.train import DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_STEPS
+    from segbench.runners.defaults import TRAIN
 
     text = " ".join(_invoke(["--help"]).stdout.split())
-    assert f"Default: {DEFAULT_STEPS}." in text
-    assert f"Default: {DEFAULT_BATCH_SIZE}." in text
-    assert f"Default: {DEFAULT_LR:g}." in text
+    assert f"Default: {TRAIN['cpu'][0]} CPU, {TRAIN['cuda'][0]} CUDA." in text
+    assert f"Default: {TRAIN['cpu'][1]} CPU, {TRAIN['cuda'][1]} CUDA." in text
+    assert f"Default: {recipe.DEFAULT_LR:g}." in text

@@ -18,30 +18,23 @@ from segbench.cli.options import (
     Out,
     Threads,
     Warmup,
-    check_device,
     check_format,
-    check_positive,
-    check_timing,
     parse_int_list,
     parse_size,
 )
-from segbench.cli.output import collect, emit, note
+from segbench.cli.output import Progress, collect, emit
 
 COLUMNS = (
     "block", "kernel_size", "in_channels", "params", "macs_analytic", "mac_ratio", "mac_ratio_theory",
     "latency_ms_median", "latency_speedup",
 )  # fmt: skip
-RATIO_NOTE = (
-    "on each dsconv row: mac_ratio = dsconv / standard macs_analytic, mac_ratio_theory = 1/N + 1/K^2, "
-    "latency_speedup = standard / dsconv median latency"
-)
 
 Size = Annotated[Optional[str], typer.Option("--size", help="HxW input size. Default: the blocks' own (64x64).")]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Batch size.")]
 
 
 @command("blocks")
-def blocks(
+def blocks_command(
     kernel_sizes: KernelSizes = "3,5,7",
     channels: Channels = "32,64,128,256",
     size: Size = None,
@@ -58,30 +51,27 @@ def blocks(
 
     MACs are multiply-accumulates; FLOPs = 2 x MACs. Latency uses the timing code of `segbench latency`.
     """
-    from segbench.blocks_study import check_kernel_sizes, study_rows
-    from segbench.latency_sweep import default_iterations
-    from segbench.plugins import get_registry
-    from segbench.results import MACS_NOTE
+    from segbench.rows.schema import MACS_NOTE, RATIO_NOTE
+    from segbench.runners.blocks import BlocksConfig, blocks, default_specs
 
     check_format(fmt)
-    ks = check_kernel_sizes(parse_int_list(kernel_sizes, "kernel size"))
-    cs = parse_int_list(channels, "channel count")
-    hw = parse_size(size) if size is not None else get_registry().model("block_standard").default_size
-    check_positive(batch_size, "batch size")
-    check_timing(warmup, iters, threads)
-    check_device(device)
-    warmup, iters = default_iterations(device, warmup, iters)
-    rows, interrupted = collect(
-        study_rows(
-            ks, cs, hw, batch_size, device,
-            warmup=warmup,
-            iters=iters,
-            threads=threads,
-            progress=note,
-        )
-    )  # fmt: skip
+    progress = Progress()
+    config = BlocksConfig(
+        kernel_sizes=parse_int_list(kernel_sizes, "kernel size"),
+        channels=parse_int_list(channels, "channel count"),
+        size=parse_size(size) if size is not None else None,
+        batch_size=batch_size,
+        device=device,
+        warmup=warmup,
+        iters=iters,
+        threads=threads,
+        progress=progress,
+    )
+    specs = default_specs()
+    rows, interrupted = collect(blocks(specs, config), progress)
+    height, width = config.size or specs[0].default_size
     title = (
-        f"Standard vs depthwise-separable blocks, C in = out, stride 1, input {batch_size}xCx{hw[0]}x{hw[1]}, "
+        f"Standard vs depthwise-separable blocks, C in = out, stride 1, input {batch_size}xCx{height}x{width}, "
         f"{device} ({MACS_NOTE})"
     )
     columns = COLUMNS + (("error",) if any(r.get("error") for r in rows) else ())

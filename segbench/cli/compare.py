@@ -27,8 +27,8 @@ def compare(
     Rows are matched on model, block geometry, device type, precision and variant flags, batch size,
     input size and class count. Prints a Markdown verdict; exit 1 on a regression, 0 otherwise.
     """
-    from segbench.compare import compare_rows, has_regression, parse_tolerance, to_markdown
-    from segbench.results import load_rows
+    from segbench.output.compare import compare_rows, has_regression, parse_tolerance, to_markdown
+    from segbench.rows.files import load_rows
 
     lat_tol = parse_tolerance(latency_tolerance, "--latency-tolerance")
     miou_tol = parse_tolerance(miou_tolerance, "--miou-tolerance")

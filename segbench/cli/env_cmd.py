@@ -15,7 +15,7 @@ def env(fmt: Format = "table") -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from segbench.inventory import environment
+    from segbench.rows.environment import environment
 
     check_format(fmt, ("table", "json"))
     facts = environment()

@@ -17,13 +17,11 @@ from segbench.cli.options import (
     Out,
     Threads,
     Warmup,
-    check_device,
     check_format,
-    check_timing,
     parse_int_list,
     parse_sizes,
 )
-from segbench.cli.output import collect, emit, note
+from segbench.cli.output import Progress, collect, emit, note
 
 COLUMNS = (
     "model", "batch_size", "height", "width", "precision", "channels_last", "compiled", "cuda_graph",
@@ -50,7 +48,7 @@ Trace = Annotated[
 
 
 @command("latency")
-def latency(
+def latency_command(
     models: Models = None,
     device: Device = "cpu",
     size: Sizes = None,
@@ -72,36 +70,29 @@ def latency(
     The fp32 eager row always comes first; each precision in --precision is combined with every switch
     given (--channels-last, --compile, --cuda-graph) off and on, one row per combination.
     """
-    from segbench.latency_sweep import default_iterations, expand_variants, iter_latency_rows
     from segbench.plugins import get_registry
+    from segbench.runners.latency import LatencyConfig, expand_variants, latency
 
     check_format(fmt)
-    check_device(device)
-    sizes = parse_sizes(size)
-    batch_sizes = parse_int_list(batch_size, "batch size")
-    variants = expand_variants(
-        [p.strip() for p in precision.split(",") if p.strip()], channels_last, compile, cuda_graph
-    )
-    check_timing(warmup, iters, threads)
-    specs = get_registry().select(models, kind="model")
-    warmup, iters = default_iterations(device, warmup, iters)
-    tags = ", ".join(v.tag for v in variants)
-    note(f"{warmup} warm-up + {iters} timed calls per row on {device}; variants: {tags}")
-
-    rows, interrupted = collect(
-        iter_latency_rows(
-            specs,
-            device=device,
-            sizes=sizes,
-            batch_sizes=batch_sizes,
-            variants=variants,
-            warmup=warmup,
-            iters=iters,
-            threads=threads,
-            trace_dir=trace,
+    progress = Progress()
+    config = LatencyConfig(
+        device=device,
+        sizes=parse_sizes(size),
+        batch_sizes=parse_int_list(batch_size, "batch size"),
+        variants=expand_variants(
+            [p.strip() for p in precision.split(",") if p.strip()], channels_last, compile, cuda_graph
         ),
-        on_row=lambda row: note(_progress(row)),
+        warmup=warmup,
+        iters=iters,
+        threads=threads,
+        trace_dir=trace,
+        progress=progress,
     )
+    specs = get_registry().select(models, kind="model")
+    warmup, iters = config.timing
+    tags = ", ".join(v.tag for v in config.variants)
+    note(f"{warmup} warm-up + {iters} timed calls per row on {device}; variants: {tags}")
+    rows, interrupted = collect(latency(specs, config), progress, on_row=_summary)
     emit(rows, fmt, "latency", None if no_save else out, _columns(rows, device), title="segbench latency",
          footnotes=_footnotes(warmup, iters, device, rows), interrupted=interrupted)  # fmt: skip
 
@@ -134,7 +125,7 @@ def _footnotes(warmup: int, iters: int, device: str, rows: list[dict[str, Any]])
     ]
 
 
-def _progress(row: dict[str, Any]) -> str:
+def _summary(row: dict[str, Any]) -> str:
     what = f"{row['model']} {row['batch_size']}x{row['height']}x{row['width']} {_tag(row)}"
     if row.get("error"):
         return f"{what}: error: {row['error']}"
@@ -142,6 +133,6 @@ def _progress(row: dict[str, Any]) -> str:
 
 
 def _tag(row: dict[str, Any]) -> str:
-    from segbench.measure.latency import variant_tag
+    from segbench.measure.latency import Variant
 
-    return variant_tag(row["precision"], row["channels_last"], row["compiled"], row["cuda_graph"])
+    return Variant(row["precision"], row["channels_last"], row["compiled"], row["cuda_graph"]).tag

@@ -15,7 +15,7 @@ COLUMNS = ("name", "kind", "family", "plugin", "default_size", "num_classes", "p
 def list_models(fmt: Format = "table") -> None:
     """List registered models and blocks with family, default size, classes and parameter count."""
     from segbench.inventory import spec_entries
-    from segbench.report import print_table
+    from segbench.output.tables import print_table
 
     check_format(fmt, ("table", "json"))
     entries = spec_entries()

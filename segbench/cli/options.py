@@ -1,6 +1,7 @@
-"""Options shared by several commands, defined once, and the parsers that validate them.
+"""Options shared by several commands, defined once, and the parsers that turn their text into values.
 
 Parsers raise UserError with what was wrong and what is accepted; the app turns that into exit code 2.
+The values themselves are checked once, by the runners' configs (`segbench.checks`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Annotated, Optional
 import typer
 
 from segbench.errors import UserError
-from segbench.report import FORMATS
+from segbench.runners.defaults import TIMING, TRAIN
+from segbench.output.tables import FORMATS
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 
@@ -30,10 +32,12 @@ NumClasses = Annotated[
     Optional[int], typer.Option("--num-classes", help="Class count (default: each model's own).")
 ]
 Warmup = Annotated[
-    Optional[int], typer.Option("--warmup", help="Untimed calls per row. Default: 3 CPU, 10 CUDA.")
+    Optional[int],
+    typer.Option("--warmup", help=f"Untimed calls per row. Default: {TIMING['cpu'][0]} CPU, {TIMING['cuda'][0]} CUDA."),
 ]
 Iters = Annotated[
-    Optional[int], typer.Option("--iters", help="Timed calls per row. Default: 10 CPU, 50 CUDA.")
+    Optional[int],
+    typer.Option("--iters", help=f"Timed calls per row. Default: {TIMING['cpu'][1]} CPU, {TIMING['cuda'][1]} CUDA."),
 ]
 Threads = Annotated[
     Optional[int], typer.Option("--threads", help="torch CPU threads (default: torch's own).")
@@ -46,6 +50,10 @@ DatasetClasses = Annotated[
     typer.Option("--num-classes", help="Class count of the dataset (folder: inferred from the masks when not given)."),
 ]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the weights, data order and augmentation.")]
+Steps = Annotated[
+    Optional[int],
+    typer.Option("--steps", help=f"Training steps; 0 only evaluates. Default: {TRAIN['cpu'][0]} CPU, {TRAIN['cuda'][0]} CUDA."),
+]
 KernelSizes = Annotated[str, typer.Option("--kernel-sizes", "-k", help="Comma list of odd kernel sizes.")]
 Channels = Annotated[str, typer.Option("--channels", "-c", help="Comma list of channel counts (in = out).")]
 
@@ -79,44 +87,10 @@ def parse_int_list(text: str, what: str, minimum: int = 1) -> list[int]:
     return values
 
 
-def check_positive(value: int | None, what: str) -> int | None:
-    if value is not None and value < 1:
-        raise UserError(f"bad {what} {value}: expected an integer >= 1")
-    return value
-
-
-def check_nonnegative(value: int | None, what: str) -> int | None:
-    if value is not None and value < 0:
-        raise UserError(f"bad {what} {value}: expected an integer >= 0")
-    return value
-
-
-def check_timing(warmup: int | None, iters: int | None, threads: int | None) -> None:
-    """The timing options of latency, blocks and run: warmup >= 0, iters and threads >= 1."""
-    check_nonnegative(warmup, "warmup")
-    check_positive(iters, "iters")
-    check_positive(threads, "threads")
-
-
 def check_format(fmt: str, accepted: tuple[str, ...] = FORMATS) -> str:
     if fmt not in accepted:
         raise UserError(f"bad format {fmt!r}: accepted {', '.join(accepted)}")
     return fmt
-
-
-def check_device(device: str) -> str:
-    """Accept cpu, cuda, cuda:N, and refuse CUDA where there is none."""
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
-        raise UserError(f"bad device {device!r}: accepted cpu, cuda, cuda:N")
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UserError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
-        index = int(device.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
-            raise UserError(f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
-    return device
 
 
 def _items(text: str, what: str, accepted: str) -> list[str]:

@@ -15,7 +15,7 @@ import typer
 from segbench.cli.app import command
 from segbench.cli.options import check_format
 from segbench.errors import UserError
-from segbench.report import FORMATS
+from segbench.output.tables import FORMATS
 
 REPORT_FORMATS = (*FORMATS, "html")
 
@@ -44,9 +44,9 @@ def report(
     Tables show the model and block rows apart; device name, host, precision and versions become
     columns where the merged rows differ in them. JSON and CSV carry every field of every row.
     """
-    from segbench.plots import draw_plots
-    from segbench.report import render_sections
-    from segbench.results import load_rows
+    from segbench.output.plots import draw_plots
+    from segbench.output.tables import render_sections
+    from segbench.rows.files import load_rows
 
     check_format(fmt, REPORT_FORMATS)
     rows = load_rows(files)
@@ -68,9 +68,9 @@ def report(
 
 def _html(rows: list[dict[str, Any]], title: str, files: list[Path], plots: list[Path]) -> str:
     """The page: tables, then the plots (drawn into a temporary folder when --plot was not given)."""
-    from segbench.html import image_html, page, table_html
-    from segbench.plots import draw_plots
-    from segbench.report import sections
+    from segbench.output.plots import draw_plots
+    from segbench.output.tables import sections
+    from segbench.output.webpage import image_html, page, table_html
 
     tables = [table_html(part, columns, name, notes) for name, part, columns, notes in sections(rows)]
     source = f"<p class=notes>Merged from: {html.escape(', '.join(str(f) for f in files))}</p>"

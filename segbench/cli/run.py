@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -20,21 +19,15 @@ from segbench.cli.options import (
     NoSave,
     Out,
     Seed,
+    Steps,
     Threads,
     Warmup,
-    check_device,
     check_format,
-    check_nonnegative,
-    check_positive,
-    check_timing,
     parse_int_list,
     parse_size,
 )
-from segbench.cli.output import finish, note
-from segbench.errors import UserError
-
-if TYPE_CHECKING:
-    from segbench.run import RunResult
+from segbench.cli.output import Progress, collect, finish, note, save
+from segbench.runners.defaults import TRAIN
 
 Models = Annotated[
     str,
@@ -52,14 +45,16 @@ Blocks = Annotated[bool, typer.Option("--blocks", help="Add the K^2 block table 
 BlockSize = Annotated[
     Optional[str], typer.Option("--block-size", help="HxW input of the block table. Default: the blocks' (64x64).")
 ]
-Steps = Annotated[Optional[int], typer.Option("--steps", help="Training steps. Default: 120 on CPU, 300 on CUDA.")]
 TrainBatchSize = Annotated[
-    Optional[int], typer.Option("--train-batch-size", help="Training batch size. Default: 4 on CPU, 8 on CUDA.")
+    Optional[int],
+    typer.Option(
+        "--train-batch-size", help=f"Training batch size. Default: {TRAIN['cpu'][1]} CPU, {TRAIN['cuda'][1]} CUDA."
+    ),
 ]
 
 
 @command("run")
-def run(
+def run_command(
     models: Models = "fcn8s,fast_scnn",
     device: Device = "cpu",
     size: Size = None,
@@ -92,92 +87,39 @@ def run(
     --blocks adds the K^2 study of `segbench blocks` (standard vs depthwise-separable conv) with the
     run's device, batch size, timing and threads. Writes run-<timestamp>.json/.csv/.md under --out.
     """
-    from segbench.blocks_study import check_kernel_sizes
-    from segbench.latency_sweep import PRECISION_NAMES
+    from segbench.measure.latency import Variant
     from segbench.plugins import get_registry
-    from segbench.run import RunConfig, RunResult, prepare, run_blocks, run_models
+    from segbench.runners.blocks import BlocksConfig
+    from segbench.runners.run import RunConfig, plan, rows
 
     check_format(fmt)
-    check_device(device)
-    check_timing(warmup, iters, threads)
-    for value, what in ((batch_size, "batch size"), (train_batch_size, "train batch size"),
-                        (num_classes, "num classes")):  # fmt: skip
-        check_positive(value, what)
-    check_nonnegative(steps, "steps")
-    if precision not in PRECISION_NAMES:
-        raise UserError(f"bad precision {precision!r}: accepted {', '.join(PRECISION_NAMES)}")
-    specs = get_registry().select(models, kind="model")
-    block_grid = (
-        (check_kernel_sizes(parse_int_list(kernel_sizes, "kernel size")), parse_int_list(channels, "channel count"))
-        if blocks
-        else None
+    progress = Progress()
+    block_study = BlocksConfig(
+        kernel_sizes=parse_int_list(kernel_sizes, "kernel size"),
+        channels=parse_int_list(channels, "channel count"),
+        size=parse_size(block_size) if block_size else None,
     )
-    block_hw = parse_size(block_size) if block_size else None
-    config, train_set, val_set = prepare(
-        RunConfig(
-            device=device, size=parse_size(size) if size else None, batch_size=batch_size, precision=precision,
-            channels_last=channels_last, compile=compile, cuda_graph=cuda_graph, warmup=warmup, iters=iters,
-            threads=threads, dataset=dataset, num_classes=num_classes, steps=steps,
-            train_batch_size=train_batch_size, seed=seed,
-        )
+    config = RunConfig(
+        device=device, size=parse_size(size) if size else None, batch_size=batch_size,
+        variant=Variant(precision, channels_last, compile, cuda_graph), warmup=warmup, iters=iters,
+        threads=threads, dataset=dataset, num_classes=num_classes, steps=steps, train_batch_size=train_batch_size,
+        seed=seed, blocks=block_study if blocks else None, progress=progress,
     )  # fmt: skip
-    settings = config.describe()
+    checked = plan(get_registry().select(models, kind="model"), config)
+    settings = checked.describe()
     for line in settings:
         note(line)
-    result = RunResult()
-    try:
-        with RunProgress(len(specs) + blocks) as progress:
-            run_models(specs, config, train_set, val_set, progress.update, result)
-            if block_grid:
-                run_blocks(*block_grid, config, block_hw, progress.update, result)
-    except KeyboardInterrupt:
-        result.interrupted = True
-        note(f"interrupted: keeping the {len(result.rows)} finished row(s)")
-    _finish(result, fmt, None if no_save else out, settings)
+    done, interrupted = collect(rows(checked), progress)
+    _finish(done, interrupted, fmt, None if no_save else out, settings)
 
 
-def _finish(result: "RunResult", fmt: str, out: Path | None, settings: list[str]) -> None:
+def _finish(rows: list[dict[str, Any]], interrupted: bool, fmt: str, out: Path | None, settings: list[str]) -> None:
     """Print the tables, save the files (Markdown with the sections and notes), set the exit code."""
-    from segbench.report import render_sections, sections_markdown
-    from segbench.results import save_rows
+    from segbench.output.tables import render_sections, sections_markdown
+    from segbench.rows.schema import mac_footnotes
 
-    rows = result.rows
-    footnotes = [*settings, *result.footnotes]
+    footnotes = [*settings, *mac_footnotes(rows)]
     if rows:
         render_sections(rows, fmt, "segbench run", footnotes)
-    if out is not None and rows:
-        paths = save_rows(rows, out, "run")
-        paths[2].write_text(sections_markdown(rows, "segbench run", footnotes) + "\n")
-        note(f"wrote {', '.join(map(str, paths))}")
-    finish(rows, result.interrupted)
-
-
-class RunProgress:
-    """A rich progress bar on stderr over the models, its text the model and stage now running."""
-
-    def __init__(self, total: int) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=Console(stderr=True),
-        )  # fmt: skip
-        self.task = self.bar.add_task("starting", total=total)
-        self.started: dict[str, float] = {}
-
-    def __enter__(self) -> "RunProgress":
-        self.bar.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.bar.stop()
-
-    def update(self, model: str, stage: str) -> None:
-        """Show ``model: stage``; on ``done``, advance the bar and print how long the model took."""
-        now = time.perf_counter()
-        started = self.started.setdefault(model, now)
-        if stage == "done":
-            self.bar.advance(self.task)
-            self.bar.console.print(f"segbench: {model}: done in {now - started:.1f} s")
-        self.bar.update(self.task, description=f"{model}: {stage}")
+    save(rows, "run", out, sections_markdown(rows, "segbench run", footnotes))
+    finish(rows, interrupted)

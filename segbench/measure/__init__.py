@@ -1,5 +1,4 @@
-"""Measurements: each module measures one thing and returns plain values for result rows."""
+"""Measurement primitives: each module measures one thing and returns plain values for result rows.
 
-from segbench.measure.accuracy import ConfusionMatrix
-
-__all__ = ["ConfusionMatrix"]
+Nothing here knows about rows, runners or output; importing the package imports no torch.
+"""

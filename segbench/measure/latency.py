@@ -34,29 +34,50 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import gc
 import re
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
+from segbench.checks import check_precisions, check_timing
 from segbench.errors import UserError
+from segbench.measure.faults import VariantUnavailable
 from segbench.measure.memory import cpu_peak_mb, cuda_peak_mb, cuda_reset_peak
-from segbench.results import device_name
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 TRACE_ITERS = 3
 CUDA_GRAPH_WARMUP = 2  # side-stream calls before capture, at least (PyTorch's CUDA graph recipe)
-OOM = "out of memory"
 CUDA_GRAPH_ON_CPU = "cuda graphs need --device cuda"
 
 
-class VariantUnavailable(RuntimeError):
-    """The requested variant cannot run on this device (the row records the message)."""
+@dataclass(frozen=True)
+class Variant:
+    """One deployment variant of a model: precision and the speed switches."""
+
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    cuda_graph: bool = False
+
+    @property
+    def tag(self) -> str:
+        """``fp16+cl+compile+graph``-style short name."""
+        flags = [n for n, on in (("cl", self.channels_last), ("compile", self.compile), ("graph", self.cuda_graph)) if on]
+        return "+".join([self.precision, *flags])
+
+    def fields(self) -> dict[str, Any]:
+        """The row fields that name this variant."""
+        return {
+            "precision": self.precision,
+            "channels_last": self.channels_last,
+            "compiled": self.compile,
+            "cuda_graph": self.cuda_graph,
+        }
 
 
 def measure_latency(
@@ -80,13 +101,11 @@ def measure_latency(
     its memory format work on a copy, so the caller's model stays fp32 and contiguous. ``example`` is
     the fp32 input batch (its first dimension is the batch size). Raises ``VariantUnavailable`` for a
     variant the device cannot run, and lets other failures (CUDA out of memory, an unsupported dtype)
-    propagate: ``error_reason`` turns any of them into a one-line row error.
+    propagate: `segbench.measure.faults.error_reason` turns any of them into a one-line row error.
     """
     dev = torch.device(device)
-    if precision not in PRECISIONS:
-        raise UserError(f"bad precision {precision!r}: accepted {', '.join(PRECISIONS)}")
-    if warmup < 0 or iters < 1:
-        raise UserError(f"bad warmup/iters {warmup}/{iters}: expected warmup >= 0 and iters >= 1")
+    check_precisions([precision])
+    check_timing(warmup, iters, threads)
     if cuda_graph and dev.type != "cuda":
         raise VariantUnavailable(CUDA_GRAPH_ON_CPU)
     default = precision == "fp32" and not (channels_last or compile or cuda_graph)
@@ -101,9 +120,8 @@ def measure_latency(
         if reference is not None:
             fields.update(compare_outputs(main_output(call()), reference))
         if trace_dir is not None:
-            name = trace_name or default_trace_name(
-                model, example, variant_tag(precision, channels_last, compile, cuda_graph)
-            )
+            tag = Variant(precision, channels_last, compile, cuda_graph).tag
+            name = trace_name or default_trace_name(model, example, tag)
             fields["trace_file"] = str(write_trace(call, dev, Path(trace_dir), name))
     return {
         **fields,
@@ -112,7 +130,6 @@ def measure_latency(
         "channels_last": channels_last,
         "compiled": compile,
         "cuda_graph": cuda_graph,
-        "device_name": device_name(str(dev)),
     }
 
 
@@ -269,32 +286,6 @@ def default_trace_name(model: nn.Module, example: torch.Tensor, tag: str) -> str
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", f"{type(model).__name__.lower()}-{shape}-{tag}")
 
 
-def variant_tag(precision: str, channels_last: bool, compile: bool, cuda_graph: bool) -> str:
-    """``fp16+cl+compile+graph``-style short name of a variant."""
-    flags = [name for name, on in (("cl", channels_last), ("compile", compile), ("graph", cuda_graph)) if on]
-    return "+".join([precision, *flags])
-
-
-def error_reason(exc: BaseException) -> str:
-    """One line for a row's ``error``: ``out of memory`` for any OOM, else the exception's first line."""
-    text = str(exc).strip()
-    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in text.lower() or (
-        "can't allocate memory" in text.lower()
-    ):
-        return OOM
-    if isinstance(exc, VariantUnavailable):
-        return text
-    first = text.splitlines()[0] if text else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-
-
-def release_memory(device: str | torch.device) -> None:
-    """Free what a failed or finished cell left behind (after an OOM, before the next cell)."""
-    gc.collect()
-    if torch.device(device).type == "cuda":
-        torch.cuda.empty_cache()
-
-
 def _variant(model: nn.Module, precision: str, channels_last: bool) -> nn.Module:
     if precision == "fp32" and not channels_last:
         return model
@@ -318,8 +309,6 @@ def _measurement_settings(dev: torch.device, threads: int | None) -> Iterator[in
     previous_threads = torch.get_num_threads()
     previous_benchmark = torch.backends.cudnn.benchmark
     if threads is not None:
-        if threads < 1:
-            raise UserError(f"bad threads {threads}: expected an integer >= 1")
         torch.set_num_threads(threads)
     if dev.type == "cuda":
         if dev.index is not None:

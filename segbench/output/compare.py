@@ -19,14 +19,12 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from segbench.errors import UserError
-from segbench.report import format_cell
+from segbench.output.tables import format_cell
+from segbench.rows.schema import IDENTITY_FIELDS, VARIANT_FIELDS
 
 Row = dict[str, Any]
 
-KEY_FIELDS: tuple[str, ...] = (
-    "model", "kind", "block", "kernel_size", "in_channels", "out_channels", "stride", "device",
-    "precision", "channels_last", "compiled", "cuda_graph", "batch_size", "height", "width", "num_classes",
-)  # fmt: skip
+KEY_FIELDS: tuple[str, ...] = (*IDENTITY_FIELDS, *VARIANT_FIELDS)
 EXACT_FIELDS = ("params", "params_trainable", "macs_analytic", "macs_fvcore", "macs_thop")
 OK, REGRESSION, NOT_COMPARABLE, ADDED = "ok", "REGRESSION", "not comparable", "added"
 

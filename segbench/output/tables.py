@@ -8,7 +8,8 @@ from __future__ import annotations
 import sys
 from typing import Any, Iterable, Sequence
 
-from segbench.results import JSON_ONLY_FIELDS, MACS_NOTE, ROW_FIELDS, to_csv, to_json
+from segbench.rows.files import to_csv, to_json
+from segbench.rows.schema import JSON_ONLY_FIELDS, MACS_NOTE, ROW_FIELDS
 
 FORMATS = ("table", "json", "csv", "md")
 _MAC_COLUMNS = ("macs_fvcore", "macs_thop", "macs_analytic", "flops", "macs_other")
@@ -125,7 +126,7 @@ _MODEL_COLUMNS = (
 )  # fmt: skip
 _BLOCK_COLUMNS = (
     "params", "macs_analytic", "latency_ms_median", "mac_ratio", "mac_ratio_theory", "latency_speedup", "error",
-)  # fmt: skip  (the ratios are segbench.blocks_study's, on the dsconv row of each pair)
+)  # fmt: skip  (the ratios are segbench.rows.schema.pair_ratios', on the dsconv row of each pair)
 _BLOCK_GEOMETRY = ("block", "kernel_size", "in_channels", "out_channels", "stride")
 #: Shown as columns only when rows differ in them; otherwise named once in an "all rows" note.
 CONTEXT_COLUMNS = (

@@ -7,7 +7,7 @@ import html
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from segbench.report import format_cell, header_notes, is_number, visible_columns
+from segbench.output.tables import format_cell, header_notes, is_number, visible_columns
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }

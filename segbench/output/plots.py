@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from segbench.errors import UserError
+from segbench.rows.schema import pair_ratios
 
 Row = dict[str, Any]
 
@@ -39,11 +40,6 @@ def gmacs_per_second(row: Row) -> float | None:
     if macs is None or not latency:
         return None
     return macs / 1e9 / (latency / 1e3)
-
-
-def theory_speedup(kernel_size: int, out_channels: int) -> float:
-    """MobileNet's MAC saving of a depthwise-separable conv: 1 / (1/N + 1/K^2)."""
-    return 1.0 / (1.0 / out_channels + 1.0 / kernel_size**2)
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -219,10 +215,11 @@ def plot_macs_latency(rows: Sequence[Row], path: Path) -> str | None:
 
 
 def block_speedups(rows: Sequence[Row]) -> list[dict[str, Any]]:
-    """Pair standard and dsconv block rows of the same K, channels, size and device into speed-ups.
+    """Pair standard and dsconv block rows of the same K, channels, size and device.
 
-    Each entry: device_name, kernel_size, in_channels, out_channels, theory (1/(1/N + 1/K^2)),
-    measured (standard latency / dsconv latency) and mac_ratio (standard MACs / dsconv MACs, if counted).
+    Each entry: device_name, kernel_size, in_channels, out_channels and the pair's ratio columns
+    (`segbench.rows.schema.pair_ratios`: mac_ratio, mac_ratio_theory, latency_speedup), with the
+    meanings every command gives them. Rows of any command pair up, ``segbench latency`` rows too.
     """
     cells: dict[tuple[Any, ...], dict[str, Row]] = {}
     for r in rows:
@@ -237,15 +234,9 @@ def block_speedups(rows: Sequence[Row]) -> list[dict[str, Any]]:
     for key, cell in cells.items():
         if set(cell) != {"standard", "dsconv"}:
             continue
-        std, ds = cell["standard"], cell["dsconv"]
-        std_macs, ds_macs = number(std.get("macs_analytic")), number(ds.get("macs_analytic"))
-        pairs.append({
-            "device_name": key[0], "kernel_size": int(key[1]), "in_channels": int(key[2]),
-            "out_channels": int(key[3]),
-            "theory": theory_speedup(int(key[1]), int(key[3])),
-            "measured": float(std["latency_ms_median"]) / float(ds["latency_ms_median"]),
-            "mac_ratio": std_macs / ds_macs if std_macs and ds_macs else None,
-        })  # fmt: skip
+        geometry = {"kernel_size": int(key[1]), "in_channels": int(key[2]), "out_channels": int(key[3])}
+        ratios = pair_ratios(cell["standard"], {**cell["dsconv"], **geometry})
+        pairs.append({"device_name": key[0], **geometry, **ratios})
     return sorted(pairs, key=lambda p: (str(p["device_name"]), p["out_channels"], p["kernel_size"]))
 
 
@@ -266,8 +257,8 @@ def plot_k2_study(rows: Sequence[Row], path: Path) -> str | None:
             if not sel:
                 continue
             ks = [p["kernel_size"] for p in sel]
-            ax.plot(ks, [p["theory"] for p in sel], "--", color=color, alpha=0.7)
-            ax.plot(ks, [p["measured"] for p in sel], "o-", color=color, label=f"C=N={channel}")
+            ax.plot(ks, [1 / p["mac_ratio_theory"] for p in sel], "--", color=color, alpha=0.7)
+            ax.plot(ks, [p["latency_speedup"] for p in sel], "o-", color=color, label=f"C=N={channel}")
         all_k = sorted({p["kernel_size"] for p in pairs})
         ax.plot(all_k, [k**2 for k in all_k], ":", color="black", label="K^2 (limit)")
         ax.axhline(1.0, color="tab:red", linewidth=0.8)

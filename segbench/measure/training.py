@@ -12,9 +12,9 @@ Defaults (the same for every model, so the comparison is fair; each is a keyword
 - evaluation: every val image resized to the training size, logits resized back (bilinear) to the
   mask's own size, argmax, `ConfusionMatrix`; so a model sees val images at the scale it trained at;
 - mixed precision (float16 autocast + gradient scaling) on CUDA, float32 on CPU;
-- determinism: the seed sets the weights (`train_spec`), the data order and the augmentation, so the
-  same seed on the same machine gives the same mIoU on CPU (CUDA kernels such as bilinear-upsampling
-  backward use atomics and may differ in the last digits).
+- determinism: the seed sets the weights (the train runner seeds the build), the data order and the
+  augmentation, so the same seed on the same machine gives the same mIoU on CPU (CUDA kernels such as
+  bilinear-upsampling backward use atomics and may differ in the last digits).
 """
 
 from __future__ import annotations
@@ -37,15 +37,8 @@ from segbench.data.common import IGNORE_INDEX
 from segbench.errors import UserError
 from segbench.measure.accuracy import Accuracy, ConfusionMatrix
 from segbench.measure.memory import MIB, cpu_peak_mb
+from segbench.measure import recipe
 
-DEFAULT_STEPS = 150
-DEFAULT_BATCH_SIZE = 8
-DEFAULT_LR = 0.02
-MOMENTUM = 0.9
-WEIGHT_DECAY = 1e-4
-POLY_POWER = 0.9
-AUX_WEIGHT = 0.4
-SCALE_RANGE = (0.75, 1.5)
 
 StepCallback = Callable[[int, float], None]
 
@@ -61,7 +54,7 @@ def seed_everything(seed: int) -> torch.Generator:
 def augment(image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Resize to ``size``, random scale, pad, random crop to ``size``, random flip (torch's global RNG)."""
     h, w = size
-    factor = float(torch.empty(()).uniform_(*SCALE_RANGE))
+    factor = float(torch.empty(()).uniform_(*recipe.SCALE_RANGE))
     sh, sw = max(1, round(h * factor)), max(1, round(w * factor))
     image = F.interpolate(image[None], size=(sh, sw), mode="bilinear", align_corners=False)[0]
     mask = F.interpolate(mask[None, None].float(), size=(sh, sw), mode="nearest")[0, 0].long()
@@ -115,14 +108,14 @@ def _main_output(output: Any) -> torch.Tensor:
 
 
 def segmentation_loss(output: Any, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy (ignore 255) of the main logits plus ``AUX_WEIGHT`` x each auxiliary output's."""
+    """Cross-entropy (ignore 255) of the main logits plus ``recipe.AUX_WEIGHT`` x each auxiliary output's."""
     outputs = list(output) if isinstance(output, (tuple, list)) else [output]
     losses = []
     for logits in outputs:
         if logits.shape[-2:] != target.shape[-2:]:
             logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
         losses.append(F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX))
-    return losses[0] + AUX_WEIGHT * sum(losses[1:], torch.zeros((), device=target.device))
+    return losses[0] + recipe.AUX_WEIGHT * sum(losses[1:], torch.zeros((), device=target.device))
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
@@ -173,21 +166,6 @@ def cuda_peak_memory(device: torch.device) -> Iterator[dict[str, float | None]]:
     result["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / MIB
 
 
-def _progress(enabled: bool) -> Any:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
-
-
 def _autocast(device: torch.device) -> Any:
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
@@ -205,7 +183,6 @@ def fit(
     device: torch.device,
     generator: torch.Generator,
     num_workers: int = 0,
-    progress: Any = None,
     on_step: StepCallback | None = None,
 ) -> float | None:
     """Run ``steps`` optimiser steps of the module docstring's recipe on ``model`` (already on device).
@@ -225,12 +202,10 @@ def fit(
         pin_memory=device.type == "cuda",
         drop_last=False,
     )
-    optimiser = torch.optim.SGD(model.parameters(), lr=lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: (1 - s / steps) ** POLY_POWER)
+    optimiser = torch.optim.SGD(model.parameters(), lr=lr, momentum=recipe.MOMENTUM, weight_decay=recipe.WEIGHT_DECAY)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: (1 - s / steps) ** recipe.POLY_POWER)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
-    task = progress.add_task("train", total=steps, info="") if progress else None
     model.train()
-    start = time.perf_counter()
 
     def train_step(images: torch.Tensor, masks: torch.Tensor) -> float:
         images = images.to(device, non_blocking=True)
@@ -256,9 +231,6 @@ def fit(
             raise FloatingPointError(f"loss became {value} at step {step}; try a lower --lr")
         if on_step:
             on_step(step, value)
-        if task is not None:
-            rate = step / (time.perf_counter() - start)
-            progress.update(task, completed=step, info=f"loss {value:.3f}  {rate:.2f} it/s")
     return first_step_mb
 
 
@@ -270,9 +242,8 @@ def evaluate(
     num_classes: int,
     size: tuple[int, int],
     device: torch.device | str = "cpu",
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int,
     num_workers: int = 0,
-    progress: Any = None,
 ) -> Accuracy:
     """mIoU etc. of ``model`` on ``dataset``: images resized to ``size``, logits back to each mask's size."""
     device = torch.device(device)
@@ -280,7 +251,6 @@ def evaluate(
         _Resized(dataset, tuple(size)), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate_eval
     )
     matrix = ConfusionMatrix(num_classes, IGNORE_INDEX, device=device)
-    task = progress.add_task("eval", total=len(dataset), info="") if progress else None
     model.eval()
     for images, masks in loader:
         with _autocast(device):
@@ -290,8 +260,6 @@ def evaluate(
             if one.shape[-2:] != mask.shape:
                 one = F.interpolate(one[None].float(), size=mask.shape, mode="bilinear", align_corners=False)[0]
             matrix.update(one.argmax(0), mask)
-        if task is not None:
-            progress.advance(task, len(masks))
     return matrix.compute()
 
 
@@ -300,8 +268,8 @@ def train_and_evaluate(
     train_set: Dataset,
     val_set: Dataset,
     *,
-    steps: int = DEFAULT_STEPS,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    steps: int,
+    batch_size: int,
     size: tuple[int, int] | None = None,
     lr: float | None = None,
     device: str = "cpu",
@@ -309,16 +277,14 @@ def train_and_evaluate(
     num_workers: int = 0,
     weights: str | Path | None = None,
     save: str | Path | None = None,
-    progress: bool = True,
     on_step: StepCallback | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` briefly on ``train_set`` and measure it on ``val_set``; return result-row fields.
 
     :param size: training (and evaluation) size (H, W); the train set's ``default_size`` when None.
-    :param lr: peak learning rate; ``DEFAULT_LR`` when None.
+    :param lr: peak learning rate; ``recipe.DEFAULT_LR`` when None.
     :param weights: a local state_dict to start from (``steps=0`` then only evaluates it).
     :param save: where to write the trained state_dict.
-    :param progress: show a rich progress bar (loss, it/s) on stderr.
     :param on_step: called with (step, loss) after every step.
     :returns: ``dataset, train_steps, train_seconds, miou, pixel_acc, iou_per_class, peak_mem_mb``
         (training only: CUDA ``max_memory_allocated``; CPU the weights and buffers plus the allocator
@@ -337,16 +303,16 @@ def train_and_evaluate(
     if weights:
         load_weights(model, weights)
     model.to(dev)
-    with _progress(progress) as bar, _deterministic(dev):
+    with _deterministic(dev):
         with cuda_peak_memory(dev) as memory:
             start = time.perf_counter()
-            first_step_mb = fit(model, train_set, steps=steps, batch_size=batch_size, size=size, lr=lr or DEFAULT_LR,
-                device=dev, generator=generator, num_workers=num_workers, progress=bar, on_step=on_step)  # fmt: skip
+            first_step_mb = fit(model, train_set, steps=steps, batch_size=batch_size, size=size, lr=lr or recipe.DEFAULT_LR,
+                device=dev, generator=generator, num_workers=num_workers, on_step=on_step)  # fmt: skip
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             seconds = time.perf_counter() - start
         accuracy = evaluate(model, val_set, num_classes=train_set.num_classes, size=size, device=dev,
-                            batch_size=batch_size, num_workers=num_workers, progress=bar)  # fmt: skip
+                            batch_size=batch_size, num_workers=num_workers)  # fmt: skip
     if save:
         save_checkpoint(model, save)
     return {
@@ -378,29 +344,3 @@ def _deterministic(device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
-
-
-def train_spec(spec: Any, train_set: Dataset, val_set: Dataset, *, seed: int = 0, **options: Any) -> dict[str, Any]:
-    """Build a registered model for the dataset's classes, train and evaluate it: row fields.
-
-    The fields identify the model (`segbench.results.spec_fields`) and hold `train_and_evaluate`'s
-    measurements, or ``error`` when the model failed to build, train or evaluate (bad user input still
-    raises UserError). ``options`` are `train_and_evaluate`'s keywords. Shared by ``segbench train``
-    and ``segbench run``.
-    """
-    from segbench.results import device_name, spec_fields
-
-    if spec.kind != "model":
-        raise UserError(f"{spec.name} is a {spec.kind}, not a segmentation model; train takes models")
-    device = options.get("device", "cpu")
-    fields = spec_fields(spec, device=device, device_name=device_name(device), dataset=train_set.name,
-                         num_classes=train_set.num_classes, train_steps=options.get("steps", DEFAULT_STEPS))  # fmt: skip
-    try:
-        torch.manual_seed(seed)  # the initial weights are part of what the seed fixes
-        model = spec.build(num_classes=train_set.num_classes)
-        fields.update(train_and_evaluate(model, train_set, val_set, seed=seed, **options))
-    except UserError:
-        raise
-    except Exception as exc:  # a failing model gets its row with the reason; the others still run
-        fields["error"] = f"training failed: {type(exc).__name__}: {exc}"
-    return fields

@@ -1,0 +1,88 @@
+"""Checks of option values, each defined once: the runners' configs and the primitives call them.
+
+Each raises UserError naming what was wrong and what is accepted; the CLI turns it into exit code 2.
+Parsing text (``"512x1024"``, ``"1,8"``) is the CLI's job; these check the parsed values.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Sequence
+
+from segbench.errors import UserError
+
+PRECISION_NAMES = ("fp32", "fp16", "bf16")
+
+
+def check_positive(value: int | None, what: str) -> int | None:
+    """None (the default) or an integer >= 1."""
+    if value is not None and value < 1:
+        raise UserError(f"bad {what} {value}: expected an integer >= 1")
+    return value
+
+
+def check_nonnegative(value: int | None, what: str) -> int | None:
+    """None (the default) or an integer >= 0."""
+    if value is not None and value < 0:
+        raise UserError(f"bad {what} {value}: expected an integer >= 0")
+    return value
+
+
+def check_all_positive(values: Iterable[int], what: str) -> list[int]:
+    """A non-empty list of integers >= 1 (batch sizes, channel counts)."""
+    values = list(values)
+    if not values:
+        raise UserError(f"no {what} given: expected integers >= 1, e.g. 1,8")
+    for value in values:
+        check_positive(value, what)
+    return values
+
+
+def check_sizes(sizes: Sequence[tuple[int, int]] | None) -> list[tuple[int, int]] | None:
+    """Input sizes (H, W) with positive sides; None means each model's own."""
+    if sizes is None:
+        return None
+    for size in sizes:
+        if len(size) != 2 or min(size) < 1:
+            raise UserError(f"bad size {size}: expected HxW with positive integers, e.g. 512x1024")
+    return [tuple(size) for size in sizes]  # type: ignore[misc]
+
+
+def check_precisions(precisions: Sequence[str]) -> list[str]:
+    """A non-empty list of fp32, fp16, bf16."""
+    bad = [p for p in precisions if p not in PRECISION_NAMES]
+    if bad or not precisions:
+        raise UserError(f"bad precision {','.join(bad) or repr('')}: accepted {', '.join(PRECISION_NAMES)}")
+    return list(precisions)
+
+
+def check_timing(warmup: int | None, iters: int | None, threads: int | None) -> None:
+    """The timing options: warmup >= 0, iters and threads >= 1 (None: the defaults)."""
+    check_nonnegative(warmup, "warmup")
+    check_positive(iters, "iters")
+    check_positive(threads, "threads")
+
+
+def check_kernel_sizes(kernel_sizes: Sequence[int]) -> list[int]:
+    """Odd K >= 1 only: the blocks pad (K - 1) / 2 to keep the size, which needs an odd kernel."""
+    if not kernel_sizes:
+        raise UserError("no kernel size given: accepted odd integers >= 1, e.g. 3,5,7")
+    for k in kernel_sizes:
+        if k < 1 or k % 2 == 0:
+            raise UserError(f"bad kernel size {k}: accepted odd integers >= 1, e.g. 3,5,7")
+    return list(kernel_sizes)
+
+
+def check_device(device: str) -> str:
+    """Accept cpu, cuda, cuda:N, and refuse CUDA where there is none."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise UserError(f"bad device {device!r}: accepted cpu, cuda, cuda:N")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise UserError(f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
+    return device

@@ -1,0 +1,100 @@
+"""The result-row schema (DESIGN.md): flat, snake_case fields, the same for every command.
+
+Every runner yields rows made by `make_row`: all of ``ROW_FIELDS``, with None for what the command
+did not measure, plus the environment fingerprint.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any, Iterable, Mapping
+
+ROW_FIELDS: tuple[str, ...] = (
+    "model", "kind", "family", "plugin", "device", "device_name", "precision", "channels_last",
+    "compiled", "cuda_graph", "batch_size", "height", "width", "num_classes", "params",
+    "params_trainable", "macs_fvcore", "macs_thop", "macs_analytic", "macs_other", "flops",
+    "latency_ms_median", "latency_ms_mean", "latency_ms_p90", "latency_ms_min", "latency_ms_std",
+    "iters", "throughput_ips", "host_ms_median", "threads", "output_max_abs_diff",
+    "output_argmax_agreement", "compile_seconds", "peak_mem_mb", "trace_file", "dataset",
+    "train_steps", "train_seconds", "miou", "pixel_acc", "iou_per_class", "mac_notes",
+    "block", "kernel_size", "in_channels", "out_channels", "stride", "mac_ratio", "mac_ratio_theory",
+    "latency_speedup",
+    "error", "segbench_version", "torch_version", "cuda_version", "timestamp", "git_sha", "hostname",
+)  # fmt: skip
+#: Lists and mappings: kept in JSON, left out of CSV and tables.
+JSON_ONLY_FIELDS = frozenset({"iou_per_class", "mac_notes"})
+#: Extra fields of breakdown rows (``segbench flops --by operator|module``): what the row is a part of.
+BREAKDOWN_FIELDS = ("operator", "module", "share")
+#: What was measured: the network, its block geometry and its input. Equal for the same block or
+#: model at the same size in the rows of every command (a test checks latency, blocks, flops, run).
+IDENTITY_FIELDS: tuple[str, ...] = (
+    "model", "kind", "block", "kernel_size", "in_channels", "out_channels", "stride", "batch_size", "height",
+    "width", "num_classes",
+)  # fmt: skip
+#: How it was run: the device type and the deployment variant.
+VARIANT_FIELDS: tuple[str, ...] = ("device", "precision", "channels_last", "compiled", "cuda_graph")
+BLOCK_GEOMETRY = ("kernel_size", "in_channels", "out_channels", "stride")
+MACS_NOTE = "MACs are multiply-accumulates; FLOPs = 2 x MACs"
+#: The meaning of the block-pair columns, on the dsconv row of each standard/dsconv pair.
+RATIO_NOTE = (
+    "on each dsconv row: mac_ratio = dsconv / standard macs_analytic, mac_ratio_theory = 1/N + 1/K^2, "
+    "latency_speedup = standard / dsconv median latency"
+)
+
+
+def make_row(**fields: Any) -> dict[str, Any]:
+    """A full row: the given fields, the environment fingerprint, and None for the rest.
+
+    Breakdown rows also keep their ``BREAKDOWN_FIELDS``; any other unknown name is a bug (KeyError).
+    """
+    from segbench.rows.environment import fingerprint
+
+    unknown = set(fields) - set(ROW_FIELDS) - set(BREAKDOWN_FIELDS)
+    if unknown:
+        raise KeyError(f"not result-row fields: {', '.join(sorted(unknown))}")
+    row = dict.fromkeys(ROW_FIELDS)
+    row.update(fingerprint())
+    row.update(fields)
+    return row
+
+
+def spec_fields(spec: Any, options: Mapping[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+    """Row fields that identify a spec (model, kind, family, plugin), plus the given ones.
+
+    A block also gets ``block`` (its name without the ``block_`` prefix: ``standard``, ``dsconv``)
+    and its geometry from ``options`` over its defaults, so every command names a block the same way.
+    """
+    identity = {"model": spec.name, "kind": spec.kind, "family": spec.family, "plugin": spec.plugin}
+    if spec.kind == "block":
+        geometry = spec.options(**(options or {}))
+        identity["block"] = spec.name.removeprefix("block_")
+        identity.update({key: geometry.get(key) for key in BLOCK_GEOMETRY})
+    return {**identity, **fields}
+
+
+def theory_ratio(kernel_size: int, out_channels: int) -> Fraction:
+    """Depthwise-separable / standard conv MACs (and weights): 1/N + 1/K^2, exactly (MobileNet 3.1)."""
+    return Fraction(1, out_channels) + Fraction(1, kernel_size**2)
+
+
+def pair_ratios(standard: Mapping[str, Any], dsconv: Mapping[str, Any]) -> dict[str, Any]:
+    """The ratio columns of a standard/dsconv pair of rows (see ``RATIO_NOTE``)."""
+    std_macs, ds_macs = standard.get("macs_analytic"), dsconv.get("macs_analytic")
+    std_ms, ds_ms = standard.get("latency_ms_median"), dsconv.get("latency_ms_median")
+    return {
+        "mac_ratio": float(Fraction(ds_macs, std_macs)) if std_macs and ds_macs else None,
+        "mac_ratio_theory": float(theory_ratio(dsconv["kernel_size"], dsconv["out_channels"])),
+        "latency_speedup": std_ms / ds_ms if std_ms and ds_ms else None,
+    }
+
+
+def mac_footnotes(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """One line per reason the MAC counters differ, over all rows, naming every operator concerned.
+
+    Each counted row holds ``mac_notes``: footnote template -> the operators it concerns.
+    """
+    merged: dict[str, set[str]] = {}
+    for row in rows:
+        for template, names in (row.get("mac_notes") or {}).items():
+            merged.setdefault(template, set()).update(names)
+    return [template.format(", ".join(sorted(names))) for template, names in merged.items()]

@@ -1,0 +1,107 @@
+"""The K^2 runner (``segbench blocks``, ``run --blocks``): standard vs depthwise-separable conv block.
+
+For every kernel size K and channel count C (in = out = C = N, stride 1) the two block specs, by
+default the built-in ``block_standard`` (KxK conv + BN + ReLU) and ``block_dsconv`` (KxK depthwise +
+BN, 1x1 pointwise + BN + ReLU), give one row each, with params, MACs and latency. A pair is one cell;
+its dsconv row carries the comparison (MobileNet, Howard et al. 2017, section 3.1; see
+`segbench.rows.schema.pair_ratios`): ``mac_ratio`` (dsconv / standard MACs), ``mac_ratio_theory``
+(1/N + 1/K^2, equal to it) and ``latency_speedup`` (standard / dsconv median latency, what the device
+actually gives).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+from segbench.checks import check_all_positive, check_device, check_kernel_sizes, check_positive, check_sizes, check_timing
+from segbench.errors import UserError
+from segbench.rows.environment import device_name
+from segbench.rows.schema import pair_ratios, spec_fields
+from segbench.runners import defaults
+from segbench.runners.cells import Cell, Progress, Row, measure_cells, no_progress
+
+if TYPE_CHECKING:
+    from segbench.registry import ModelSpec
+
+#: The pair the study compares: the baseline first.
+PAIR = ("block_standard", "block_dsconv")
+
+
+@dataclass(frozen=True)
+class BlocksConfig:
+    """The grid (kernel sizes x channel counts), the input (None: the blocks' own size) and timing."""
+
+    kernel_sizes: Sequence[int] = (3, 5, 7)
+    channels: Sequence[int] = (32, 64, 128, 256)
+    size: tuple[int, int] | None = None
+    batch_size: int = 1
+    device: str = "cpu"
+    warmup: int | None = None
+    iters: int | None = None
+    threads: int | None = None
+    progress: Progress = field(default=no_progress, compare=False)
+
+    def __post_init__(self) -> None:
+        check_kernel_sizes(self.kernel_sizes)
+        check_all_positive(self.channels, "channel count")
+        check_sizes([self.size] if self.size else None)
+        check_positive(self.batch_size, "batch size")
+        check_device(self.device)
+        check_timing(self.warmup, self.iters, self.threads)
+
+
+def default_specs() -> list["ModelSpec"]:
+    """The registered ``PAIR``."""
+    from segbench.plugins import get_registry
+
+    return [get_registry().model(name) for name in PAIR]
+
+
+def block_options(kernel_size: int, channels: int) -> dict[str, int]:
+    return {"kernel_size": kernel_size, "in_channels": channels, "out_channels": channels, "stride": 1}
+
+
+def blocks(specs: Sequence["ModelSpec"], config: BlocksConfig) -> Iterator[Row]:
+    """The standard and the dsconv row of every (K, C) pair, K-major, yielded as each pair is done."""
+    if len(specs) != 2 or any(s.kind != "block" for s in specs):
+        raise UserError(f"the K^2 study compares two blocks, e.g. {', '.join(PAIR)}")
+    return measure_cells(cells(specs, config))
+
+
+def cells(specs: Sequence["ModelSpec"], config: BlocksConfig) -> Iterator[Cell]:
+    """One cell per (K, C): the pair of ``specs`` (baseline first) at that geometry."""
+    label = device_name(config.device)
+    for k in config.kernel_sizes:
+        for c in config.channels:
+            options = block_options(k, c)
+            keys = []
+            for spec in specs:
+                height, width = config.size or spec.default_size
+                keys.append(spec_fields(
+                    spec, options, device=config.device, device_name=label, batch_size=config.batch_size,
+                    height=height, width=width,
+                ))  # fmt: skip
+            yield Cell(keys, partial(_measure_pair, specs, keys, options, config), device=config.device)
+
+
+def _measure_pair(specs: Sequence["ModelSpec"], keys: list[Row], options: dict[str, int], config: BlocksConfig) -> list[Row]:
+    import torch
+
+    from segbench.measure.latency import measure_latency
+    from segbench.measure.macs import count_model
+
+    warmup, iters = defaults.timing(config.device, config.warmup, config.iters)
+    pair = []
+    for spec, key in zip(specs, keys):
+        config.progress("K^2 study", f"{key['block']} K={options['kernel_size']} C={options['in_channels']}")
+        model = spec.build(**options)
+        example = torch.randn(config.batch_size, options["in_channels"], key["height"], key["width"])
+        fields = count_model(model, example).fields
+        fields.update(measure_latency(model, example, device=config.device, warmup=warmup, iters=iters,
+                                      threads=config.threads))  # fmt: skip
+        pair.append(fields)
+    baseline, other = pair
+    other.update(pair_ratios({**keys[0], **baseline}, {**keys[1], **other}))
+    return pair

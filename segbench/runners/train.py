@@ -1,0 +1,141 @@
+"""The train runner (``segbench train``, and the last stage of ``run``): brief training, then mIoU.
+
+One cell per model: build it for the dataset's classes from the seed, train it under the recipe
+and budget of `segbench.measure.training` (the same for every model), evaluate on the val split.
+Everything that can be checked without training (the dataset's files, the ``--weights`` files,
+block specs given to a trainer) is checked when the runner is called, before the first cell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+from segbench.checks import check_device, check_nonnegative, check_positive, check_sizes
+from segbench.errors import UserError
+from segbench.rows.environment import device_name
+from segbench.rows.schema import spec_fields
+from segbench.runners import defaults
+from segbench.runners.cells import Built, Cell, Progress, Row, measure_cells, no_progress
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
+    from segbench.registry import ModelSpec
+
+#: In a ``--weights`` or ``--save`` path, replaced by the model's name.
+MODEL_FIELD = "{model}"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The dataset, the budget (None: the device type's defaults) and the files of a training run.
+
+    ``weights`` and ``save`` are paths in which ``{model}`` stands for the model's name (required
+    when several models are trained).
+    """
+
+    dataset: str = "synthetic"
+    num_classes: int | None = None
+    device: str = "cpu"
+    steps: int | None = None
+    batch_size: int | None = None
+    size: tuple[int, int] | None = None
+    lr: float | None = None
+    seed: int = defaults.SEED
+    weights: str | None = None
+    save: str | None = None
+    progress: Progress = field(default=no_progress, compare=False)
+
+    def __post_init__(self) -> None:
+        check_device(self.device)
+        check_nonnegative(self.steps, "steps")
+        check_positive(self.batch_size, "batch size")
+        check_positive(self.num_classes, "number of classes")
+        check_sizes([self.size] if self.size else None)
+        if self.lr is not None and not self.lr > 0:
+            raise UserError(f"bad learning rate {self.lr}: expected a number > 0")
+
+    @property
+    def budget(self) -> tuple[int, int]:
+        """(steps, batch size) in effect."""
+        return defaults.training(self.device, self.steps, self.batch_size)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checked training run: the models, the open splits and the per-model files."""
+
+    config: TrainConfig
+    specs: tuple["ModelSpec", ...]
+    train_set: "Dataset"
+    val_set: "Dataset"
+    weights: dict[str, str | None]
+    save: dict[str, str | None]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(self.config.size or getattr(self.train_set, "default_size", defaults.TRAIN_SIZE))  # type: ignore
+
+
+def train(specs: Sequence["ModelSpec"], config: TrainConfig) -> Iterator[Row]:
+    """One row per model, yielded as each is trained and evaluated (bad input raises first)."""
+    return measure_cells(cells(prepare(specs, config)))
+
+
+def prepare(specs: Sequence["ModelSpec"], config: TrainConfig) -> Prepared:
+    """Open the dataset's splits and check every model and file; UserError on bad input."""
+    from segbench.data import open_datasets
+
+    for spec in specs:
+        if spec.kind != "model":
+            raise UserError(f"{spec.name} is a {spec.kind}, not a segmentation model; train takes models")
+    names = [s.name for s in specs]
+    weights = _per_model(config.weights, "--weights", names)
+    for path in weights.values():
+        if path is not None and not Path(path).is_file():
+            raise UserError(f"{path}: weights file not found; expected a local state_dict checkpoint (.pt)")
+    train_set, val_set = open_datasets(config.dataset, seed=config.seed, num_classes=config.num_classes)
+    return Prepared(config, tuple(specs), train_set, val_set, weights, _per_model(config.save, "--save", names))
+
+
+def cells(prepared: Prepared, specs: Sequence["ModelSpec"] | None = None, stage: str | None = None) -> Iterator[Cell]:
+    """One cell per model of ``specs`` (all the prepared ones when None)."""
+    config = prepared.config
+    steps, batch = config.budget
+    height, width = prepared.size
+    for spec in prepared.specs if specs is None else specs:
+        key = spec_fields(
+            spec, device=config.device, device_name=device_name(config.device), dataset=prepared.train_set.name,
+            num_classes=prepared.train_set.num_classes, train_steps=steps, batch_size=batch, height=height,
+            width=width,
+        )  # fmt: skip
+        yield Cell([key], partial(_measure, spec, prepared), device=config.device, stage=stage or "train")
+
+
+def _measure(spec: "ModelSpec", prepared: Prepared) -> list[Row]:
+    from segbench.measure.training import train_and_evaluate
+
+    config = prepared.config
+    steps, batch = config.budget
+    config.progress(spec.name, "build")
+    model = Built(spec, seed=config.seed, num_classes=prepared.train_set.num_classes).get()
+
+    def on_step(step: int, loss: float) -> None:
+        config.progress(spec.name, f"train step {step}/{steps}, loss {loss:.3f}" if step < steps else "evaluate")
+
+    fields: dict[str, Any] = train_and_evaluate(
+        model, prepared.train_set, prepared.val_set, steps=steps, batch_size=batch, size=prepared.size,
+        lr=config.lr, device=config.device, seed=config.seed, weights=prepared.weights[spec.name],
+        save=prepared.save[spec.name], on_step=on_step,
+    )  # fmt: skip
+    return [fields]
+
+
+def _per_model(template: str | None, option: str, names: list[str]) -> dict[str, str | None]:
+    """One path per model: ``{model}`` in the path is replaced by its name (required for several)."""
+    if template is not None and len(names) > 1 and MODEL_FIELD not in template:
+        raise UserError(f"{option} {template!r} with {len(names)} models: put {MODEL_FIELD} in the path")
+    return {n: None if template is None else template.replace(MODEL_FIELD, n) for n in names}

@@ -1,0 +1,130 @@
+"""The shape of the code: layers import only downwards, no import cycles, one runner contract."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import pytest
+
+import segbench
+
+PACKAGE = Path(segbench.__file__).parent
+
+#: Bottom to top. A module may import from its own layer and the layers below, never above.
+LAYERS = (
+    ("contract", ("segbench._version", "segbench.errors", "segbench.checks", "segbench.hookspecs",
+                  "segbench.registry", "segbench.builtin", "segbench.plugins", "segbench.inventory")),
+    ("models and data", ("segbench.models", "segbench.data")),
+    ("measurement primitives", ("segbench.measure",)),
+    ("rows", ("segbench.rows",)),
+    ("runners", ("segbench.runners",)),
+    ("output", ("segbench.output",)),
+    ("cli", ("segbench.cli", "segbench.__main__", "segbench")),
+)  # fmt: skip
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer_of(module: str) -> int:
+    """The index of the most specific layer prefix that names ``module``."""
+    best = max(
+        ((i, prefix) for i, (_, prefixes) in enumerate(LAYERS) for prefix in prefixes
+         if module == prefix or module.startswith(prefix + ".")),
+        key=lambda item: len(item[1]),
+    )  # fmt: skip
+    return best[0]
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every segbench module ``path`` imports, at the top or inside functions, resolved to modules."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                candidate = f"{node.module}.{alias.name}"
+                found.add(candidate if (PACKAGE.parent / (candidate.replace(".", "/"))).exists()
+                          or (PACKAGE.parent / (candidate.replace(".", "/") + ".py")).exists() else node.module)
+    return {m for m in found if m == "segbench" or m.startswith("segbench.")}
+
+
+GRAPH = {module_name(p): imports_of(p) for p in PACKAGE.rglob("*.py")}
+
+
+def test_every_module_has_a_layer():
+    assert all(layer_of(m) >= 0 for m in GRAPH)
+
+
+def test_layers_import_only_downwards():
+    upward = [
+        f"{module} ({LAYERS[layer_of(module)][0]}) imports {target} ({LAYERS[layer_of(target)][0]})"
+        for module, targets in GRAPH.items()
+        for target in targets
+        if layer_of(target) > layer_of(module)
+    ]
+    assert upward == []
+
+
+def test_measurement_primitives_import_no_rows_runners_or_output():
+    for module, targets in GRAPH.items():
+        if module.startswith("segbench.measure"):
+            assert not {t for t in targets if t.split(".")[1] in ("rows", "runners", "output", "cli")}, module
+
+
+def test_no_import_cycles():
+    """Depth-first search over the whole graph, imports inside functions included."""
+    state: dict[str, str] = {}
+    cycles = []
+
+    def visit(module: str, stack: list[str]) -> None:
+        state[module] = "open"
+        for target in sorted(GRAPH.get(module, ())):
+            if target == module:
+                continue
+            if state.get(target) == "open":
+                cycles.append(stack[stack.index(target):] + [target] if target in stack else [module, target])
+            elif target not in state:
+                visit(target, [*stack, target])
+        state[module] = "done"
+
+    for module in sorted(GRAPH):
+        if module not in state:
+            visit(module, [module])
+    assert cycles == []
+
+
+def test_the_graph_sees_imports_inside_functions():
+    """The cycle test would be blind without this: runners import torch-heavy modules lazily."""
+    assert "segbench.measure.latency" in GRAPH["segbench.runners.latency"]
+    assert "segbench.plugins" in GRAPH["segbench"]
+
+
+@pytest.mark.parametrize("name", ["count", "latency", "blocks", "train", "run"])
+def test_every_runner_has_the_same_shape(name):
+    """``runner(specs, config) -> Iterator[row]``, with its config a dataclass of the same module."""
+    import importlib
+
+    module = importlib.import_module(f"segbench.runners.{name}")
+    runner = getattr(module, name)
+    assert list(inspect.signature(runner).parameters) == ["specs", "config"]
+    config = inspect.signature(runner).parameters["config"].annotation
+    assert config.endswith("Config") and hasattr(module, config)
+    assert "Iterator[Row]" in str(inspect.signature(runner).return_annotation)
+
+
+def test_cli_modules_hold_no_measurement():
+    """The CLI parses and renders: it never calls a measurement primitive itself."""
+    for module, targets in GRAPH.items():
+        if module.startswith("segbench.cli"):
+            primitives = {t for t in targets if t.startswith("segbench.measure.")} - {
+                "segbench.measure.latency",  # the Variant value type, built from --precision and switches
+                "segbench.measure.recipe",  # constants quoted in help texts and footnotes
+                "segbench.measure.analytic",  # the counting convention quoted in a footnote
+            }
+            assert primitives == set(), module
