@@ -6,7 +6,9 @@ Parsing text (``"512x1024"``, ``"1,8"``) is the CLI's job; these check the parse
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Iterable, Sequence
 
 from segbench.errors import UserError
@@ -71,6 +73,23 @@ def check_kernel_sizes(kernel_sizes: Sequence[int]) -> list[int]:
         if k < 1 or k % 2 == 0:
             raise UserError(f"bad kernel size {k}: accepted odd integers >= 1, e.g. 3,5,7")
     return list(kernel_sizes)
+
+
+def check_writable(path: Path, what: str, folder: bool) -> Path:
+    """A folder or file segbench may create or overwrite later: checked now, without writing anything.
+
+    The nearest existing ancestor must be a writable folder; an existing ``path`` must be a folder
+    (``folder=True``) or a file.
+    """
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        raise UserError(f"cannot write {what} {path}: it is a {'file' if folder else 'folder'}")
+    ancestor = path if folder and path.exists() else path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {what} {path}: {ancestor} is not a writable folder")
+    return path
 
 
 def check_device(device: str) -> str:

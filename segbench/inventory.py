@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from typing import Any
 
 from segbench.plugins import failed_plugins, get_registry
@@ -23,8 +25,11 @@ def spec_entries() -> list[dict[str, Any]]:
     for name in get_registry().names(kind=None):
         spec = get_registry().models[name]
         try:
-            params, error = count_params(spec), None
-        except Exception as exc:  # a broken builder is reported in its entry, like a broken plugin
+            with contextlib.redirect_stdout(sys.stderr):  # plugin code: its prints must not corrupt --format json
+                params, error = count_params(spec), None
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: B036 - a broken builder is reported in its entry, like a broken plugin
             params, error = None, f"cannot build: {type(exc).__name__}: {exc}"
         entries.append(
             {

@@ -9,6 +9,7 @@ and a one-line reason) and in ``segbench list``; every other plugin still loads.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -65,10 +66,11 @@ def _load() -> _State:
     manager = pluggy.PluginManager(ENTRY_POINT_GROUP)
     manager.add_hookspecs(hookspecs)
     manager.register(builtin, name=BUILTIN_NAME)
-    failures = _register_entry_points(manager)
     registry = Registry()
-    failures += _call_registration(manager, "register_models", registry.add_model)
-    failures += _call_registration(manager, "register_datasets", registry.add_dataset)
+    with contextlib.redirect_stdout(sys.stderr):  # a plugin that prints must not corrupt --format json
+        failures = _register_entry_points(manager)
+        failures += _call_registration(manager, "register_models", registry.add_model)
+        failures += _call_registration(manager, "register_datasets", registry.add_dataset)
     for failure in failures:
         _report(failure)
     return _State(manager, registry, failures)
@@ -94,7 +96,9 @@ def _register_entry_points(manager: pluggy.PluginManager) -> list[PluginFailure]
         try:
             manager.register(ep.load(), name=name)
             manager.check_pending()
-        except Exception as exc:  # a broken plugin must not break the harness
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: B036 - a broken plugin (even one calling sys.exit) must not break the harness
             if manager.has_plugin(name):
                 manager.unregister(name=name)
             failures.append(PluginFailure(name, f"failed to load: {_one_line(exc)}"))
@@ -120,9 +124,9 @@ def _call_registration(
 
         try:
             hook(register=register)
-        except DuplicateNameError:
+        except (DuplicateNameError, KeyboardInterrupt):
             raise
-        except Exception as exc:
+        except BaseException as exc:  # noqa: B036 - see _register_entry_points
             failures.append(PluginFailure(name, f"{hook_name} raised {_one_line(exc)}"))
     return failures
 

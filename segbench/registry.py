@@ -137,10 +137,12 @@ class Registry:
         """Resolve ``"fcn8s,fast_scnn"``, globs (``"fcn*"``) and ``"all"`` to specs, in the user's order.
 
         ``None`` or ``"all"`` means every registered spec of ``kind``; an exact name selects its spec
-        whatever its kind, so ``--models block_dsconv`` works too.
+        whatever its kind, so ``--models block_dsconv`` works too. An empty selection is an error.
         """
         known = self.names(kind)
-        if not selection or selection.strip() == "all":
+        if selection is not None and not selection.strip(" ,"):
+            raise UserError(f"empty model selection {selection!r}: give names or globs, or 'all'; known: {', '.join(self.names())}")
+        if selection is None or selection.strip() == "all":
             return [self.models[n] for n in known]
         chosen: list[str] = []
         for item in (part.strip() for part in selection.split(",")):

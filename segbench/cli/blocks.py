@@ -16,13 +16,14 @@ from segbench.cli.options import (
     KernelSizes,
     NoSave,
     Out,
+    Resume,
     Threads,
     Warmup,
     check_format,
     parse_int_list,
     parse_size,
 )
-from segbench.cli.output import Progress, collect, emit
+from segbench.cli.output import Progress, collect, emit, open_journal, resumed_rows
 
 COLUMNS = (
     "block", "kernel_size", "in_channels", "params", "macs_analytic", "mac_ratio", "mac_ratio_theory",
@@ -46,6 +47,7 @@ def blocks_command(
     fmt: Format = "table",
     out: Out = Path("results"),
     no_save: NoSave = False,
+    resume: Resume = None,
 ) -> None:
     """Standard KxK conv block vs depthwise-separable block: params, MACs, ratio 1/N + 1/K^2, latency.
 
@@ -55,7 +57,7 @@ def blocks_command(
     from segbench.runners.blocks import BlocksConfig, blocks, default_specs
 
     check_format(fmt)
-    progress = Progress()
+    progress, previous = Progress(), resumed_rows(resume, "blocks")
     config = BlocksConfig(
         kernel_sizes=parse_int_list(kernel_sizes, "kernel size"),
         channels=parse_int_list(channels, "channel count"),
@@ -66,14 +68,16 @@ def blocks_command(
         iters=iters,
         threads=threads,
         progress=progress,
+        done=previous,
     )
     specs = default_specs()
-    rows, interrupted = collect(blocks(specs, config), progress)
+    study = blocks(specs, config)
+    journal = open_journal(None if no_save else out, "blocks", resume, previous)
+    rows, stopped = collect(study, progress, journal)
     height, width = config.size or specs[0].default_size
     title = (
         f"Standard vs depthwise-separable blocks, C in = out, stride 1, input {batch_size}xCx{height}x{width}, "
         f"{device} ({MACS_NOTE})"
     )
     columns = COLUMNS + (("error",) if any(r.get("error") for r in rows) else ())
-    emit(rows, fmt, "blocks", None if no_save else out, columns=columns, title=title, footnotes=[RATIO_NOTE],
-         interrupted=interrupted)  # fmt: skip
+    emit(rows, fmt, journal, columns=columns, title=title, footnotes=[RATIO_NOTE], stopped=stopped)

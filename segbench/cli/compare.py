@@ -13,7 +13,7 @@ from segbench.errors import UserError
 
 @command("compare")
 def compare(
-    base: Annotated[Path, typer.Argument(help="Result file (.json or .csv) of the reference run.")],
+    base: Annotated[Path, typer.Argument(help="Result file (.json, .csv or .jsonl) of the reference run.")],
     new: Annotated[Path, typer.Argument(help="Result file of the run to check against BASE.")],
     latency_tolerance: Annotated[
         str, typer.Option("--latency-tolerance", help="Allowed median-latency growth: 10% or 0.1.")

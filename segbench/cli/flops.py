@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from segbench.cli.app import command
-from segbench.cli.options import Format, Models, NoSave, NumClasses, Out, check_format, parse_size
-from segbench.cli.output import Progress, collect, emit
+from segbench.cli.options import Format, Models, NoSave, NumClasses, Out, Resume, check_format, parse_size
+from segbench.cli.output import Progress, collect, emit, open_journal, resumed_rows
 
 COLUMNS = ("model", "height", "width", "params", "macs_analytic", "macs_other", "macs_fvcore", "macs_thop", "flops")
 BREAKDOWN_COLUMNS = ("params", "macs_analytic", "macs_other", "macs_fvcore", "macs_thop", "flops", "share")
@@ -32,6 +32,7 @@ def flops(
     fmt: Format = "table",
     out: Out = Path("results"),
     no_save: NoSave = False,
+    resume: Resume = None,
 ) -> None:
     """Count params and MACs (analytic, fvcore, thop). MACs are multiply-accumulates; FLOPs = 2 x MACs.
 
@@ -44,13 +45,14 @@ def flops(
     from segbench.runners.count import CountConfig, count
 
     check_format(fmt)
-    progress = Progress()
+    progress, previous = Progress(), resumed_rows(resume, "flops")
     config = CountConfig(size=parse_size(size) if size is not None else None, num_classes=num_classes,
-                         batch_size=batch_size, by=by, progress=progress)  # fmt: skip
-    rows, interrupted = collect(count(get_registry().select(models, kind="model"), config), progress)
+                         batch_size=batch_size, by=by, progress=progress, done=previous)  # fmt: skip
+    counted = count(get_registry().select(models, kind="model"), config)
+    journal = open_journal(None if no_save else out, "flops", resume, previous)
+    rows, stopped = collect(counted, progress, journal)
     columns = COLUMNS if by is None else ("model", by, *BREAKDOWN_COLUMNS)
     columns += ("error",) if any(r.get("error") for r in rows) else ()
     notes = [CONVENTION_NOTE, *mac_footnotes(rows)] + ([SHARE_NOTE] if by else [])
     title = f"Params and MACs{f' per {by}' if by else ''} ({MACS_NOTE})"
-    emit(rows, fmt, "flops", None if no_save else out, columns=columns, title=title, footnotes=notes,
-         interrupted=interrupted)  # fmt: skip
+    emit(rows, fmt, journal, columns=columns, title=title, footnotes=notes, stopped=stopped)

@@ -15,13 +15,14 @@ from segbench.cli.options import (
     Models,
     NoSave,
     Out,
+    Resume,
     Threads,
     Warmup,
     check_format,
     parse_int_list,
     parse_sizes,
 )
-from segbench.cli.output import Progress, collect, emit, note
+from segbench.cli.output import Progress, collect, emit, note, open_journal, resumed_rows
 
 COLUMNS = (
     "model", "batch_size", "height", "width", "precision", "channels_last", "compiled", "cuda_graph",
@@ -64,6 +65,7 @@ def latency_command(
     fmt: Format = "table",
     out: Out = Path("results"),
     no_save: NoSave = False,
+    resume: Resume = None,
 ) -> None:
     """Time forward passes: median/p90 latency, host time, throughput, peak memory, fast-variant agreement.
 
@@ -74,7 +76,7 @@ def latency_command(
     from segbench.runners.latency import LatencyConfig, expand_variants, latency
 
     check_format(fmt)
-    progress = Progress()
+    progress, previous = Progress(), resumed_rows(resume, "latency")
     config = LatencyConfig(
         device=device,
         sizes=parse_sizes(size),
@@ -87,14 +89,17 @@ def latency_command(
         threads=threads,
         trace_dir=trace,
         progress=progress,
+        done=previous,
     )
     specs = get_registry().select(models, kind="model")
     warmup, iters = config.timing
     tags = ", ".join(v.tag for v in config.variants)
     note(f"{warmup} warm-up + {iters} timed calls per row on {device}; variants: {tags}")
-    rows, interrupted = collect(latency(specs, config), progress, on_row=_summary)
-    emit(rows, fmt, "latency", None if no_save else out, _columns(rows, device), title="segbench latency",
-         footnotes=_footnotes(warmup, iters, device, rows), interrupted=interrupted)  # fmt: skip
+    timed = latency(specs, config)
+    journal = open_journal(None if no_save else out, "latency", resume, previous)
+    rows, stopped = collect(timed, progress, journal, on_row=_summary)
+    emit(rows, fmt, journal, _columns(rows, device), title="segbench latency",
+         footnotes=_footnotes(warmup, iters, device, rows), stopped=stopped)  # fmt: skip
 
 
 def _columns(rows: list[dict[str, Any]], device: str) -> list[str]:

@@ -24,9 +24,17 @@ Models = Annotated[
 ]
 Format = Annotated[str, typer.Option("--format", "-f", help=f"Output format: {', '.join(FORMATS)}.")]
 Out = Annotated[
-    Path, typer.Option("--out", help="Folder for <command>-<timestamp>.json/.csv/.md result files.")
+    Path, typer.Option("--out", help="Folder for <command>-<run id>.jsonl (while running) and .json/.csv/.md.")
 ]
 NoSave = Annotated[bool, typer.Option("--no-save", help="Do not write result files.")]
+Resume = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--resume",
+        help="A result file (.json, .csv or a killed run's .jsonl) of this command: measure only the cells "
+        "it lacks and add them to it.",
+    ),
+]
 Device = Annotated[str, typer.Option("--device", "-d", help="cpu, cuda or cuda:N.")]
 NumClasses = Annotated[
     Optional[int], typer.Option("--num-classes", help="Class count (default: each model's own).")

@@ -1,20 +1,30 @@
-"""What every command does with a runner's rows: show progress, collect them (Ctrl-C keeps the
-finished ones), render them on stdout, save them under --out, and set the exit code."""
+"""What every command does with a runner's rows: show progress, journal each row as it finishes,
+stop cleanly on Ctrl-C or SIGTERM keeping the finished rows, render them on stdout, write the final
+result files, and set the exit code."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import typer
 
 from segbench.output.tables import render
-from segbench.rows.files import save_rows
 
-EXIT_INTERRUPTED = 130
+if TYPE_CHECKING:
+    from segbench.rows.journal import Journal
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 Row = dict[str, Any]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a job scheduler): stops the run like Ctrl-C does."""
 
 
 def note(text: str) -> None:
@@ -57,58 +67,105 @@ class Progress:
         self.bar.console.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
-def collect(
-    rows: Iterator[Row], progress: Progress, on_row: Callable[[Row], str | None] | None = None
-) -> tuple[list[Row], bool]:
-    """Gather a runner's rows as they finish, with its ``progress`` display running meanwhile.
+def resumed_rows(resume: Path | None, command: str) -> list[Row]:
+    """The rows of ``--resume FILE`` (checked to be this command's results), or none."""
+    from segbench.errors import UserError
+    from segbench.rows.files import load_rows
 
-    ``on_row`` may return a line to print for each finished row. On Ctrl-C the finished rows are
-    kept. Returns (rows, interrupted).
+    if resume is None:
+        return []
+    if not resume.is_file():
+        raise UserError(f"--resume {resume}: result file not found")
+    if not resume.name.startswith(f"{command}-"):
+        raise UserError(f"--resume {resume}: not a result file of segbench {command} ({command}-*.json)")
+    return load_rows([resume])
+
+
+def open_journal(out_dir: Path | None, command: str, resume: Path | None, previous: list[Row]) -> "Journal | None":
+    """The journal of this run: under --out, or the resumed file's; None with --no-save.
+
+    Opened only once every option has been checked, so bad input writes nothing.
     """
-    done: list[Row] = []
+    from segbench.rows.journal import Journal
+
+    if resume is not None:
+        return Journal(resume.parent, command, resume, previous)
+    return None if out_dir is None else Journal(out_dir, command)
+
+
+@contextlib.contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """While measuring, SIGTERM raises `Terminated` (like Ctrl-C's KeyboardInterrupt)."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
-        with progress:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def collect(
+    rows: Iterator[Row],
+    progress: Progress,
+    journal: "Journal | None",
+    on_row: Callable[[Row], str | None] | None = None,
+) -> tuple[list[Row], int | None]:
+    """Gather a runner's rows as they finish, journaling each, with the ``progress`` display running.
+
+    ``on_row`` may return a line to print for each finished row. Ctrl-C and SIGTERM keep the finished
+    rows. Returns (rows, the exit code of an interruption or None); a resumed run's earlier rows come first.
+    """
+    done: list[Row] = list(journal.previous) if journal is not None else []
+    try:
+        with _sigterm_stops(), progress:
             for row in rows:
+                if journal is not None:
+                    journal.append(row)
                 done.append(row)
                 line = on_row(row) if on_row else None
                 if line:
                     progress.print(f"segbench: {line}")
-    except KeyboardInterrupt:
-        note(f"interrupted: keeping the {len(done)} finished row(s)")
-        return done, True
-    return done, False
+    except KeyboardInterrupt as stop:
+        code = EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
+        note(f"{'terminated' if code == EXIT_TERMINATED else 'interrupted'}: keeping the {len(done)} finished row(s)")
+        return done, code
+    return done, None
 
 
 def emit(
     rows: list[Row],
     fmt: str,
-    command: str,
-    out_dir: Path | None,
+    journal: "Journal | None",
     columns: Sequence[str] | None = None,
     title: str | None = None,
     footnotes: Iterable[str] = (),
-    interrupted: bool = False,
+    stopped: int | None = None,
 ) -> None:
-    """Render rows on stdout and save them; exit 130 after Ctrl-C, 1 when a row records a failure."""
+    """Render rows on stdout, write the final files, and exit: 130/143 when stopped, 1 on a row error."""
     from segbench.output.tables import to_markdown
 
     render(rows, fmt, columns=columns, title=title, footnotes=footnotes)
-    save(rows, command, out_dir, to_markdown(rows, columns, title, footnotes))
-    finish(rows, interrupted)
+    save(rows, journal, to_markdown(rows, columns, title, footnotes))
+    finish(rows, stopped)
 
 
-def save(rows: list[Row], command: str, out_dir: Path | None, markdown: str | None) -> None:
-    """Write the result files (when there are rows and --no-save was not given) and name them."""
-    if out_dir is not None and rows:
-        note(f"wrote {', '.join(str(p) for p in save_rows(rows, out_dir, command, markdown))}")
+def save(rows: list[Row], journal: "Journal | None", markdown: str | None) -> None:
+    """Write the final result files of the journaled run and name them."""
+    if journal is not None and not rows:
+        journal.discard()
+    elif journal is not None:
+        note(f"wrote {', '.join(str(p) for p in journal.finish(rows, markdown))}")
 
 
-def finish(rows: list[Row], interrupted: bool) -> None:
+def finish(rows: list[Row], stopped: int | None) -> None:
     """Name each failed row on stderr and set the exit code."""
     failed = [r for r in rows if r.get("error")]
     for row in failed:
         note(f"{row.get('model')}: {row['error']}")
-    if interrupted:
-        raise typer.Exit(EXIT_INTERRUPTED)
+    if stopped is not None:
+        raise typer.Exit(stopped)
     if failed:
         raise typer.Exit(1)

@@ -6,7 +6,6 @@ import contextlib
 import html
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Optional
 
@@ -22,7 +21,9 @@ REPORT_FORMATS = (*FORMATS, "html")
 
 @command("report")
 def report(
-    files: Annotated[list[Path], typer.Argument(help="Result files (.json or .csv) of any segbench command.")],
+    files: Annotated[
+        list[Path], typer.Argument(help="Result files (.json, .csv, or a killed run's .jsonl) of any segbench command.")
+    ],
     fmt: Annotated[
         str, typer.Option("--format", "-f", help=f"Output format: {', '.join(REPORT_FORMATS)}.")
     ] = "table",
@@ -47,8 +48,11 @@ def report(
     from segbench.output.plots import draw_plots
     from segbench.output.tables import render_sections
     from segbench.rows.files import load_rows
+    from segbench.rows.journal import new_run_id
 
     check_format(fmt, REPORT_FORMATS)
+    if out is not None and any(out.resolve() == f.resolve() for f in files):
+        raise UserError(f"--out {out} is one of the input files; write the report elsewhere")
     rows = load_rows(files)
     if not rows:
         raise UserError(f"no result rows in {', '.join(map(str, files))}: nothing to report")
@@ -58,7 +62,7 @@ def report(
         print(f"segbench: wrote {', '.join(map(str, plots))}", file=sys.stderr)
     if fmt == "html":
         if out is None:
-            out = Path("results") / f"report-{time.strftime('%Y%m%d-%H%M%S')}.html"
+            out = Path("results") / f"report-{new_run_id()}.html"
         with _output(out) as stream:
             stream.write(_html(rows, title, files, plots))
     else:

@@ -18,6 +18,7 @@ from segbench.cli.options import (
     KernelSizes,
     NoSave,
     Out,
+    Resume,
     Seed,
     Steps,
     Threads,
@@ -26,7 +27,7 @@ from segbench.cli.options import (
     parse_int_list,
     parse_size,
 )
-from segbench.cli.output import Progress, collect, finish, note, save
+from segbench.cli.output import Progress, collect, finish, note, open_journal, resumed_rows, save
 from segbench.runners.defaults import TRAIN
 
 Models = Annotated[
@@ -78,6 +79,7 @@ def run_command(
     fmt: Format = "table",
     out: Out = Path("results"),
     no_save: NoSave = False,
+    resume: Resume = None,
 ) -> None:
     """The whole comparison: per model params, MACs, latency, memory, brief training and mIoU.
 
@@ -93,7 +95,7 @@ def run_command(
     from segbench.runners.run import RunConfig, plan, rows
 
     check_format(fmt)
-    progress = Progress()
+    progress, previous = Progress(), resumed_rows(resume, "run")
     block_study = BlocksConfig(
         kernel_sizes=parse_int_list(kernel_sizes, "kernel size"),
         channels=parse_int_list(channels, "channel count"),
@@ -103,17 +105,18 @@ def run_command(
         device=device, size=parse_size(size) if size else None, batch_size=batch_size,
         variant=Variant(precision, channels_last, compile, cuda_graph), warmup=warmup, iters=iters,
         threads=threads, dataset=dataset, num_classes=num_classes, steps=steps, train_batch_size=train_batch_size,
-        seed=seed, blocks=block_study if blocks else None, progress=progress,
+        seed=seed, blocks=block_study if blocks else None, progress=progress, done=previous,
     )  # fmt: skip
     checked = plan(get_registry().select(models, kind="model"), config)
+    journal = open_journal(None if no_save else out, "run", resume, previous)
     settings = checked.describe()
     for line in settings:
         note(line)
-    done, interrupted = collect(rows(checked), progress)
-    _finish(done, interrupted, fmt, None if no_save else out, settings)
+    done, stopped = collect(rows(checked), progress, journal)
+    _finish(done, stopped, fmt, journal, settings)
 
 
-def _finish(rows: list[dict[str, Any]], interrupted: bool, fmt: str, out: Path | None, settings: list[str]) -> None:
+def _finish(rows: list[dict[str, Any]], stopped: int | None, fmt: str, journal: Any, settings: list[str]) -> None:
     """Print the tables, save the files (Markdown with the sections and notes), set the exit code."""
     from segbench.output.tables import render_sections, sections_markdown
     from segbench.rows.schema import mac_footnotes
@@ -121,5 +124,5 @@ def _finish(rows: list[dict[str, Any]], interrupted: bool, fmt: str, out: Path |
     footnotes = [*settings, *mac_footnotes(rows)]
     if rows:
         render_sections(rows, fmt, "segbench run", footnotes)
-    save(rows, "run", out, sections_markdown(rows, "segbench run", footnotes))
-    finish(rows, interrupted)
+    save(rows, journal, sections_markdown(rows, "segbench run", footnotes))
+    finish(rows, stopped)

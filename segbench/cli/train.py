@@ -16,12 +16,13 @@ from segbench.cli.options import (
     Models,
     NoSave,
     Out,
+    Resume,
     Seed,
     Steps,
     check_format,
     parse_size,
 )
-from segbench.cli.output import Progress, collect, emit, note
+from segbench.cli.output import Progress, collect, emit, note, open_journal, resumed_rows
 from segbench.measure.recipe import AUX_WEIGHT, DEFAULT_LR, MOMENTUM, POLY_POWER, SCALE_RANGE, WEIGHT_DECAY
 from segbench.runners.defaults import TRAIN
 
@@ -64,6 +65,7 @@ def train_command(
     fmt: Format = "table",
     out: Out = Path("results"),
     no_save: NoSave = False,
+    resume: Resume = None,
 ) -> None:
     """Train each model briefly on one dataset and report mIoU, pixel accuracy, time and peak memory.
 
@@ -75,18 +77,19 @@ def train_command(
     from segbench.runners.cells import measure_cells
 
     check_format(fmt)
-    progress = Progress()
+    progress, previous = Progress(), resumed_rows(resume, "train")
     config = TrainConfig(
         dataset=dataset, num_classes=num_classes, device=device, steps=steps, batch_size=batch_size,
         size=parse_size(size) if size else None, lr=lr, seed=seed, weights=weights, save=save, progress=progress,
+        done=previous,
     )  # fmt: skip
     prepared = prepare(get_registry().select(models, kind="model"), config)
     train_set, val_set = prepared.train_set, prepared.val_set
+    journal = open_journal(None if no_save else out, "train", resume, previous)
     note(f"{len(train_set)} train / {len(val_set)} val images from {train_set.name}, {train_set.num_classes} classes")
-    rows, interrupted = collect(measure_cells(cells(prepared)), progress, on_row=_summary)
+    rows, stopped = collect(measure_cells(cells(prepared), config), progress, journal, on_row=_summary)
     columns = COLUMNS + (("error",) if any(r.get("error") for r in rows) else ())
-    emit(rows, fmt, "train", None if no_save else out, columns=columns, title="segbench train",
-         footnotes=_footnotes(rows, lr), interrupted=interrupted)  # fmt: skip
+    emit(rows, fmt, journal, columns=columns, title="segbench train", footnotes=_footnotes(rows, lr), stopped=stopped)
 
 
 def _summary(row: dict[str, Any]) -> str:

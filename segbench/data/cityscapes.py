@@ -55,6 +55,6 @@ class CityscapesDataset(PairedImageDataset):
             mask = masks_dir / image.parent.name / f"{stem}{MASK_SUFFIX}"
             if not mask.is_file():
                 raise UserError(f"{image}: image has no mask; expected {mask}")
-            check_pair(image, mask)
+            check_pair(image, mask, decode=split == "val")
             pairs.append((image, mask))
         super().__init__(pairs, num_classes=NUM_CLASSES, name=f"cityscapes:{path}", label_map=label_map())

@@ -2,7 +2,7 @@
 
 Checks follow one policy so a bad dataset fails before any training or output: each format finds its
 image/mask pairs at construction, and `check_pair` opens both files' headers there (unreadable file,
-multi-channel mask, size mismatch). Mask *values* are checked wherever a mask is decoded; formats
+multi-channel mask, size mismatch), and decodes the val split's files whole. Mask *values* are checked wherever a mask is decoded; formats
 that decode every mask up front (folder, VOC) therefore fail at construction on a bad value too.
 """
 
@@ -37,9 +37,19 @@ def _open(path: Path, what: str) -> Image.Image:
         raise UserError(f"{path}: unreadable {what} ({exc.__class__.__name__}); expected an image file") from None
 
 
-def check_pair(image_path: Path, mask_path: Path) -> None:
-    """Cheap header checks of one image/mask pair: both readable, mask single-channel, same size."""
+def check_pair(image_path: Path, mask_path: Path, decode: bool = False) -> None:
+    """Header checks of one image/mask pair: both readable, mask single-channel, same size.
+
+    ``decode`` also decodes both files whole, so a truncated file fails now rather than when it is
+    read; the formats do it for the val split, which is read only after training.
+    """
     with _open(image_path, "image") as image, _open(mask_path, "mask") as mask:
+        if decode:
+            for path, opened in ((image_path, image), (mask_path, mask)):
+                try:
+                    opened.load()
+                except OSError as exc:
+                    raise UserError(f"{path}: unreadable ({exc}); the file is damaged or cut short") from None
         if mask.mode not in MASK_MODES:
             raise UserError(
                 f"{mask_path}: mask has mode {mask.mode}; expected a single-channel PNG of class ids "

@@ -75,9 +75,16 @@ class FolderDataset(PairedImageDataset):
         root = require_dir(check_request("folder", path, split, SPLITS), "dataset folder")
         splits = _splits(root)
         everything = [p for s in SPLITS for p in splits[s]]
+        val = set(splits["val"])
         for image, mask in everything:
-            check_pair(image, mask)
+            check_pair(image, mask, decode=(image, mask) in val)
         ids = {mask: np.unique(read_mask(mask)) for _, mask in everything}  # small: kept, masks are not
+        if set(np.concatenate(list(ids.values())).tolist()) == {0, IGNORE_INDEX}:
+            raise UserError(
+                f"{root / 'masks'}: masks hold only 0 and {IGNORE_INDEX}, and {IGNORE_INDEX} means 'ignore', so this "
+                f"would train one class; for binary masks store the foreground as 1 (e.g. with numpy: "
+                f"mask = (mask == {IGNORE_INDEX}).astype('uint8'))"
+            )
         if num_classes is None:
             num_classes = max(_largest_id(i) for i in ids.values()) + 1
             if num_classes < 1:

@@ -54,7 +54,7 @@ class VOCDataset(PairedImageDataset):
                 raise UserError(f"{image}: image listed in {listing.name} not found")
             if not mask.is_file():
                 raise UserError(f"{image}: image has no mask; expected {mask}")
-            check_pair(image, mask)
+            check_pair(image, mask, decode=split == "val")
             check_values(np.unique(read_mask(mask)), NUM_CLASSES, mask)
             pairs.append((image, mask))
         super().__init__(pairs, num_classes=NUM_CLASSES, name=f"voc:{path}")

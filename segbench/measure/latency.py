@@ -24,7 +24,8 @@ Timing method (the README states it):
   ``torch.cuda.graph`` and the timed loop replays it on the same static input.
 - Correctness: every variant other than fp32 eager is compared with fp32 eager on the same input:
   ``output_max_abs_diff`` (max |logit difference|) and ``output_argmax_agreement`` (fraction of pixels
-  whose argmax over channels agrees).
+  whose argmax over channels agrees). An output with inf or NaN gives ``output_max_abs_diff = inf``
+  and a row ``error`` (the latency is kept: it is the time of a wrong result).
 - Memory: see ``segbench.measure.memory`` (CUDA allocator peak; CPU allocator peak of one profiled pass).
 - ``trace_dir``: after timing, a few more calls run under ``torch.profiler`` and are written as a
   Chrome trace; profiling never overlaps the timed loop.
@@ -53,6 +54,7 @@ PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float
 TRACE_ITERS = 3
 CUDA_GRAPH_WARMUP = 2  # side-stream calls before capture, at least (PyTorch's CUDA graph recipe)
 CUDA_GRAPH_ON_CPU = "cuda graphs need --device cuda"
+NON_FINITE = "the output holds inf or NaN (an fp16 overflow?); output_max_abs_diff is inf"
 
 
 @dataclass(frozen=True)
@@ -117,8 +119,11 @@ def measure_latency(
         x = _variant_input(example, precision, channels_last)
         fields, call = _run(runner, x, dev, compile, cuda_graph, warmup, iters)
         fields.update(output_max_abs_diff=None, output_argmax_agreement=None, trace_file=None)
+        output = main_output(call())
         if reference is not None:
-            fields.update(compare_outputs(main_output(call()), reference))
+            fields.update(compare_outputs(output, reference))
+        if not bool(torch.isfinite(output).all()):  # e.g. fp16 overflow: the timing is of a wrong result
+            fields["error"] = NON_FINITE
         if trace_dir is not None:
             tag = Variant(precision, channels_last, compile, cuda_graph).tag
             name = trace_name or default_trace_name(model, example, tag)

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from segbench.data.common import IGNORE_INDEX
 from segbench.errors import UserError
 from segbench.measure.accuracy import Accuracy, ConfusionMatrix
+from segbench.measure.checkpoints import load_weights, save_checkpoint
 from segbench.measure.memory import MIB, cpu_peak_mb
 from segbench.measure import recipe
 
@@ -116,30 +117,6 @@ def segmentation_loss(output: Any, target: torch.Tensor) -> torch.Tensor:
             logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
         losses.append(F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX))
     return losses[0] + recipe.AUX_WEIGHT * sum(losses[1:], torch.zeros((), device=target.device))
-
-
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a ``state_dict`` checkpoint from a local file (as written by ``save``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: weights file not found; expected a local state_dict checkpoint (.pt)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several unrelated types for a bad file
-        raise UserError(f"{path}: not a readable torch checkpoint ({type(exc).__name__})") from None
-    if not isinstance(state, dict):
-        raise UserError(f"{path}: expected a state_dict (dict of tensors), found {type(state).__name__}")
-    result = model.load_state_dict(state, strict=False)
-    wrong = [f"missing {k}" for k in result.missing_keys] + [f"unexpected {k}" for k in result.unexpected_keys]
-    if wrong:
-        raise UserError(f"{path}: weights do not fit this model ({len(wrong)} keys differ, e.g. {wrong[0]})")
-
-
-def save_checkpoint(model: nn.Module, path: str | Path) -> None:
-    """Write the model's ``state_dict`` to ``path`` (parent folders created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
 
 
 def tensor_mib(model: nn.Module) -> float:

@@ -9,7 +9,8 @@ Per matched pair:
   both rows ran on the same ``device_name``; otherwise the check says "not comparable";
 - mIoU may drop by at most the mIoU tolerance (absolute), compared only for the same dataset and
   training steps;
-- a row that failed in NEW (``error`` set) or is missing from NEW is a regression.
+- a row that failed in NEW (``error`` set) or is missing from NEW is a regression;
+- a compared value that is not a finite, non-negative number (NaN, inf, text) is a regression.
 """
 
 from __future__ import annotations
@@ -111,9 +112,14 @@ def _check_pair(label: str, old: Row, row: Row, latency_tol: float, miou_tol: fl
         a, b = old.get(field), row.get(field)
         if a is None:
             continue
+        shown = (format_cell(field, a), format_cell(field, b))
+        unusable = _unusable(a, b)
+        if unusable:
+            checks.append(Check(label, field, *shown, unusable, REGRESSION))
+            continue
         status = OK if a == b else REGRESSION
-        change = "" if b is None or a == b else f"{b - a:+,}"
-        checks.append(Check(label, field, format_cell(field, a), format_cell(field, b), change, status))
+        change = "" if a == b else f"{b - a:+,}"
+        checks.append(Check(label, field, *shown, change, status))
     checks += _latency(label, old, row, latency_tol)
     checks += _miou(label, old, row, miou_tol)
     return checks
@@ -127,6 +133,9 @@ def _latency(label: str, old: Row, row: Row, tolerance: float) -> list[Check]:
     shown = (format_cell(field, a), format_cell(field, b))
     if b is None:
         return [Check(label, field, *shown, "not measured", REGRESSION)]
+    unusable = _unusable(a, b)
+    if unusable:
+        return [Check(label, field, *shown, unusable, REGRESSION)]
     if old.get("device_name") != row.get("device_name"):
         return [Check(label, field, *shown, f"{old.get('device_name')} vs {row.get('device_name')}", NOT_COMPARABLE)]
     change = b / a - 1 if a else math.inf
@@ -141,12 +150,29 @@ def _miou(label: str, old: Row, row: Row, tolerance: float) -> list[Check]:
     shown = (format_cell("miou", a), format_cell("miou", b))
     if b is None:
         return [Check(label, "miou", *shown, "not measured", REGRESSION)]
+    unusable = _unusable(a, b)
+    if unusable:
+        return [Check(label, "miou", *shown, unusable, REGRESSION)]
     for field in ("dataset", "train_steps"):
         if old.get(field) != row.get(field):
             return [Check(label, "miou", *shown, f"{field} {old.get(field)} vs {row.get(field)}", NOT_COMPARABLE)]
     change = b - a
     status = REGRESSION if change < -tolerance else OK
     return [Check(label, "miou", *shown, f"{change:+.4f} (limit -{tolerance:.4f})", status)]
+
+
+def _unusable(base: Any, new: Any) -> str | None:
+    """Why a pair of measured values cannot be compared (None for two finite, non-negative numbers)."""
+    for which, value in (("base", base), ("new", new)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{which} value is not a number ({value!r})"
+        if math.isnan(value):
+            return f"{which} value is NaN"
+        if math.isinf(value):
+            return f"{which} value is infinite"
+        if value < 0:
+            return f"{which} value is negative"
+    return None
 
 
 def to_markdown(checks: Sequence[Check], base: str, new: str, latency_tol: float, miou_tol: float) -> str:

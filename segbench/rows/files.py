@@ -1,4 +1,8 @@
-"""Result files: JSON (every field), CSV (every flat field), and reading either back."""
+"""Result files: JSON (every field), CSV (every flat field), the JSON-lines journal, reading all back.
+
+Non-finite numbers are written as the strings ``"inf"``, ``"-inf"`` and ``"nan"`` (strict JSON has no
+literal for them, and null means "not measured"); reading turns them back into floats.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +10,46 @@ import csv
 import io
 import json
 import math
-import time
+import os
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 from segbench.errors import UserError
-from segbench.rows.schema import JSON_ONLY_FIELDS, ROW_FIELDS
+from segbench.rows.schema import JSON_ONLY_FIELDS, ROW_FIELDS, TEXT_FIELDS
+
+SUFFIXES = (".json", ".jsonl", ".csv")
+_NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
 
-def save_rows(
-    rows: list[dict[str, Any]], out_dir: str | Path, command: str, markdown: str | None = None
-) -> list[Path]:
-    """Write ``<command>-<timestamp>.json`` and ``.csv`` (and ``.md`` when given) under ``out_dir``."""
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create output folder {out}: {exc.strerror}") from None
-    stem = out / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+def save_rows(rows: list[dict[str, Any]], stem: Path, markdown: str | None = None) -> list[Path]:
+    """Write ``stem.json`` and ``stem.csv`` (and ``stem.md`` when given), each atomically."""
     paths = [stem.with_suffix(".json"), stem.with_suffix(".csv")]
-    paths[0].write_text(to_json(rows) + "\n")
-    paths[1].write_text(to_csv(rows))
+    write_atomic(paths[0], to_json(rows) + "\n")
+    write_atomic(paths[1], to_csv(rows))
     if markdown is not None:
         paths.append(stem.with_suffix(".md"))
-        paths[2].write_text(markdown + "\n")
+        write_atomic(paths[2], markdown + "\n")
     return paths
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a temporary file beside ``path`` and rename it over ``path``: readers never see half a file."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def to_json_line(row: dict[str, Any]) -> str:
+    """One row as one line of strict JSON (the journal's format)."""
+    return json.dumps(_plain(row), allow_nan=False)
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
@@ -49,25 +68,52 @@ def to_json(rows: list[dict[str, Any]]) -> str:
 
 
 def load_rows(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """Read rows back from JSON or CSV result files (CSV values are typed back to numbers)."""
+    """Read rows back from result files: ``.json``, ``.csv`` or a run's ``.jsonl`` journal.
+
+    CSV cells are typed back to numbers; a journal's last line, cut short by a kill, is left out.
+    A file that holds no segbench rows (no ``model`` and ``segbench_version`` fields) is a UserError.
+    """
     rows: list[dict[str, Any]] = []
     for path in map(Path, paths):
         if not path.is_file():
             raise UserError(f"result file not found: {path}")
         try:
-            if path.suffix == ".json":
-                data = json.loads(path.read_text())
-                if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-                    raise ValueError("expected a JSON array of result rows")
-                rows.extend(data)
-            elif path.suffix == ".csv":
-                with path.open(newline="") as fh:
-                    rows.extend({k: _parse_cell(v) for k, v in r.items()} for r in csv.DictReader(fh))
-            else:
-                raise ValueError("accepted: .json or .csv result files")
+            found = _read(path)
         except (ValueError, UnicodeDecodeError) as exc:
             raise UserError(f"cannot read result file {path}: {exc}") from None
-    return [{**dict.fromkeys(ROW_FIELDS), **r} for r in rows]
+        if any(not {"model", "segbench_version"} <= set(r) for r in found):
+            raise UserError(f"{path} holds no segbench result rows (no model and segbench_version fields)")
+        rows.extend(found)
+    return [{**dict.fromkeys(ROW_FIELDS), **_typed(r)} for r in rows]
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    if path.suffix == ".json":
+        data = json.loads(path.read_text())
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise ValueError("expected a JSON array of result rows")
+        return data
+    if path.suffix == ".jsonl":
+        text = path.read_text()
+        lines = text.splitlines()
+        rows = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                if number < len(lines) or text.endswith("\n"):  # only an unfinished last line may be cut
+                    raise ValueError(f"line {number} is not a JSON row") from None
+        return rows
+    if path.suffix == ".csv":
+        with path.open(newline="") as fh:
+            return [{k: _parse_cell(k, v) for k, v in r.items()} for r in csv.DictReader(fh)]
+    raise ValueError(f"accepted: {', '.join(SUFFIXES)} result files")
+
+
+def _typed(row: dict[str, Any]) -> dict[str, Any]:
+    """Non-finite numbers, written as strings, back to floats (text fields stay text)."""
+    return {k: _NON_FINITE[v] if k not in TEXT_FIELDS and isinstance(v, str) and v in _NON_FINITE else v
+            for k, v in row.items()}  # fmt: skip
 
 
 def _columns(rows: list[dict[str, Any]]) -> list[str]:
@@ -75,9 +121,11 @@ def _columns(rows: list[dict[str, Any]]) -> list[str]:
     return list(ROW_FIELDS) + list(dict.fromkeys(extra))
 
 
-def _parse_cell(text: str) -> Any:
+def _parse_cell(field: str, text: str) -> Any:
     if text == "":
         return None
+    if field in TEXT_FIELDS:
+        return text
     if text in ("True", "False"):
         return text == "True"
     for kind in (int, float):
@@ -96,7 +144,7 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy / torch scalars
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
-        return None
+        return "nan" if math.isnan(value) else "inf" if value > 0 else "-inf"
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     return str(value)

@@ -20,7 +20,7 @@ from segbench.errors import UserError
 from segbench.rows.environment import device_name
 from segbench.rows.schema import pair_ratios, spec_fields
 from segbench.runners import defaults
-from segbench.runners.cells import Cell, Progress, Row, measure_cells, no_progress
+from segbench.runners.cells import Cell, Row, RunnerOptions, measure_cells
 
 if TYPE_CHECKING:
     from segbench.registry import ModelSpec
@@ -30,7 +30,7 @@ PAIR = ("block_standard", "block_dsconv")
 
 
 @dataclass(frozen=True)
-class BlocksConfig:
+class BlocksConfig(RunnerOptions):
     """The grid (kernel sizes x channel counts), the input (None: the blocks' own size) and timing."""
 
     kernel_sizes: Sequence[int] = (3, 5, 7)
@@ -41,7 +41,6 @@ class BlocksConfig:
     warmup: int | None = None
     iters: int | None = None
     threads: int | None = None
-    progress: Progress = field(default=no_progress, compare=False)
 
     def __post_init__(self) -> None:
         check_kernel_sizes(self.kernel_sizes)
@@ -67,7 +66,7 @@ def blocks(specs: Sequence["ModelSpec"], config: BlocksConfig) -> Iterator[Row]:
     """The standard and the dsconv row of every (K, C) pair, K-major, yielded as each pair is done."""
     if len(specs) != 2 or any(s.kind != "block" for s in specs):
         raise UserError(f"the K^2 study compares two blocks, e.g. {', '.join(PAIR)}")
-    return measure_cells(cells(specs, config))
+    return measure_cells(cells(specs, config), config)
 
 
 def cells(specs: Sequence["ModelSpec"], config: BlocksConfig) -> Iterator[Cell]:

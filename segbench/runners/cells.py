@@ -2,17 +2,20 @@
 
 A runner turns ``(specs, config)`` into `Cell`s, each naming the rows it will make before anything
 is measured, and `measure_cells` measures them in order and yields each row the moment its cell is
-done. A cell that raises becomes rows whose ``error`` says why (``stage: reason`` when the cell has
-a stage), its memory is given back, and the next cell runs. Bad user input (UserError) is checked
-before the first cell and stops the run.
+done. A cell that raises anything but Ctrl-C / SIGTERM (SystemExit and UserError from plugin code included)
+becomes rows whose ``error`` says why (``stage: reason`` when the cell has a stage), its memory is
+given back, and the next cell runs; what a cell prints goes to stderr. Bad user input is checked
+before the first cell (the configs, the runners' ``prepare``), so it stops a run before anything is
+measured.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+import contextlib
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
-from segbench.errors import UserError
 from segbench.rows.schema import make_row
 
 if TYPE_CHECKING:
@@ -29,6 +32,27 @@ def no_progress(model: str, stage: str) -> None:
     """The progress callback of a runner called without a display."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class RunnerOptions:
+    """What every runner's config has besides its own settings.
+
+    :param progress: called with (model, what it is doing now) as the runner goes.
+    :param done: rows of an earlier run of the same command (``--resume``): a cell whose every row
+        is among them, with the same key fields and no error, is skipped.
+    """
+
+    progress: Progress = field(default=no_progress, compare=False)
+    done: Sequence[Row] = field(default=(), compare=False, repr=False)
+
+    def is_done(self, keys: Sequence[Row]) -> bool:
+        """Whether every row of a cell (its ``keys``) was already measured without error."""
+        return bool(self.done) and all(any(_matches(key, row) for row in self.done) for key in keys)
+
+
+def _matches(key: Row, row: Row) -> bool:
+    return not row.get("error") and all(row.get(name) == value for name, value in key.items())
+
+
 @dataclass
 class Cell:
     """One unit of a runner's work: the rows it makes (their identifying fields) and how to measure.
@@ -43,17 +67,23 @@ class Cell:
     stage: str | None = None
 
 
-def measure_cells(cells: Iterable[Cell]) -> Iterator[Row]:
-    """Measure each cell in turn and yield its rows as soon as it is done (see the module docstring)."""
+def measure_cells(cells: Iterable[Cell], options: RunnerOptions = RunnerOptions()) -> Iterator[Row]:
+    """Measure each cell in turn and yield its rows as soon as it is done (see the module docstring).
+
+    Cells already ``done`` (see `RunnerOptions`) are skipped.
+    """
     from segbench.measure.faults import BuildError, error_reason, release_memory
 
     for cell in cells:
+        if options.is_done(cell.keys):
+            continue
         try:
-            results = cell.measure()
+            with contextlib.redirect_stdout(sys.stderr):  # a model that prints must not corrupt --format json
+                results = cell.measure()
             failed = False
-        except UserError:
+        except (KeyboardInterrupt, GeneratorExit):
             raise
-        except Exception as exc:  # one failing cell must not stop the sweep: its rows say why
+        except BaseException as exc:  # noqa: B036 - a cell's fault, even SystemExit from plugin code, is its row's
             reason = error_reason(exc)
             if cell.stage and not isinstance(exc, BuildError):  # a build error names itself
                 reason = f"{cell.stage}: {reason}"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 from segbench.checks import check_positive, check_sizes
 from segbench.errors import UserError
 from segbench.rows.schema import spec_fields
-from segbench.runners.cells import Built, Cell, Progress, Row, measure_cells, no_progress
+from segbench.runners.cells import Built, Cell, Row, RunnerOptions, measure_cells
 
 if TYPE_CHECKING:
     from segbench.registry import ModelSpec
@@ -23,14 +23,13 @@ BY = ("operator", "module")
 
 
 @dataclass(frozen=True)
-class CountConfig:
+class CountConfig(RunnerOptions):
     """What to count: input size (None: each spec's own), classes (None: each spec's own), batch."""
 
     size: tuple[int, int] | None = None
     num_classes: int | None = None
     batch_size: int = 1
     by: str | None = None
-    progress: Progress = no_progress
 
     def __post_init__(self) -> None:
         check_sizes([self.size] if self.size else None)
@@ -42,7 +41,7 @@ class CountConfig:
 
 def count(specs: Sequence["ModelSpec"], config: CountConfig) -> Iterator[Row]:
     """One row per spec (or per operator / module with ``config.by``), yielded as each is counted."""
-    return measure_cells(cells(specs, config))
+    return measure_cells(cells(specs, config), config)
 
 
 def cells(specs: Sequence["ModelSpec"], config: CountConfig, built: dict[str, Built] | None = None) -> Iterator[Cell]:

@@ -19,12 +19,19 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
-from segbench.checks import check_all_positive, check_device, check_precisions, check_sizes, check_timing
+from segbench.checks import (
+    check_all_positive,
+    check_device,
+    check_precisions,
+    check_sizes,
+    check_timing,
+    check_writable,
+)
 from segbench.measure.latency import Variant
 from segbench.rows.environment import device_name
 from segbench.rows.schema import spec_fields
 from segbench.runners import defaults
-from segbench.runners.cells import Built, Cell, Progress, Row, measure_cells, no_progress
+from segbench.runners.cells import Built, Cell, Row, RunnerOptions, measure_cells
 
 if TYPE_CHECKING:
     from segbench.registry import ModelSpec
@@ -44,7 +51,7 @@ def expand_variants(
 
 
 @dataclass(frozen=True)
-class LatencyConfig:
+class LatencyConfig(RunnerOptions):
     """How to time: the cells (sizes, batches, variants) and the protocol (warm-up, calls, threads).
 
     ``warmup`` and ``iters`` None mean the device type's defaults (`segbench.runners.defaults`);
@@ -61,7 +68,6 @@ class LatencyConfig:
     threads: int | None = None
     trace_dir: Path | None = None
     seed: int = defaults.SEED
-    progress: Progress = field(default=no_progress, compare=False)
 
     def __post_init__(self) -> None:
         check_device(self.device)
@@ -69,6 +75,8 @@ class LatencyConfig:
         check_all_positive(self.batch_sizes, "batch size")
         check_precisions([v.precision for v in self.variants])
         check_timing(self.warmup, self.iters, self.threads)
+        if self.trace_dir is not None:
+            check_writable(self.trace_dir, "trace folder", folder=True)
 
     @property
     def timing(self) -> tuple[int, int]:
@@ -78,7 +86,7 @@ class LatencyConfig:
 
 def latency(specs: Sequence["ModelSpec"], config: LatencyConfig) -> Iterator[Row]:
     """One full row per model x size x batch x variant, yielded as each is timed."""
-    return measure_cells(cells(specs, config))
+    return measure_cells(cells(specs, config), config)
 
 
 def cells(

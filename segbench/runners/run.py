@@ -24,7 +24,7 @@ from segbench.runners import count as count_runner
 from segbench.runners import defaults
 from segbench.runners import latency as latency_runner
 from segbench.runners import train as train_runner
-from segbench.runners.cells import Built, Progress, Row, measure_cells, no_progress
+from segbench.runners.cells import Built, Row, RunnerOptions, measure_cells
 
 if TYPE_CHECKING:
     from segbench.registry import ModelSpec
@@ -37,7 +37,7 @@ TRAIN_FIELDS = ("dataset", "train_steps", "train_seconds", "miou", "pixel_acc", 
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(RunnerOptions):
     """Everything that decides the numbers of a run; None means the dataset's or device type's default.
 
     ``blocks`` adds the K^2 study; its device, batch size, timing and threads are the run's.
@@ -56,7 +56,6 @@ class RunConfig:
     train_batch_size: int | None = None
     seed: int = defaults.SEED
     blocks: blocks_runner.BlocksConfig | None = None
-    progress: Progress = field(default=no_progress, compare=False)
 
     def __post_init__(self) -> None:
         check_positive(self.batch_size, "batch size")
@@ -109,7 +108,7 @@ def plan(specs: Sequence["ModelSpec"], config: RunConfig) -> Plan:
                                      progress=config.progress)  # fmt: skip
     blocks = config.blocks and replace(
         config.blocks, device=config.device, batch_size=config.batch_size, warmup=config.warmup,
-        iters=config.iters, threads=config.threads, progress=config.progress,
+        iters=config.iters, threads=config.threads, progress=config.progress, done=config.done,
     )  # fmt: skip
     return Plan(config, tuple(specs), count, latency, prepared, blocks)
 
@@ -121,26 +120,30 @@ def run(specs: Sequence["ModelSpec"], config: RunConfig) -> Iterator[Row]:
 
 def rows(checked: Plan) -> Iterator[Row]:
     """The rows of a `plan`: per model its stages' rows merged, as each model finishes."""
-    progress = checked.config.progress
+    config = checked.config
     for spec in checked.specs:
         classes = checked.latency.num_classes if spec.kind == "model" else None
-        built = {spec.name: Built(spec, seed=checked.config.seed, **({"num_classes": classes} if classes else {}))}
+        built = {spec.name: Built(spec, seed=config.seed, **({"num_classes": classes} if classes else {}))}
+        (timing,) = latency_runner.cells([spec], checked.latency, built, stage="latency")
+        training = list(train_runner.cells(checked.train, [spec])) if spec.kind == "model" else []
+        key = {**timing.keys[0], **{f: c.keys[0][f] for c in training for f in ("dataset", "train_steps")}}
+        if config.is_done([key]):
+            continue
         (counted,) = measure_cells(count_runner.cells([spec], checked.count, built))
-        (timed,) = measure_cells(latency_runner.cells([spec], checked.latency, built, stage="latency"))
+        (timed,) = measure_cells([timing])
         built.clear()  # the trainer builds its own network from the same seed
-        trained = list(measure_cells(train_runner.cells(checked.train, [spec]))) if spec.kind == "model" else []
-        yield merge(timed, counted, *trained)
-        progress(spec.name, "done")
+        yield merge(timed, counted, *measure_cells(training))
+        config.progress(spec.name, "done")
     if checked.blocks is not None:
         yield from blocks_runner.blocks(blocks_runner.default_specs(), checked.blocks)
-        progress("K^2 study", "done")
+        config.progress("K^2 study", "done")
 
 
 def merge(timed: Row, counted: Row, trained: Row | None = None) -> Row:
     """The latency row with the count's and the training's fields, and every stage's error (once each)."""
-    row = {**timed, **{f: counted[f] for f in COUNT_FIELDS}}
+    row = {**timed, **{f: counted.get(f) for f in COUNT_FIELDS}}
     if trained is not None:
-        row.update({f: trained[f] for f in TRAIN_FIELDS})
+        row.update({f: trained.get(f) for f in TRAIN_FIELDS})
     errors = [r["error"] for r in (counted, timed, trained) if r is not None and r.get("error")]
     row["error"] = "; ".join(dict.fromkeys(errors)) or None
     return row

@@ -13,12 +13,12 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from segbench.checks import check_device, check_nonnegative, check_positive, check_sizes
+from segbench.checks import check_device, check_nonnegative, check_positive, check_sizes, check_writable
 from segbench.errors import UserError
 from segbench.rows.environment import device_name
 from segbench.rows.schema import spec_fields
 from segbench.runners import defaults
-from segbench.runners.cells import Built, Cell, Progress, Row, measure_cells, no_progress
+from segbench.runners.cells import Built, Cell, Row, RunnerOptions, measure_cells
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
@@ -30,7 +30,7 @@ MODEL_FIELD = "{model}"
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(RunnerOptions):
     """The dataset, the budget (None: the device type's defaults) and the files of a training run.
 
     ``weights`` and ``save`` are paths in which ``{model}`` stands for the model's name (required
@@ -47,7 +47,6 @@ class TrainConfig:
     seed: int = defaults.SEED
     weights: str | None = None
     save: str | None = None
-    progress: Progress = field(default=no_progress, compare=False)
 
     def __post_init__(self) -> None:
         check_device(self.device)
@@ -82,7 +81,7 @@ class Prepared:
 
 def train(specs: Sequence["ModelSpec"], config: TrainConfig) -> Iterator[Row]:
     """One row per model, yielded as each is trained and evaluated (bad input raises first)."""
-    return measure_cells(cells(prepare(specs, config)))
+    return measure_cells(cells(prepare(specs, config)), config)
 
 
 def prepare(specs: Sequence["ModelSpec"], config: TrainConfig) -> Prepared:
@@ -94,11 +93,29 @@ def prepare(specs: Sequence["ModelSpec"], config: TrainConfig) -> Prepared:
             raise UserError(f"{spec.name} is a {spec.kind}, not a segmentation model; train takes models")
     names = [s.name for s in specs]
     weights = _per_model(config.weights, "--weights", names)
-    for path in weights.values():
-        if path is not None and not Path(path).is_file():
-            raise UserError(f"{path}: weights file not found; expected a local state_dict checkpoint (.pt)")
+    save = _per_model(config.save, "--save", names)
+    for path in save.values():
+        if path is not None:
+            check_writable(Path(path), "--save file", folder=False)
     train_set, val_set = open_datasets(config.dataset, seed=config.seed, num_classes=config.num_classes)
-    return Prepared(config, tuple(specs), train_set, val_set, weights, _per_model(config.save, "--save", names))
+    for spec in specs:
+        if weights[spec.name] is not None:
+            _check_weights(spec, weights[spec.name], train_set.num_classes)
+    return Prepared(config, tuple(specs), train_set, val_set, weights, save)
+
+
+def _check_weights(spec: "ModelSpec", path: str, num_classes: int) -> None:
+    """The ``--weights`` file fits the model as it will be built (on ``meta``: no memory, no time)."""
+    import torch
+
+    from segbench.measure.checkpoints import check_fits, read_state
+
+    try:
+        with torch.device("meta"):
+            model = spec.build(num_classes=num_classes)
+    except Exception:  # a builder that fails here fails its training cell, whose row says why
+        return
+    check_fits(model, read_state(path), path, f"{spec.name} with {num_classes} classes")
 
 
 def cells(prepared: Prepared, specs: Sequence["ModelSpec"] | None = None, stage: str | None = None) -> Iterator[Cell]:
