@@ -1,4 +1,4 @@
-"""The built-in plugin: FCN-32s/16s/8s, Fast-SCNN, the conv blocks and the datasets.
+"""The built-in plugin: FCN-32s/16s/8s, Fast-SCNN, the conv blocks, the datasets and the runtimes.
 
 It uses only the public plugin API, exactly like a third-party package (see ``plugins/segbench-unet``;
 ``hookimpl`` is imported from its home, ``segbench.hookspecs``, which ``segbench.hookimpl`` re-exports);
@@ -11,7 +11,7 @@ import importlib
 from typing import Any, Callable
 
 from segbench.hookspecs import hookimpl
-from segbench.registry import DatasetSpec, ModelSpec
+from segbench.registry import DatasetSpec, ModelSpec, RuntimeSpec
 
 FCN_PAPER = "Long et al., FCN, CVPR 2015"
 FAST_SCNN_PAPER = "Poudel et al., Fast-SCNN, BMVC 2019"
@@ -20,10 +20,10 @@ BLOCK_DEFAULTS = {"kernel_size": 3, "in_channels": 128, "out_channels": 128, "st
 
 
 def _lazy(module: str, name: str) -> Callable[..., Any]:
-    """A builder that imports ``module.name`` only when called, passing every keyword through."""
+    """A function that imports ``module.name`` only when called, passing every argument through."""
 
-    def build(**kwargs: Any) -> Any:
-        return getattr(importlib.import_module(module), name)(**kwargs)
+    def build(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
 
     build.__qualname__ = f"{module}.{name}"
     return build
@@ -98,3 +98,31 @@ def register_datasets(register: Callable[[DatasetSpec], None]) -> None:
                 num_classes=num_classes,
             )
         )
+
+
+RUNTIMES = (
+    # name, module, devices, precisions, switches, description
+    ("torch", "torch_runtime", ("cpu", "cuda"), ("fp32", "fp16", "bf16"),
+     ("channels_last", "compile", "cuda_graph", "fold_bn"), "PyTorch eager, with casts, channels_last, compile, CUDA graphs"),
+    ("onnxruntime", "onnxruntime_runtime", ("cpu", "cuda"), ("fp32", "int8"), ("fold_bn",),
+     "ONNX Runtime (dynamo ONNX export; CPU provider, CUDA provider with onnxruntime-gpu)"),
+    ("openvino", "openvino_runtime", ("cpu",), ("fp32", "int8"), ("fold_bn",),
+     "OpenVINO on the CPU, from the same ONNX export"),
+)  # fmt: skip
+
+
+@hookimpl
+def register_runtimes(register: Callable[[RuntimeSpec], None]) -> None:
+    for name, module, devices, precisions, switches, description in RUNTIMES:
+        register(
+            RuntimeSpec(
+                name=name,
+                description=description,
+                devices=devices,
+                precisions=precisions,
+                switches=frozenset(switches),
+                unavailable=_lazy(f"segbench.runtimes.{module}", "unavailable"),
+                prepare=_lazy(f"segbench.runtimes.{module}", "prepare"),
+            )
+        )
+

@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 
 from segbench.errors import UserError
 
-PRECISION_NAMES = ("fp32", "fp16", "bf16")
+PRECISION_NAMES = ("fp32", "fp16", "bf16", "int8")
 
 
 def check_positive(value: int | None, what: str) -> int | None:

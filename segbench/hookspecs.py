@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable
 import pluggy
 
 if TYPE_CHECKING:
-    from segbench.registry import DatasetSpec, ModelSpec
+    from segbench.registry import DatasetSpec, ModelSpec, RuntimeSpec
 
 hookspec = pluggy.HookspecMarker("segbench")
 #: Marker for hook implementations, re-exported as ``segbench.hookimpl`` (the name plugins use).
@@ -51,6 +51,24 @@ def register_datasets(register: Callable[["DatasetSpec"], None]) -> None:
     :param register: callback owned by the core; call it once per :class:`segbench.registry.DatasetSpec`.
         Names must be unique across plugins; the user selects one with ``--dataset NAME`` or
         ``--dataset NAME:PATH``.
+
+    Return value is ignored. An exception raised here is reported with the plugin's name.
+    """
+
+
+@hookspec
+def register_runtimes(register: Callable[["RuntimeSpec"], None]) -> None:
+    """Register inference runtimes that ``segbench latency --runtime`` and ``segbench run --runtime`` time.
+
+    Called once, the first time the registry is needed, for every plugin. PyTorch, ONNX Runtime and
+    OpenVINO are registered by the built-in plugin through this hook; a plugin package can add
+    another (TensorRT, a vendor SDK) the same way.
+
+    :param register: callback owned by the core; call it once per :class:`segbench.registry.RuntimeSpec`.
+        The spec names the runtime, the devices and variants it supports, how to tell whether it is
+        usable here (its packages importable, its device present), and how to prepare a model and an
+        example input into a :class:`segbench.runtimes.base.Session`, reporting the preparation time
+        (export + compile) apart from the timed calls. Names must be unique across plugins.
 
     Return value is ignored. An exception raised here is reported with the plugin's name.
     """

@@ -1,4 +1,5 @@
-"""What is installed: registered specs with their computed parameter counts (``segbench list``)."""
+"""What is installed (``segbench list``): registered models with their computed parameter counts, and the
+runtimes with whether each can run here."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 from typing import Any
 
 from segbench.plugins import failed_plugins, get_registry
-from segbench.registry import ModelSpec
+from segbench.registry import ModelSpec, RuntimeSpec
 
 
 def count_params(spec: ModelSpec) -> int:
@@ -45,6 +46,22 @@ def spec_entries() -> list[dict[str, Any]]:
                 "error": error,
             }
         )
+    for runtime in get_registry().runtimes.values():
+        entries.append(runtime_entry(runtime))
     for failure in failed_plugins():
         entries.append({"name": None, "plugin": failure.plugin, "error": failure.reason})
     return entries
+
+
+def runtime_entry(runtime: RuntimeSpec) -> dict[str, Any]:
+    """A runtime's entry: what it runs, and on each of its devices whether it can here and why not."""
+    return {
+        "name": runtime.name,
+        "kind": "runtime",
+        "plugin": runtime.plugin,
+        "devices": ", ".join(runtime.devices),
+        "precisions": ", ".join(runtime.precisions),
+        "switches": ", ".join(sorted(runtime.switches)),
+        "available": "; ".join(f"{d}: {runtime.unavailable(d) or 'yes'}" for d in runtime.devices),
+        "description": runtime.description,
+    }

@@ -71,6 +71,7 @@ def _load() -> _State:
         failures = _register_entry_points(manager)
         failures += _call_registration(manager, "register_models", registry.add_model)
         failures += _call_registration(manager, "register_datasets", registry.add_dataset)
+        failures += _call_registration(manager, "register_runtimes", registry.add_runtime)
     for failure in failures:
         _report(failure)
     return _State(manager, registry, failures)

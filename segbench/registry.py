@@ -1,4 +1,4 @@
-"""Specs of what plugins register, and the lookup and selection over them.
+"""Specs of what plugins register (models and blocks, datasets, runtimes), and the lookup over them.
 
 A spec holds a factory plus facts about the architecture, never a built model (timm's registry idea):
 listing hundreds of models must not build them.
@@ -96,6 +96,39 @@ class DatasetSpec:
             raise ValueError(f"dataset {self.name!r}: builder is not callable")
 
 
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """An inference runtime a plugin offers (see the ``register_runtimes`` hook).
+
+    ``prepare(model, example, *, device, variant, threads, workdir, calibration)`` returns a
+    :class:`segbench.runtimes.base.Session` for ``model`` (eval mode, fp32, on ``device``) and inputs
+    shaped like ``example``; ``workdir`` is a folder shared by the runtimes of one cell (for exported
+    files), ``calibration`` a few inputs of that shape from a dataset (int8). ``unavailable(device
+    type)`` says why the runtime cannot run here, or None. ``precisions`` and ``switches`` (of
+    ``channels_last``, ``compile``, ``cuda_graph``, ``fold_bn``) are the variants it can prepare.
+    """
+
+    name: str
+    description: str
+    devices: tuple[str, ...]
+    precisions: tuple[str, ...]
+    switches: frozenset[str]
+    unavailable: Callable[[str], str | None]
+    prepare: Callable[..., Any]
+    plugin: str = ""
+
+    def supports(self, precision: str, switches: tuple[str, ...]) -> bool:
+        return precision in self.precisions and set(switches) <= self.switches
+
+    def validate(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"runtime name {self.name!r} must be lowercase snake case")
+        if not (callable(self.prepare) and callable(self.unavailable)):
+            raise ValueError(f"runtime {self.name!r}: prepare and unavailable must be callable")
+        if not set(self.devices) <= {"cpu", "cuda"} or not self.devices:
+            raise ValueError(f"runtime {self.name!r}: devices must be among cpu, cuda")
+
+
 def natural_key(name: str) -> list[Any]:
     """Sort key that puts fcn8s before fcn16s before fcn32s."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
@@ -111,6 +144,7 @@ class Registry:
     def __init__(self) -> None:
         self.models: dict[str, ModelSpec] = {}
         self.datasets: dict[str, DatasetSpec] = {}
+        self.runtimes: dict[str, RuntimeSpec] = {}
 
     def add_model(self, spec: ModelSpec) -> None:
         spec.validate()
@@ -121,6 +155,23 @@ class Registry:
         spec.validate()
         _reject_duplicate("dataset", spec.name, self.datasets.get(spec.name), spec)
         self.datasets[spec.name] = spec
+
+    def add_runtime(self, spec: RuntimeSpec) -> None:
+        spec.validate()
+        _reject_duplicate("runtime", spec.name, self.runtimes.get(spec.name), spec)
+        self.runtimes[spec.name] = spec
+
+    def runtime_list(self, selection: str) -> list[RuntimeSpec]:
+        """``"torch,onnxruntime"`` (or ``"all"``) to specs, in the user's order."""
+        names = [n.strip() for n in selection.split(",") if n.strip()]
+        if not names:
+            raise UserError(f"empty runtime selection {selection!r}; known: {', '.join(self.runtimes)}")
+        if names == ["all"]:
+            names = list(self.runtimes)
+        for name in names:
+            if name not in self.runtimes:
+                raise UserError(_unknown("runtime", name, list(self.runtimes)))
+        return [self.runtimes[n] for n in dict.fromkeys(names)]
 
     def names(self, kind: Kind | None = None) -> list[str]:
         return sorted(

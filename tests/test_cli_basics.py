@@ -28,7 +28,11 @@ def test_list_json_is_a_parsable_array_with_computed_params():
     assert entries["fcn32s"]["num_classes"] == 21
     assert entries["block_standard"]["kind"] == "block"
     assert entries["unet"]["plugin"] == "segbench-unet"
-    assert all(e["reference"] for e in entries.values())
+    assert all(e["reference"] for e in entries.values() if e["kind"] != "runtime")
+    torch_runtime = entries["torch"]
+    assert (torch_runtime["kind"], torch_runtime["plugin"]) == ("runtime", "segbench")
+    assert torch_runtime["available"].startswith("cpu: yes; cuda: ")
+    assert {"onnxruntime", "openvino"} <= set(entries)
 
 
 def test_list_table_shows_broken_plugin(fake_plugins):

@@ -17,12 +17,14 @@ from typer.testing import CliRunner
 from segbench.cli import app
 from segbench.errors import UserError
 from segbench.measure.faults import OOM, VariantUnavailable, error_reason
-from segbench.measure.latency import CUDA_GRAPH_ON_CPU, Variant, compare_outputs, measure_latency, summarize
+from segbench.measure.latency import compare_outputs, measure_latency, summarize
 from segbench.measure.memory import MIB, cpu_peak_mb, peak_from_events
 from segbench.registry import ModelSpec
 from segbench.rows.schema import ROW_FIELDS, make_row
 from segbench.runners.defaults import timing
-from segbench.runners.latency import LatencyConfig, expand_variants, latency
+from segbench.runners.latency import LatencyConfig, latency
+from segbench.runtimes.base import Variant, expand_variants
+from segbench.runtimes.torch_runtime import CUDA_GRAPH_ON_CPU
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -126,8 +128,8 @@ def test_cuda_graph_on_cpu_is_refused_with_a_clear_message(example: torch.Tensor
 
 
 def test_bad_precision_and_iters_are_user_errors(example: torch.Tensor) -> None:
-    with pytest.raises(UserError, match="fp32, fp16, bf16"):
-        measure_latency(tiny_net(), example, device="cpu", precision="int8")
+    with pytest.raises(UserError, match="fp32, fp16, bf16, int8"):
+        measure_latency(tiny_net(), example, device="cpu", precision="fp8")
     with pytest.raises(UserError, match="iters"):
         measure_latency(tiny_net(), example, device="cpu", iters=0)
 
@@ -277,8 +279,7 @@ def test_expand_variants_rule() -> None:
     assert [v.tag for v in expand_variants(("bf16",), compile=True, cuda_graph=True)] == [
         "fp32", "bf16", "bf16+graph", "bf16+compile", "bf16+compile+graph"
     ]  # fmt: skip
-    with pytest.raises(UserError, match="bad precision int8: accepted fp32, fp16, bf16"):
-        expand_variants(("fp32", "int8"))
+    assert [v.tag for v in expand_variants(("int8",), fold_bn=True)] == ["fp32", "int8", "int8+foldbn"]
 
 
 def test_sweep_gives_one_row_per_cell_in_order() -> None:
@@ -373,7 +374,7 @@ def test_trace_files_are_named_after_the_cell(tmp_path) -> None:
         [TINY], device="cpu", batch_sizes=[2], variants=expand_variants(channels_last=True), warmup=0, iters=1,
         trace_dir=tmp_path,
     )  # fmt: skip
-    names = ["tiny-2x8x8-fp32.json", "tiny-2x8x8-fp32+cl.json"]
+    names = ["tiny-2x8x8-torch-fp32.json", "tiny-2x8x8-torch-fp32+cl.json"]
     assert [r["trace_file"] for r in rows] == [str(tmp_path / name) for name in names]
     assert all(json.loads(open(r["trace_file"]).read())["traceEvents"] for r in rows)
 
@@ -446,7 +447,7 @@ def test_cli_cuda_without_cuda_exits_2_with_one_line() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--precision", "fp8"], "bad precision fp8: accepted fp32, fp16, bf16"),
+        (["--precision", "fp8"], "bad precision fp8: accepted fp32, fp16, bf16, int8"),
         (["--batch-size", "0"], "bad batch size '0'"),
         (["--size", "8by8"], "bad size '8by8'"),
         (["--iters", "0"], "bad iters 0"),

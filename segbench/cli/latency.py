@@ -16,6 +16,8 @@ from segbench.cli.options import (
     NoSave,
     Out,
     Resume,
+    FoldBN,
+    Runtimes,
     Threads,
     Warmup,
     check_format,
@@ -25,7 +27,8 @@ from segbench.cli.options import (
 from segbench.cli.output import Progress, collect, emit, note, open_journal, resumed_rows
 
 COLUMNS = (
-    "model", "batch_size", "height", "width", "precision", "channels_last", "compiled", "cuda_graph",
+    "model", "batch_size", "height", "width", "runtime", "precision", "channels_last", "compiled", "cuda_graph",
+    "bn_folded",
     "latency_ms_median", "latency_ms_p90", "host_ms_median", "throughput_ips", "peak_mem_mb",
     "output_max_abs_diff", "output_argmax_agreement", "compile_seconds", "trace_file", "error",
 )  # fmt: skip
@@ -36,7 +39,13 @@ Sizes = Annotated[
 ]
 BatchSizes = Annotated[str, typer.Option("--batch-size", "-b", help="Batch size or a comma list (1,8).")]
 Precisions = Annotated[
-    str, typer.Option("--precision", help="Comma list of fp32, fp16, bf16 (model and input are cast).")
+    str,
+    typer.Option(
+        "--precision", help="Comma list of fp32, fp16, bf16 (torch: model and input cast), int8 (onnxruntime, openvino)."
+    ),
+]
+Calibration = Annotated[
+    str, typer.Option("--calibration", help="Dataset whose train images calibrate int8 variants (synthetic, folder:PATH, ...).")
 ]
 ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="Add channels_last rows.")]
 Compile = Annotated[
@@ -58,6 +67,9 @@ def latency_command(
     channels_last: ChannelsLast = False,
     compile: Compile = False,
     cuda_graph: CudaGraph = False,
+    fold_bn: FoldBN = False,
+    runtime: Runtimes = "torch",
+    calibration: Calibration = "synthetic",
     threads: Threads = None,
     warmup: Warmup = None,
     iters: Iters = None,
@@ -69,11 +81,14 @@ def latency_command(
 ) -> None:
     """Time forward passes: median/p90 latency, host time, throughput, peak memory, fast-variant agreement.
 
-    The fp32 eager row always comes first; each precision in --precision is combined with every switch
-    given (--channels-last, --compile, --cuda-graph) off and on, one row per combination.
+    Each runtime in --runtime gets one row per variant it supports: fp32 first, then each precision in
+    --precision combined with every switch given (--channels-last, --compile, --cuda-graph, --fold-bn)
+    off and on. Every row but PyTorch fp32 eager is compared with it on the same input.
     """
+    from segbench.checks import check_precisions
     from segbench.plugins import get_registry
-    from segbench.runners.latency import LatencyConfig, expand_variants, latency
+    from segbench.runners.latency import LatencyConfig, latency
+    from segbench.runtimes.base import expand_variants
 
     check_format(fmt)
     progress, previous = Progress(), resumed_rows(resume, "latency")
@@ -82,8 +97,11 @@ def latency_command(
         sizes=parse_sizes(size),
         batch_sizes=parse_int_list(batch_size, "batch size"),
         variants=expand_variants(
-            [p.strip() for p in precision.split(",") if p.strip()], channels_last, compile, cuda_graph
+            check_precisions([p.strip() for p in precision.split(",") if p.strip()]),
+            channels_last=channels_last, compile=compile, cuda_graph=cuda_graph, fold_bn=fold_bn,
         ),
+        runtimes=[r.strip() for r in runtime.split(",") if r.strip()] or [runtime],
+        calibration=calibration,
         warmup=warmup,
         iters=iters,
         threads=threads,
@@ -93,8 +111,8 @@ def latency_command(
     )
     specs = get_registry().select(models, kind="model")
     warmup, iters = config.timing
-    tags = ", ".join(v.tag for v in config.variants)
-    note(f"{warmup} warm-up + {iters} timed calls per row on {device}; variants: {tags}")
+    rows_per_cell = ", ".join(f"{r.name} {v.tag}" for r, v in config.combos())
+    note(f"{warmup} warm-up + {iters} timed calls per row on {device}; per cell: {rows_per_cell}")
     timed = latency(specs, config)
     journal = open_journal(None if no_save else out, "latency", resume, previous)
     rows, stopped = collect(timed, progress, journal, on_row=_summary)
@@ -110,6 +128,8 @@ def _columns(rows: list[dict[str, Any]], device: str) -> list[str]:
         values = [r.get(column) for r in rows]
         if column == "host_ms_median" and not device.startswith("cuda"):
             continue  # the same clock as the latency on CPU
+        if column == "runtime" and len(set(values)) < 2:
+            continue  # one runtime: said in the footnotes
         if column in always or any(v not in (None, False) for v in values):
             shown.append(column)
     return shown
@@ -123,8 +143,10 @@ def _footnotes(warmup: int, iters: int, device: str, rows: list[dict[str, Any]])
         threads = sorted({r["threads"] for r in rows if r.get("threads")})
         clock = f"time.perf_counter around each call; torch threads {', '.join(map(str, threads)) or '-'}"
         memory = "peak_mem_mb: peak tensor memory from the CPU allocator in one profiled forward pass"
+    runtimes = ", ".join(dict.fromkeys(str(r.get("runtime")) for r in rows))
     return [
-        f"Latency: inference_mode, {warmup} warm-up then {iters} timed calls; {clock}; compile time apart",
+        f"Runtime {runtimes}; latency: {warmup} warm-up then {iters} timed calls; {clock}; "
+        "preparation (export, compile) apart in compile_seconds",
         memory,
         "output_*: fast variant vs fp32 eager on the same input (max |logit diff|, argmax agreement)",
     ]
@@ -138,6 +160,6 @@ def _summary(row: dict[str, Any]) -> str:
 
 
 def _tag(row: dict[str, Any]) -> str:
-    from segbench.measure.latency import Variant
+    from segbench.runtimes.base import Variant
 
-    return Variant(row["precision"], row["channels_last"], row["compiled"], row["cuda_graph"]).tag
+    return f"{row['runtime']} {Variant.of_row(row).tag}"

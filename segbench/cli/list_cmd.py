@@ -9,11 +9,13 @@ from segbench.cli.app import command
 from segbench.cli.options import Format, check_format
 
 COLUMNS = ("name", "kind", "family", "plugin", "default_size", "num_classes", "params", "reference")
+RUNTIME_COLUMNS = ("name", "plugin", "precisions", "switches", "available")
 
 
 @command("list")
 def list_models(fmt: Format = "table") -> None:
-    """List registered models and blocks with family, default size, classes and parameter count."""
+    """List registered models and blocks (family, default size, classes, parameter count) and runtimes
+    (what they run, whether they can run here and why not)."""
     from segbench.inventory import spec_entries
     from segbench.output.tables import print_table
 
@@ -22,7 +24,8 @@ def list_models(fmt: Format = "table") -> None:
     if fmt == "json":
         sys.stdout.write(json.dumps(entries, indent=1) + "\n")
         return
-    print_table([e for e in entries if e["name"]], COLUMNS, title="Registered architectures")
+    print_table([e for e in entries if e["name"] and e["kind"] != "runtime"], COLUMNS, title="Registered architectures")
+    print_table([e for e in entries if e.get("kind") == "runtime"], RUNTIME_COLUMNS, title="Runtimes")
     failed = [e for e in entries if not e["name"]]
     if failed:
         print_table(failed, ("plugin", "error"), title="Plugins that failed to load")

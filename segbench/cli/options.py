@@ -62,6 +62,11 @@ Steps = Annotated[
     Optional[int],
     typer.Option("--steps", help=f"Training steps; 0 only evaluates. Default: {TRAIN['cpu'][0]} CPU, {TRAIN['cuda'][0]} CUDA."),
 ]
+Runtimes = Annotated[
+    str,
+    typer.Option("--runtime", "-r", help="Comma list of runtimes (see segbench list), or 'all'. fp32 PyTorch eager is the reference."),
+]
+FoldBN = Annotated[bool, typer.Option("--fold-bn", help="Add rows with BatchNorm folded into the conv before it.")]
 KernelSizes = Annotated[str, typer.Option("--kernel-sizes", "-k", help="Comma list of odd kernel sizes.")]
 Channels = Annotated[str, typer.Option("--channels", "-c", help="Comma list of channel counts (in = out).")]
 

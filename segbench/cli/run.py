@@ -89,7 +89,7 @@ def run_command(
     --blocks adds the K^2 study of `segbench blocks` (standard vs depthwise-separable conv) with the
     run's device, batch size, timing and threads. Writes run-<timestamp>.json/.csv/.md under --out.
     """
-    from segbench.measure.latency import Variant
+    from segbench.runtimes.base import Variant
     from segbench.plugins import get_registry
     from segbench.runners.blocks import BlocksConfig
     from segbench.runners.run import RunConfig, plan, rows

@@ -10,8 +10,8 @@ from fractions import Fraction
 from typing import Any, Iterable, Mapping
 
 ROW_FIELDS: tuple[str, ...] = (
-    "model", "kind", "family", "plugin", "device", "device_name", "precision", "channels_last",
-    "compiled", "cuda_graph", "batch_size", "height", "width", "num_classes", "params",
+    "model", "kind", "family", "plugin", "device", "device_name", "runtime", "precision", "channels_last",
+    "compiled", "cuda_graph", "bn_folded", "batch_size", "height", "width", "num_classes", "params",
     "params_trainable", "macs_fvcore", "macs_thop", "macs_analytic", "macs_other", "flops",
     "latency_ms_median", "latency_ms_mean", "latency_ms_p90", "latency_ms_min", "latency_ms_std",
     "iters", "throughput_ips", "host_ms_median", "threads", "output_max_abs_diff",
@@ -37,8 +37,8 @@ IDENTITY_FIELDS: tuple[str, ...] = (
     "model", "kind", "block", "kernel_size", "in_channels", "out_channels", "stride", "batch_size", "height",
     "width", "num_classes",
 )  # fmt: skip
-#: How it was run: the device type and the deployment variant.
-VARIANT_FIELDS: tuple[str, ...] = ("device", "precision", "channels_last", "compiled", "cuda_graph")
+#: How it was run: the device type, the runtime and the deployment variant.
+VARIANT_FIELDS: tuple[str, ...] = ("device", "runtime", "precision", "channels_last", "compiled", "cuda_graph", "bn_folded")
 BLOCK_GEOMETRY = ("kernel_size", "in_channels", "out_channels", "stride")
 MACS_NOTE = "MACs are multiply-accumulates; FLOPs = 2 x MACs"
 #: The meaning of the block-pair columns, on the dsconv row of each standard/dsconv pair.

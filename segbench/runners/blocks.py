@@ -79,28 +79,31 @@ def cells(specs: Sequence["ModelSpec"], config: BlocksConfig) -> Iterator[Cell]:
             for spec in specs:
                 height, width = config.size or spec.default_size
                 keys.append(spec_fields(
-                    spec, options, device=config.device, device_name=label, batch_size=config.batch_size,
-                    height=height, width=width,
+                    spec, options, device=config.device, device_name=label, runtime="torch",
+                    batch_size=config.batch_size, height=height, width=width,
                 ))  # fmt: skip
             yield Cell(keys, partial(_measure_pair, specs, keys, options, config), device=config.device)
 
 
-def _measure_pair(specs: Sequence["ModelSpec"], keys: list[Row], options: dict[str, int], config: BlocksConfig) -> list[Row]:
+def _measure_pair(
+    specs: Sequence["ModelSpec"], pair: list[Row], options: dict[str, int], config: BlocksConfig, keys: list[Row]
+) -> list[Row]:
+    """Both blocks of the pair measured (the ratios need both); the rows of ``keys`` returned."""
     import torch
 
     from segbench.measure.latency import measure_latency
     from segbench.measure.macs import count_model
 
     warmup, iters = defaults.timing(config.device, config.warmup, config.iters)
-    pair = []
-    for spec, key in zip(specs, keys):
+    measured = []
+    for spec, key in zip(specs, pair):
         config.progress("K^2 study", f"{key['block']} K={options['kernel_size']} C={options['in_channels']}")
         model = spec.build(**options)
         example = torch.randn(config.batch_size, options["in_channels"], key["height"], key["width"])
         fields = count_model(model, example).fields
         fields.update(measure_latency(model, example, device=config.device, warmup=warmup, iters=iters,
                                       threads=config.threads))  # fmt: skip
-        pair.append(fields)
-    baseline, other = pair
-    other.update(pair_ratios({**keys[0], **baseline}, {**keys[1], **other}))
-    return pair
+        measured.append(fields)
+    baseline, other = measured
+    other.update(pair_ratios({**pair[0], **baseline}, {**pair[1], **other}))
+    return [fields for key, fields in zip(pair, measured) if key in keys]

@@ -57,41 +57,59 @@ def _matches(key: Row, row: Row) -> bool:
 class Cell:
     """One unit of a runner's work: the rows it makes (their identifying fields) and how to measure.
 
-    ``measure()`` returns the measured fields of each row, in the order of ``keys``; a cell with one
-    key may return several (a per-operator breakdown), each merged with that key.
+    ``measure(keys)`` gets the keys still to measure (all of them, unless a resumed run has some)
+    and returns the measured fields of each row, in that order; a cell with one key may return
+    several (a per-operator breakdown), each merged with that key.
     """
 
     keys: list[Row]
-    measure: Callable[[], list[Row]]
+    measure: Callable[[list[Row]], list[Row]]
     device: str = "cpu"
     stage: str | None = None
+
+
+@dataclass
+class Outcome:
+    """What `isolated` gives back: the value, or the one-line reason it failed."""
+
+    value: Any = None
+    error: str | None = None
+
+
+def isolated(fn: Callable[[], Any], stage: str | None = None, device: str | None = None) -> Outcome:
+    """Run one piece of measurement so that nothing it does can stop the run (see the module docstring).
+
+    What it prints goes to stderr; any exception but Ctrl-C / SIGTERM becomes ``error`` (prefixed
+    ``stage:``, except a build error, which names itself), and the device's memory is given back.
+    """
+    from segbench.measure.faults import BuildError, error_reason, release_memory
+
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # a model that prints must not corrupt --format json
+            return Outcome(fn())
+    except (KeyboardInterrupt, GeneratorExit):
+        raise
+    except BaseException as exc:  # noqa: B036 - a fault, even SystemExit from plugin code, is its row's
+        reason = error_reason(exc)
+        if stage and not isinstance(exc, BuildError):
+            reason = f"{stage}: {reason}"
+    if device is not None:  # outside the except: its traceback holds the failed cell's tensors
+        release_memory(device)
+    return Outcome(error=reason)
 
 
 def measure_cells(cells: Iterable[Cell], options: RunnerOptions = RunnerOptions()) -> Iterator[Row]:
     """Measure each cell in turn and yield its rows as soon as it is done (see the module docstring).
 
-    Cells already ``done`` (see `RunnerOptions`) are skipped.
+    Rows already ``done`` (see `RunnerOptions`) are neither measured nor yielded again.
     """
-    from segbench.measure.faults import BuildError, error_reason, release_memory
-
     for cell in cells:
-        if options.is_done(cell.keys):
+        todo = [key for key in cell.keys if not options.is_done([key])]
+        if not todo:
             continue
-        try:
-            with contextlib.redirect_stdout(sys.stderr):  # a model that prints must not corrupt --format json
-                results = cell.measure()
-            failed = False
-        except (KeyboardInterrupt, GeneratorExit):
-            raise
-        except BaseException as exc:  # noqa: B036 - a cell's fault, even SystemExit from plugin code, is its row's
-            reason = error_reason(exc)
-            if cell.stage and not isinstance(exc, BuildError):  # a build error names itself
-                reason = f"{cell.stage}: {reason}"
-            results = [{"error": reason}] * len(cell.keys)
-            failed = True
-        if failed:  # outside the except: its traceback holds the failed cell's tensors
-            release_memory(cell.device)
-        keys = cell.keys * len(results) if len(cell.keys) == 1 else cell.keys
+        outcome = isolated(lambda: cell.measure(todo), cell.stage, cell.device)
+        results = outcome.value if outcome.error is None else [{"error": outcome.error}] * len(todo)
+        keys = todo * len(results) if len(todo) == 1 else todo
         for key, fields in zip(keys, results):
             yield make_row(**{**key, **fields})
 

@@ -60,7 +60,8 @@ def cells(specs: Sequence["ModelSpec"], config: CountConfig, built: dict[str, Bu
 
 
 def _measure(
-    spec: "ModelSpec", model: Built | None, size: tuple[int, int], classes: int | None, config: CountConfig
+    spec: "ModelSpec", model: Built | None, size: tuple[int, int], classes: int | None, config: CountConfig,
+    keys: list[Row],
 ) -> list[Row]:
     import torch
 

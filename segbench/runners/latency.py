@@ -1,20 +1,24 @@
-"""The latency runner (``segbench latency``, and a stage of ``run``): models x sizes x batches x variants.
+"""The latency runner (``segbench latency``, and a stage of ``run``): models x sizes x batches x
+runtimes x variants, one row each.
 
-One cell, and one row, per model x size (default: the model's own) x batch size x variant. A cell
-that fails (CUDA out of memory, a dtype the device lacks, CUDA graphs on a CPU, a model that raises)
-becomes a row with a one-line ``error``; memory is released and the sweep goes on. A model whose
-builder fails gives every one of its cells that error.
+One cell per model x size (default: the model's own) x batch size: the PyTorch fp32 eager output is
+computed first (the reference every other row is compared with, kept on the CPU), then each runtime
+x variant is prepared and timed in turn, in a folder the cell's runtimes share (one ONNX export
+serves ONNX Runtime and OpenVINO). A runtime x variant that fails (CUDA out of memory, a dtype the
+device lacks, CUDA graphs on a CPU, a runtime not installed) gets its own row ``error``; the other
+rows of the cell and the sweep go on. A model whose builder fails gives every one of its rows that error.
 
-Variant rule (`expand_variants`): the fp32 eager row always comes first; then one row for every
+Variant rule (`segbench.runtimes.base.expand_variants`): fp32 first; then one variant for every
 combination of a requested precision with each requested switch (``channels_last``, ``compile``,
-``cuda_graph``) off and on. ``precisions=("fp32", "fp16"), channels_last=True`` gives fp32,
-fp32+cl, fp16, fp16+cl.
+``cuda_graph``, ``fold_bn``) off and on. Each runtime gets the variants it supports (PyTorch: fp16 and
+bf16 and every switch; ONNX Runtime and OpenVINO: int8 and ``fold_bn``).
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
@@ -27,46 +31,42 @@ from segbench.checks import (
     check_timing,
     check_writable,
 )
-from segbench.measure.latency import Variant
+from segbench.errors import UserError
 from segbench.rows.environment import device_name
 from segbench.rows.schema import spec_fields
 from segbench.runners import defaults
-from segbench.runners.cells import Built, Cell, Row, RunnerOptions, measure_cells
+from segbench.runners.cells import Built, Cell, Row, RunnerOptions, isolated, measure_cells
+from segbench.runtimes.base import Variant
 
 if TYPE_CHECKING:
-    from segbench.registry import ModelSpec
+    import torch
 
+    from segbench.registry import ModelSpec, RuntimeSpec
 
-def expand_variants(
-    precisions: Sequence[str] = ("fp32",),
-    channels_last: bool = False,
-    compile: bool = False,
-    cuda_graph: bool = False,
-) -> list[Variant]:
-    """fp32 eager first, then each requested precision with each requested switch off and on."""
-    check_precisions(precisions)
-    switches = [(False, True) if on else (False,) for on in (channels_last, compile, cuda_graph)]
-    combos = [Variant(p, *flags) for p in precisions for flags in itertools.product(*switches)]
-    return list(dict.fromkeys([Variant(), *combos]))
+#: Calibration inputs of an int8 variant, from the train split of ``LatencyConfig.calibration``.
+CALIBRATION_IMAGES = 16
 
 
 @dataclass(frozen=True)
 class LatencyConfig(RunnerOptions):
-    """How to time: the cells (sizes, batches, variants) and the protocol (warm-up, calls, threads).
+    """How to time: the cells (sizes, batches), the rows of each (runtimes x variants) and the protocol.
 
     ``warmup`` and ``iters`` None mean the device type's defaults (`segbench.runners.defaults`);
-    ``num_classes`` None means each model's own.
+    ``num_classes`` None means each model's own; ``calibration`` is the dataset whose images
+    calibrate int8 variants.
     """
 
     device: str = "cpu"
     sizes: Sequence[tuple[int, int]] | None = None
     batch_sizes: Sequence[int] = (1,)
+    runtimes: Sequence[str] = ("torch",)
     variants: Sequence[Variant] = (Variant(),)
     num_classes: int | None = None
     warmup: int | None = None
     iters: int | None = None
     threads: int | None = None
     trace_dir: Path | None = None
+    calibration: str = "synthetic"
     seed: int = defaults.SEED
 
     def __post_init__(self) -> None:
@@ -77,15 +77,32 @@ class LatencyConfig(RunnerOptions):
         check_timing(self.warmup, self.iters, self.threads)
         if self.trace_dir is not None:
             check_writable(self.trace_dir, "trace folder", folder=True)
+        for variant in self.variants:
+            if not any(r.supports(variant.precision, variant.switches) for r in self.runtime_specs):
+                raise UserError(
+                    f"no runtime of {', '.join(self.runtimes)} runs {variant.tag}; supported: "
+                    + "; ".join(f"{r.name}: {', '.join(r.precisions)} with {', '.join(sorted(r.switches)) or 'no switches'}"
+                                for r in self.runtime_specs)
+                )  # fmt: skip
+
+    @property
+    def runtime_specs(self) -> list["RuntimeSpec"]:
+        from segbench.plugins import get_registry
+
+        return get_registry().runtime_list(",".join(self.runtimes))
 
     @property
     def timing(self) -> tuple[int, int]:
         """(warmup, iters) in effect."""
         return defaults.timing(self.device, self.warmup, self.iters)
 
+    def combos(self) -> list[tuple["RuntimeSpec", Variant]]:
+        """Each runtime with each variant it supports, in the user's runtime order."""
+        return [(r, v) for r in self.runtime_specs for v in self.variants if r.supports(v.precision, v.switches)]
+
 
 def latency(specs: Sequence["ModelSpec"], config: LatencyConfig) -> Iterator[Row]:
-    """One full row per model x size x batch x variant, yielded as each is timed."""
+    """One full row per model x size x batch x runtime x variant, yielded as each cell is timed."""
     return measure_cells(cells(specs, config), config)
 
 
@@ -94,18 +111,21 @@ def cells(
 ) -> Iterator[Cell]:
     """The sweep's cells, model by model; each model is built once (or taken from ``built``)."""
     label = device_name(config.device)
+    combos = config.combos()
+    calibration = _Calibration(config)
     for spec in specs:
         classes = (config.num_classes or spec.default_num_classes) if spec.kind == "model" else None
         model = (built or {}).get(spec.name) or Built(spec, seed=config.seed, **_classes(spec, classes))
-        for (height, width), batch, variant in itertools.product(
-            config.sizes or [spec.default_size], config.batch_sizes, config.variants
-        ):
-            key = spec_fields(
-                spec, device=config.device, device_name=label, batch_size=batch, height=height, width=width,
-                num_classes=classes, **variant.fields(),
-            )  # fmt: skip
-            cell = partial(_measure, spec, model, (batch, spec.input_channels(), height, width), variant, config)
-            yield Cell([key], cell, device=config.device, stage=stage)
+        for (height, width), batch in itertools.product(config.sizes or [spec.default_size], config.batch_sizes):
+            keys = [
+                spec_fields(
+                    spec, device=config.device, device_name=label, batch_size=batch, height=height, width=width,
+                    num_classes=classes, runtime=runtime.name, **variant.fields(),
+                )  # fmt: skip
+                for runtime, variant in combos
+            ]
+            shape = (batch, spec.input_channels(), height, width)
+            yield Cell(keys, partial(_measure, spec, model, shape, config, calibration), device=config.device, stage=stage)
 
 
 def _classes(spec: "ModelSpec", classes: int | None) -> dict[str, int]:
@@ -113,21 +133,85 @@ def _classes(spec: "ModelSpec", classes: int | None) -> dict[str, int]:
 
 
 def _measure(
-    spec: "ModelSpec", model: Built, shape: tuple[int, ...], variant: Variant, config: LatencyConfig
+    spec: "ModelSpec", model: Built, shape: tuple[int, ...], config: LatencyConfig, calibration: "_Calibration",
+    keys: list[Row],
 ) -> list[Row]:
+    """The rows ``keys`` of one cell: the PyTorch fp32 eager reference first, then each runtime x variant."""
     import torch
 
-    from segbench.measure.latency import measure_latency
+    from segbench.measure.latency import main_output, measurement_settings
 
-    batch, _, height, width = shape
-    config.progress(spec.name, f"latency {batch}x{height}x{width} {variant.tag}")
+    device = torch.device(config.device)
     example = torch.randn(*shape, generator=torch.Generator().manual_seed(config.seed))
-    warmup, iters = config.timing
-    network = model.get()
-    fields = measure_latency(
-        network, example, device=config.device, precision=variant.precision,
-        channels_last=variant.channels_last, compile=variant.compile, cuda_graph=variant.cuda_graph,
-        warmup=warmup, iters=iters, threads=config.threads, trace_dir=config.trace_dir,
-        trace_name=f"{spec.name}-{batch}x{height}x{width}-{variant.tag}",
+    network = model.get().eval()
+    params = sum(p.numel() for p in network.parameters())
+    runtimes = {r.name: r for r in config.runtime_specs}
+    rows = []
+    with measurement_settings(device, config.threads) as threads, torch.inference_mode():
+        with tempfile.TemporaryDirectory() as workdir:
+            reference = isolated(lambda: main_output(network.to(device)(example.to(device))).float().cpu())
+            for key in keys:
+                runtime, variant = runtimes[key["runtime"]], Variant.of_row(key)
+                config.progress(spec.name, f"latency {'x'.join(map(str, shape))} {runtime.name} {variant.tag}")
+                timed = isolated(partial(
+                    _measure_variant, spec, network, example, runtime, variant, config, threads, Path(workdir),
+                    calibration.inputs(shape, variant), reference.value,
+                ), device=config.device)  # fmt: skip
+                rows.append({**(timed.value or {"error": timed.error}), "params": params})
+                network.to("cpu")  # give the device back between variants: no fp32 weights next to an fp16 copy
+    return rows
+
+
+def _measure_variant(
+    spec: "ModelSpec", network: "torch.nn.Module", example: "torch.Tensor", runtime: "RuntimeSpec", variant: Variant,
+    config: LatencyConfig, threads: int, workdir: Path, calibration: list["torch.Tensor"],
+    reference: "torch.Tensor | None",
+) -> Row:
+    """One runtime x variant: prepare it, then time, measure and compare it (`measure_session`)."""
+    import torch
+
+    from segbench.measure.faults import VariantUnavailable
+    from segbench.measure.latency import measure_session
+
+    device = torch.device(config.device)
+    missing = runtime.unavailable(device.type) if device.type in runtime.devices else (
+        f"{runtime.name} does not run on {device.type}"
     )  # fmt: skip
-    return [{**fields, "params": sum(p.numel() for p in network.parameters())}]
+    if missing:
+        raise VariantUnavailable(missing)
+    x = example.to(device)
+    session = runtime.prepare(network.to(device), x, device=device, variant=variant, threads=threads,
+                              workdir=workdir, calibration=calibration)  # fmt: skip
+    eager = runtime.name == "torch" and variant == Variant()
+    trace = None
+    if config.trace_dir is not None:
+        batch, _, height, width = example.shape
+        trace = config.trace_dir / f"{spec.name}-{batch}x{height}x{width}-{runtime.name}-{variant.tag}.json"
+    warmup, iters = config.timing
+    return measure_session(session, x, None if eager else reference, device=device, warmup=warmup, iters=iters,
+                           trace=trace)  # fmt: skip
+
+
+class _Calibration:
+    """int8 calibration inputs from the config's dataset, opened on first use, resized per cell."""
+
+    def __init__(self, config: LatencyConfig) -> None:
+        self.config = config
+        self._images: list["torch.Tensor"] | None = None
+
+    def inputs(self, shape: tuple[int, ...], variant: Variant) -> list["torch.Tensor"]:
+        import torch
+        import torch.nn.functional as F
+
+        if variant.precision != "int8" or shape[1] != 3:  # blocks take C channels: no images for them
+            return []
+        if self._images is None:
+            from segbench.data import open_datasets
+
+            train_set, _ = open_datasets(self.config.calibration, seed=self.config.seed)
+            count = min(len(train_set), CALIBRATION_IMAGES * shape[0])
+            self._images = [train_set[i][0] for i in range(count)]
+        batch, _, height, width = shape
+        resized = [F.interpolate(x[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+                   for x in self._images]  # fmt: skip
+        return [torch.stack(resized[i : i + batch]) for i in range(0, len(resized) - batch + 1, batch)]

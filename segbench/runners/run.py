@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 from segbench.checks import check_positive, check_precisions
-from segbench.measure.latency import Variant
+from segbench.runtimes.base import Variant
 from segbench.runners import blocks as blocks_runner
 from segbench.runners import count as count_runner
 from segbench.runners import defaults

@@ -132,7 +132,7 @@ def cells(prepared: Prepared, specs: Sequence["ModelSpec"] | None = None, stage:
         yield Cell([key], partial(_measure, spec, prepared), device=config.device, stage=stage or "train")
 
 
-def _measure(spec: "ModelSpec", prepared: Prepared) -> list[Row]:
+def _measure(spec: "ModelSpec", prepared: Prepared, keys: list[Row]) -> list[Row]:
     from segbench.measure.training import train_and_evaluate
 
     config = prepared.config

@@ -1,0 +1,104 @@
+"""The ONNX file that ONNX Runtime and OpenVINO run: one export per model, input shape and BatchNorm
+choice, shared by both runtimes within a cell, and its int8 version.
+
+- Export: ``torch.onnx.export(..., dynamo=True)`` at the fixed input shape. The legacy TorchScript
+  exporter refuses Fast-SCNN's adaptive pooling when the feature size is not a multiple of the bins;
+  and a dynamic height/width exports without error but bakes the pooling windows of the traced size
+  in, so each input size gets its own file. The exporter's progress lines and warnings are silenced.
+- int8: post-training static quantization with ONNX Runtime's tools (QDQ format, per-channel int8
+  weights, uint8 activations, MinMax calibration) on images of the chosen dataset. Per-tensor
+  weights lost argmax agreement on Fast-SCNN; per-channel keeps it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import warnings
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from segbench.measure.faults import VariantUnavailable
+from segbench.runtimes.base import Variant
+from segbench.runtimes.batchnorm import fold_batchnorm
+
+INPUT_NAME = "input"
+OPSET = 18
+
+
+def export(model: nn.Module, example: torch.Tensor, workdir: Path, fold_bn: bool = False) -> Path:
+    """``workdir/model[-foldbn].onnx`` for ``model`` at ``example``'s shape (exported once per workdir)."""
+    path = workdir / f"model{'-foldbn' if fold_bn else ''}.onnx"
+    if path.exists():
+        return path
+    network = model.cpu()
+    if fold_bn:
+        network = copy.deepcopy(network)
+        fold_batchnorm(network)
+    with _quiet():
+        torch.onnx.export(
+            network, (example.cpu(),), str(path), dynamo=True, external_data=False, opset_version=OPSET,
+            input_names=[INPUT_NAME], verbose=False,
+        )  # fmt: skip
+    return path
+
+
+def onnx_file(
+    model: nn.Module, example: torch.Tensor, variant: Variant, workdir: Path, calibration: Sequence[torch.Tensor]
+) -> Path:
+    """The file a variant runs: the export (BatchNorm folded first if asked), quantized for int8."""
+    path = export(model, example, workdir, variant.fold_bn)
+    return quantize_int8(path, calibration, workdir) if variant.precision == "int8" else path
+
+
+def quantize_int8(fp32: Path, calibration: Sequence[torch.Tensor], workdir: Path) -> Path:
+    """``fp32`` quantized to int8 (QDQ, per-channel), calibrated on ``calibration`` inputs."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
+
+    path = fp32.with_name(fp32.stem + "-int8.onnx")
+    if path.exists():
+        return path
+    if not calibration:
+        raise VariantUnavailable("int8 needs calibration images (a dataset)")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.inputs = iter(calibration)
+
+        def get_next(self) -> dict | None:
+            x = next(self.inputs, None)
+            return None if x is None else {INPUT_NAME: x.cpu().numpy()}
+
+    prepared = fp32.with_name(fp32.stem + "-pre.onnx")
+    with _quiet():
+        quant_pre_process(str(fp32), str(prepared))
+        quantize_static(
+            str(prepared), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        )  # fmt: skip
+    return path
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The exporters' and quantizer's chatter (prints, log lines, warnings) kept off the terminal."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)

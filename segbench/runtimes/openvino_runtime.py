@@ -1,0 +1,60 @@
+"""OpenVINO: the same ONNX file as ONNX Runtime (`segbench.runtimes.onnx_export`; its int8 QDQ file
+too), compiled for the CPU with ``threads`` inference threads and the latency performance hint."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from segbench.runtimes.base import Session, Variant
+from segbench.runtimes.onnx_export import onnx_file
+
+INSTALL = "pip install 'segbench[openvino]'"
+
+
+def unavailable(device: str) -> str | None:
+    """Why OpenVINO cannot run on ``device`` here (None: it can)."""
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxscript", "openvino") if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"{', '.join(missing)} not installed: {INSTALL}"
+    if device != "cpu":
+        return "segbench runs OpenVINO on the CPU only (its GPU plugin is for Intel GPUs)"
+    return None
+
+
+def prepare(
+    model: nn.Module,
+    example: torch.Tensor,
+    *,
+    device: torch.device,
+    variant: Variant,
+    threads: int,
+    workdir: Path,
+    calibration: Sequence[torch.Tensor] = (),
+) -> Session:
+    """Export (or reuse the cell's export), quantize for int8, and compile for the CPU."""
+    import openvino
+
+    start = time.perf_counter()
+    path = onnx_file(model, example, variant, workdir, calibration)
+    core = openvino.Core()
+    compiled = core.compile_model(
+        core.read_model(str(path)), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+    )
+    request = compiled.create_infer_request()
+    inputs = {0: example.cpu().numpy()}
+    logits = compiled.output(0)
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(request.infer({0: x.cpu().numpy()})[logits].copy())
+
+    return Session(
+        call=lambda: request.infer(inputs), predict=predict, prepare_seconds=time.perf_counter() - start,
+        threads=threads, in_torch=False, blocking=True,
+    )  # fmt: skip
