@@ -17,7 +17,7 @@ LAYERS = (
     ("contract", ("segbench._version", "segbench.errors", "segbench.checks", "segbench.hookspecs",
                   "segbench.registry", "segbench.builtin", "segbench.plugins", "segbench.inventory")),
     ("models and data", ("segbench.models", "segbench.data")),
-    ("measurement primitives", ("segbench.measure",)),
+    ("measurement primitives", ("segbench.measure", "segbench.runtimes")),
     ("rows", ("segbench.rows",)),
     ("runners", ("segbench.runners",)),
     ("output", ("segbench.output",)),
@@ -73,7 +73,7 @@ def test_layers_import_only_downwards():
 
 def test_measurement_primitives_import_no_rows_runners_or_output():
     for module, targets in GRAPH.items():
-        if module.startswith("segbench.measure"):
+        if module.startswith(("segbench.measure", "segbench.runtimes")):
             assert not {t for t in targets if t.split(".")[1] in ("rows", "runners", "output", "cli")}, module
 
 
@@ -122,8 +122,8 @@ def test_cli_modules_hold_no_measurement():
     """The CLI parses and renders: it never calls a measurement primitive itself."""
     for module, targets in GRAPH.items():
         if module.startswith("segbench.cli"):
-            primitives = {t for t in targets if t.startswith("segbench.measure.")} - {
-                "segbench.measure.latency",  # the Variant value type, built from --precision and switches
+            primitives = {t for t in targets if t.startswith(("segbench.measure.", "segbench.runtimes."))} - {
+                "segbench.runtimes.base",  # the Variant value type, built from --precision and switches
                 "segbench.measure.recipe",  # constants quoted in help texts and footnotes
                 "segbench.measure.analytic",  # the counting convention quoted in a footnote
             }

@@ -66,8 +66,8 @@ def test_defaults_come_from_the_dataset_and_the_device_type():
     assert cpu.count.size == cpu.latency.sizes[0] == (128, 128)  # every stage at the dataset's size
     assert cpu.latency.num_classes == cpu.count.num_classes == 6  # built for the dataset's classes
     lines = cpu.describe()
-    assert lines[0].startswith("Input 128x128 for counting, latency and training")
-    assert "120 steps x batch 4" in lines[2]
+    assert lines[0].startswith("Input 128x128 for counting, training and latency")
+    assert "120 steps x batch 4" in lines[1] and "per model: torch fp32" in lines[2]
 
 
 def test_run_end_to_end_with_a_failing_model(test_models, tmp_path):
@@ -104,9 +104,11 @@ def test_unsupported_variant_is_a_row_error(test_models):
     """CUDA graphs on the CPU: the row says why, the other measurements of the model are still there."""
     result = runner.invoke(app, ["run", "-m", "tiny_net", *TINY, "--cuda-graph", "--format", "json", "--no-save"])
     assert result.exit_code == 1
-    (row,) = json.loads(result.stdout)
-    assert "cuda graphs need --device cuda" in row["error"]
-    assert (row["params"], row["macs_analytic"]) == (TINY_PARAMS, TINY_MACS)
+    eager, graph = json.loads(result.stdout)
+    assert eager["error"] is None and eager["cuda_graph"] is False
+    assert graph["error"] == "latency: cuda graphs need --device cuda" and graph["cuda_graph"] is True
+    for row in (eager, graph):
+        assert (row["params"], row["macs_analytic"], row["train_steps"]) == (TINY_PARAMS, TINY_MACS, 2)
 
 
 def test_same_seed_same_row(test_models, tmp_path):

@@ -9,12 +9,17 @@ import typer
 
 from segbench.cli.app import command
 from segbench.cli.options import (
+    Calibration,
+    ChannelsLast,
+    Compile,
+    CudaGraph,
     Device,
     Format,
     Iters,
     Models,
     NoSave,
     Out,
+    Precisions,
     Resume,
     FoldBN,
     Runtimes,
@@ -22,7 +27,9 @@ from segbench.cli.options import (
     Warmup,
     check_format,
     parse_int_list,
+    parse_names,
     parse_sizes,
+    variants_of,
 )
 from segbench.cli.output import Progress, collect, emit, note, open_journal, resumed_rows
 
@@ -38,20 +45,6 @@ Sizes = Annotated[
     typer.Option("--size", help="HxW or a comma list (512x1024,256x512). Default: each model's own."),
 ]
 BatchSizes = Annotated[str, typer.Option("--batch-size", "-b", help="Batch size or a comma list (1,8).")]
-Precisions = Annotated[
-    str,
-    typer.Option(
-        "--precision", help="Comma list of fp32, fp16, bf16 (torch: model and input cast), int8 (onnxruntime, openvino)."
-    ),
-]
-Calibration = Annotated[
-    str, typer.Option("--calibration", help="Dataset whose train images calibrate int8 variants (synthetic, folder:PATH, ...).")
-]
-ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="Add channels_last rows.")]
-Compile = Annotated[
-    bool, typer.Option("--compile", help="Add torch.compile rows (compile time reported apart).")
-]
-CudaGraph = Annotated[bool, typer.Option("--cuda-graph", help="Add CUDA-graph rows (CUDA only).")]
 Trace = Annotated[
     Optional[Path], typer.Option("--trace", help="Write a torch.profiler Chrome trace per row here.")
 ]
@@ -85,10 +78,8 @@ def latency_command(
     --precision combined with every switch given (--channels-last, --compile, --cuda-graph, --fold-bn)
     off and on. Every row but PyTorch fp32 eager is compared with it on the same input.
     """
-    from segbench.checks import check_precisions
     from segbench.plugins import get_registry
     from segbench.runners.latency import LatencyConfig, latency
-    from segbench.runtimes.base import expand_variants
 
     check_format(fmt)
     progress, previous = Progress(), resumed_rows(resume, "latency")
@@ -96,11 +87,8 @@ def latency_command(
         device=device,
         sizes=parse_sizes(size),
         batch_sizes=parse_int_list(batch_size, "batch size"),
-        variants=expand_variants(
-            check_precisions([p.strip() for p in precision.split(",") if p.strip()]),
-            channels_last=channels_last, compile=compile, cuda_graph=cuda_graph, fold_bn=fold_bn,
-        ),
-        runtimes=[r.strip() for r in runtime.split(",") if r.strip()] or [runtime],
+        variants=variants_of(precision, channels_last, compile, cuda_graph, fold_bn),
+        runtimes=parse_names(runtime),
         calibration=calibration,
         warmup=warmup,
         iters=iters,

@@ -62,6 +62,37 @@ Steps = Annotated[
     Optional[int],
     typer.Option("--steps", help=f"Training steps; 0 only evaluates. Default: {TRAIN['cpu'][0]} CPU, {TRAIN['cuda'][0]} CUDA."),
 ]
+Precisions = Annotated[
+    str,
+    typer.Option(
+        "--precision", help="Comma list of fp32, fp16, bf16 (torch: model and input cast), int8 (onnxruntime, openvino)."
+    ),
+]
+Calibration = Annotated[
+    str, typer.Option("--calibration", help="Dataset whose train images calibrate int8 variants (synthetic, folder:PATH, ...).")
+]
+ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="Add channels_last rows.")]
+Compile = Annotated[
+    bool, typer.Option("--compile", help="Add torch.compile rows (compile time reported apart).")
+]
+CudaGraph = Annotated[bool, typer.Option("--cuda-graph", help="Add CUDA-graph rows (CUDA only).")]
+
+
+def variants_of(precision: str, channels_last: bool, compile: bool, cuda_graph: bool, fold_bn: bool) -> list:
+    """The variants of --precision and the switches (`segbench.runtimes.base.expand_variants`)."""
+    from segbench.checks import check_precisions
+    from segbench.runtimes.base import expand_variants
+
+    precisions = check_precisions([p.strip() for p in precision.split(",") if p.strip()])
+    return expand_variants(precisions, channels_last=channels_last, compile=compile, cuda_graph=cuda_graph,
+                           fold_bn=fold_bn)  # fmt: skip
+
+
+def parse_names(text: str) -> list[str]:
+    """``"torch, onnxruntime"`` -> ["torch", "onnxruntime"] (the registry checks the names)."""
+    return [name.strip() for name in text.split(",") if name.strip()] or [text]
+
+
 Runtimes = Annotated[
     str,
     typer.Option("--runtime", "-r", help="Comma list of runtimes (see segbench list), or 'all'. fp32 PyTorch eager is the reference."),

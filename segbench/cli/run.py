@@ -10,22 +10,30 @@ import typer
 from segbench.cli.app import command
 from segbench.cli.options import (
     Channels,
+    ChannelsLast,
+    Compile,
+    CudaGraph,
     Dataset,
     DatasetClasses,
     Device,
+    FoldBN,
     Format,
     Iters,
     KernelSizes,
     NoSave,
     Out,
+    Precisions,
     Resume,
+    Runtimes,
     Seed,
     Steps,
     Threads,
     Warmup,
     check_format,
     parse_int_list,
+    parse_names,
     parse_size,
+    variants_of,
 )
 from segbench.cli.output import Progress, collect, finish, note, open_journal, resumed_rows, save
 from segbench.runners.defaults import TRAIN
@@ -38,10 +46,6 @@ Size = Annotated[
     Optional[str], typer.Option("--size", help="HxW for counting, latency and training. Default: the dataset's.")
 ]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Batch size of counting and latency.")]
-Precision = Annotated[str, typer.Option("--precision", help="Latency variant: fp32, fp16 or bf16.")]
-ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="Time the channels_last variant.")]
-Compile = Annotated[bool, typer.Option("--compile", help="Time the torch.compile variant.")]
-CudaGraph = Annotated[bool, typer.Option("--cuda-graph", help="Time the CUDA-graph variant (CUDA only).")]
 Blocks = Annotated[bool, typer.Option("--blocks", help="Add the K^2 block table (see segbench blocks).")]
 BlockSize = Annotated[
     Optional[str], typer.Option("--block-size", help="HxW input of the block table. Default: the blocks' (64x64).")
@@ -60,10 +64,12 @@ def run_command(
     device: Device = "cpu",
     size: Size = None,
     batch_size: BatchSize = 1,
-    precision: Precision = "fp32",
+    precision: Precisions = "fp32",
     channels_last: ChannelsLast = False,
     compile: Compile = False,
     cuda_graph: CudaGraph = False,
+    fold_bn: FoldBN = False,
+    runtime: Runtimes = "torch",
     threads: Threads = None,
     warmup: Warmup = None,
     iters: Iters = None,
@@ -81,15 +87,15 @@ def run_command(
     no_save: NoSave = False,
     resume: Resume = None,
 ) -> None:
-    """The whole comparison: per model params, MACs, latency, memory, brief training and mIoU.
+    """The whole comparison: per model params, MACs, brief training, mIoU, latency and memory.
 
-    One network per model, built for the dataset's classes, is counted, timed and trained at one input
-    size, so every number of a row belongs to the same network and input. A model that fails gets its
-    row with `error` and the others still run (exit 1 at the end); Ctrl-C keeps the finished rows.
-    --blocks adds the K^2 study of `segbench blocks` (standard vs depthwise-separable conv) with the
-    run's device, batch size, timing and threads. Writes run-<timestamp>.json/.csv/.md under --out.
+    One network per model, built for the dataset's classes, is counted, trained, then timed in every
+    --runtime x variant (as in `segbench latency`) at one input size, so every number of a row belongs
+    to the same network and input; rows other than PyTorch fp32 eager get their own mIoU through their
+    runtime. A model that fails gets its rows with `error` and the others still run (exit 1 at the
+    end); Ctrl-C keeps the finished rows. --blocks adds the K^2 study of `segbench blocks` with the
+    run's device, batch size, timing and threads. Writes run-<run id>.json/.csv/.md under --out.
     """
-    from segbench.runtimes.base import Variant
     from segbench.plugins import get_registry
     from segbench.runners.blocks import BlocksConfig
     from segbench.runners.run import RunConfig, plan, rows
@@ -103,7 +109,8 @@ def run_command(
     )
     config = RunConfig(
         device=device, size=parse_size(size) if size else None, batch_size=batch_size,
-        variant=Variant(precision, channels_last, compile, cuda_graph), warmup=warmup, iters=iters,
+        runtimes=parse_names(runtime), variants=variants_of(precision, channels_last, compile, cuda_graph, fold_bn),
+        warmup=warmup, iters=iters,
         threads=threads, dataset=dataset, num_classes=num_classes, steps=steps, train_batch_size=train_batch_size,
         seed=seed, blocks=block_study if blocks else None, progress=progress, done=previous,
     )  # fmt: skip

@@ -37,6 +37,7 @@ from segbench.data.common import IGNORE_INDEX
 from segbench.errors import UserError
 from segbench.measure.accuracy import Accuracy, ConfusionMatrix
 from segbench.measure.checkpoints import load_weights, save_checkpoint
+from segbench.measure.latency import main_output
 from segbench.measure.memory import MIB, cpu_peak_mb
 from segbench.measure import recipe
 
@@ -102,10 +103,6 @@ class _Resized(Dataset):
 
 def _collate_eval(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
     return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
-
-
-def _main_output(output: Any) -> torch.Tensor:
-    return output[0] if isinstance(output, (tuple, list)) else output
 
 
 def segmentation_loss(output: Any, target: torch.Tensor) -> torch.Tensor:
@@ -213,7 +210,7 @@ def fit(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module,
+    predict: Callable[[torch.Tensor], Any],
     dataset: Dataset,
     *,
     num_classes: int,
@@ -222,20 +219,24 @@ def evaluate(
     batch_size: int,
     num_workers: int = 0,
 ) -> Accuracy:
-    """mIoU etc. of ``model`` on ``dataset``: images resized to ``size``, logits back to each mask's size."""
+    """mIoU etc. on ``dataset``: images resized to ``size``, logits back to each mask's size, in fp32.
+
+    ``predict(images)`` gives logits: a model in eval mode, or a runtime session prepared for batches
+    of exactly ``batch_size`` (the last batch is padded with copies of its last image).
+    """
     device = torch.device(device)
     loader = DataLoader(
         _Resized(dataset, tuple(size)), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate_eval
     )
     matrix = ConfusionMatrix(num_classes, IGNORE_INDEX, device=device)
-    model.eval()
     for images, masks in loader:
-        with _autocast(device):
-            logits = _main_output(model(images.to(device)))
+        padded = torch.cat([images, images[-1:].expand(batch_size - len(images), *images.shape[1:])])
+        logits = main_output(predict(padded.to(device)))[: len(images)].float()
         for one, mask in zip(logits, masks):
             mask = mask.to(device)
+            one = one.to(device)
             if one.shape[-2:] != mask.shape:
-                one = F.interpolate(one[None].float(), size=mask.shape, mode="bilinear", align_corners=False)[0]
+                one = F.interpolate(one[None], size=mask.shape, mode="bilinear", align_corners=False)[0]
             matrix.update(one.argmax(0), mask)
     return matrix.compute()
 
@@ -288,7 +289,7 @@ def train_and_evaluate(
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             seconds = time.perf_counter() - start
-        accuracy = evaluate(model, val_set, num_classes=train_set.num_classes, size=size, device=dev,
+        accuracy = evaluate(model.eval(), val_set, num_classes=train_set.num_classes, size=size, device=dev,
                             batch_size=batch_size, num_workers=num_workers)  # fmt: skip
     if save:
         save_checkpoint(model, save)

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import itertools
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from segbench.checks import (
     check_all_positive,
@@ -53,7 +53,8 @@ class LatencyConfig(RunnerOptions):
 
     ``warmup`` and ``iters`` None mean the device type's defaults (`segbench.runners.defaults`);
     ``num_classes`` None means each model's own; ``calibration`` is the dataset whose images
-    calibrate int8 variants.
+    calibrate int8 variants. ``evaluate(predict, batch size)``, when given, measures the accuracy of
+    every row but the reference through its session (``segbench run``: mIoU on the val split).
     """
 
     device: str = "cpu"
@@ -68,6 +69,7 @@ class LatencyConfig(RunnerOptions):
     trace_dir: Path | None = None
     calibration: str = "synthetic"
     seed: int = defaults.SEED
+    evaluate: Callable[[Callable[["torch.Tensor"], "torch.Tensor"], int], Row] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         check_device(self.device)
@@ -125,7 +127,8 @@ def cells(
                 for runtime, variant in combos
             ]
             shape = (batch, spec.input_channels(), height, width)
-            yield Cell(keys, partial(_measure, spec, model, shape, config, calibration), device=config.device, stage=stage)
+            measure = partial(_measure, spec, model, shape, config, calibration, stage)
+            yield Cell(keys, measure, device=config.device, stage=stage)
 
 
 def _classes(spec: "ModelSpec", classes: int | None) -> dict[str, int]:
@@ -134,7 +137,7 @@ def _classes(spec: "ModelSpec", classes: int | None) -> dict[str, int]:
 
 def _measure(
     spec: "ModelSpec", model: Built, shape: tuple[int, ...], config: LatencyConfig, calibration: "_Calibration",
-    keys: list[Row],
+    stage: str | None, keys: list[Row],
 ) -> list[Row]:
     """The rows ``keys`` of one cell: the PyTorch fp32 eager reference first, then each runtime x variant."""
     import torch
@@ -156,7 +159,7 @@ def _measure(
                 timed = isolated(partial(
                     _measure_variant, spec, network, example, runtime, variant, config, threads, Path(workdir),
                     calibration.inputs(shape, variant), reference.value,
-                ), device=config.device)  # fmt: skip
+                ), stage, config.device)  # fmt: skip
                 rows.append({**(timed.value or {"error": timed.error}), "params": params})
                 network.to("cpu")  # give the device back between variants: no fp32 weights next to an fp16 copy
     return rows
@@ -188,8 +191,11 @@ def _measure_variant(
         batch, _, height, width = example.shape
         trace = config.trace_dir / f"{spec.name}-{batch}x{height}x{width}-{runtime.name}-{variant.tag}.json"
     warmup, iters = config.timing
-    return measure_session(session, x, None if eager else reference, device=device, warmup=warmup, iters=iters,
-                           trace=trace)  # fmt: skip
+    fields = measure_session(session, x, None if eager else reference, device=device, warmup=warmup, iters=iters,
+                             trace=trace)  # fmt: skip
+    if config.evaluate is not None and not eager:
+        fields.update(config.evaluate(session.predict, example.shape[0]))
+    return fields
 
 
 class _Calibration:

@@ -1,39 +1,46 @@
-"""The run runner (``segbench run``): count, latency and train composed into one row per model.
+"""The run runner (``segbench run``): count, train and latency composed into one row per model x
+runtime x variant.
 
-Per model, on one network built for the dataset's class count from the seed: the count runner's
-cell (params, MACs), the latency runner's cell (one variant) and the train runner's cell (brief
-training from the same seed, then mIoU on the val split; blocks are not trained), merged into one
-row. All three use one input size (the dataset's unless given), so the row's ``height`` and
-``width`` hold for every number in it. The row's ``batch_size``, ``precision``, ``threads`` and
-``peak_mem_mb`` describe inference (counting and latency); the training batch size and precision are
-in `RunConfig.describe`. With ``blocks``, the K^2 runner's rows follow the models'.
+Per model, one network is built for the dataset's class count from the seed: the count runner's cell
+counts it (params, MACs), the train runner's cell trains it in place and measures mIoU on the val
+split (blocks are not trained), then the latency runner's cell times the trained network in every
+runtime x variant, each compared with PyTorch fp32 eager on the same input and, but for that
+reference, evaluated on the val split through its own session (so an int8 row has its own mIoU next
+to the fp32 one). All stages use one input size (the dataset's unless given), so a row's ``height``
+and ``width`` hold for every number in it. The row's ``batch_size``, ``precision``, ``threads`` and
+``peak_mem_mb`` describe inference; the training batch size and precision are in `Plan.describe`.
+With ``blocks``, the K^2 runner's rows follow the models'.
 
 A stage that fails writes ``stage: reason`` into the row's ``error`` and the next stage and model
-still run.
+still run (latency is then measured on the network as training left it).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Iterator, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from segbench.checks import check_positive, check_precisions
-from segbench.runtimes.base import Variant
+from segbench.checks import check_positive
 from segbench.runners import blocks as blocks_runner
 from segbench.runners import count as count_runner
 from segbench.runners import defaults
 from segbench.runners import latency as latency_runner
 from segbench.runners import train as train_runner
 from segbench.runners.cells import Built, Row, RunnerOptions, measure_cells
+from segbench.runtimes.base import Variant
 
 if TYPE_CHECKING:
+    import torch
+
     from segbench.registry import ModelSpec
 
 #: What each stage contributes to the merged row (latency's row is the base: it names the variant).
 COUNT_FIELDS = ("params", "params_trainable", "macs_fvcore", "macs_thop", "macs_analytic", "macs_other", "flops",
                 "mac_notes")  # fmt: skip
 #: A training row's batch size, precision and peak memory describe training; the merged row's, inference.
-TRAIN_FIELDS = ("dataset", "train_steps", "train_seconds", "miou", "pixel_acc", "iou_per_class")
+TRAIN_FIELDS = ("dataset", "train_steps", "train_seconds")
+ACCURACY_FIELDS = ("miou", "pixel_acc", "iou_per_class")
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,8 @@ class RunConfig(RunnerOptions):
     device: str = "cpu"
     size: tuple[int, int] | None = None
     batch_size: int = 1
-    variant: Variant = Variant()
+    runtimes: Sequence[str] = ("torch",)
+    variants: Sequence[Variant] = (Variant(),)
     warmup: int | None = None
     iters: int | None = None
     threads: int | None = None
@@ -59,7 +67,6 @@ class RunConfig(RunnerOptions):
 
     def __post_init__(self) -> None:
         check_positive(self.batch_size, "batch size")
-        check_precisions([self.variant.precision])
 
 
 @dataclass(frozen=True)
@@ -80,13 +87,13 @@ class Plan:
         steps, train_batch = self.train.config.budget
         threads = f", {config.threads} threads" if config.threads else ""
         train_precision = "fp16 autocast" if config.device.startswith("cuda") else "fp32"
-        variant = config.variant.tag.replace("+cl", "+channels_last").replace("+graph", "+cuda_graph")
+        rows = ", ".join(f"{r.name} {v.tag}" for r, v in self.latency.combos())
         return [
-            f"Input {height}x{width} for counting, latency and training; models built for the dataset's classes",
-            f"Counting + latency: batch {config.batch_size}, {variant}, {warmup} warm-up + {iters} "
-            f"timed calls on {config.device}{threads}; peak_mem_mb is inference memory",
+            f"Input {height}x{width} for counting, training and latency; models built for the dataset's classes",
             f"Training: {steps} steps x batch {train_batch} ({train_precision}, seed {config.seed}) "
             f"on {self.train.train_set.name} train, then mIoU on its val split",
+            f"Latency of the trained network: batch {config.batch_size}, {warmup} warm-up + {iters} timed calls "
+            f"on {config.device}{threads}, per model: {rows}; peak_mem_mb is inference memory",
         ]
 
 
@@ -97,12 +104,12 @@ def plan(specs: Sequence["ModelSpec"], config: RunConfig) -> Plan:
         dataset=config.dataset, num_classes=config.num_classes, device=config.device, steps=config.steps,
         batch_size=config.train_batch_size, size=config.size, seed=config.seed, progress=config.progress,
     ))  # fmt: skip
-    classes = prepared.train_set.num_classes
-    size = prepared.size
+    classes, size = prepared.train_set.num_classes, prepared.size
     latency = latency_runner.LatencyConfig(
-        device=config.device, sizes=[size], batch_sizes=[config.batch_size], variants=[config.variant],
-        num_classes=classes, warmup=config.warmup, iters=config.iters, threads=config.threads, seed=config.seed,
-        progress=config.progress,
+        device=config.device, sizes=[size], batch_sizes=[config.batch_size], runtimes=config.runtimes,
+        variants=config.variants, num_classes=classes, warmup=config.warmup, iters=config.iters,
+        threads=config.threads, calibration=config.dataset, seed=config.seed, progress=config.progress,
+        done=config.done, evaluate=partial(_evaluate, prepared),
     )  # fmt: skip
     count = count_runner.CountConfig(size=size, num_classes=classes, batch_size=config.batch_size,
                                      progress=config.progress)  # fmt: skip
@@ -114,7 +121,7 @@ def plan(specs: Sequence["ModelSpec"], config: RunConfig) -> Plan:
 
 
 def run(specs: Sequence["ModelSpec"], config: RunConfig) -> Iterator[Row]:
-    """One merged row per model, then the block rows; bad input raises before the first is measured."""
+    """One merged row per model x runtime x variant, then the block rows; bad input raises first."""
     return rows(plan(specs, config))
 
 
@@ -124,15 +131,15 @@ def rows(checked: Plan) -> Iterator[Row]:
     for spec in checked.specs:
         classes = checked.latency.num_classes if spec.kind == "model" else None
         built = {spec.name: Built(spec, seed=config.seed, **({"num_classes": classes} if classes else {}))}
-        (timing,) = latency_runner.cells([spec], checked.latency, built, stage="latency")
-        training = list(train_runner.cells(checked.train, [spec])) if spec.kind == "model" else []
-        key = {**timing.keys[0], **{f: c.keys[0][f] for c in training for f in ("dataset", "train_steps")}}
-        if config.is_done([key]):
+        timing = list(latency_runner.cells([spec], checked.latency, built, stage="latency"))
+        training = list(train_runner.cells(checked.train, [spec], built)) if spec.kind == "model" else []
+        context = {f: c.keys[0][f] for c in training for f in ("dataset", "train_steps")}
+        if config.is_done([{**key, **context} for cell in timing for key in cell.keys]):
             continue
         (counted,) = measure_cells(count_runner.cells([spec], checked.count, built))
-        (timed,) = measure_cells([timing])
-        built.clear()  # the trainer builds its own network from the same seed
-        yield merge(timed, counted, *measure_cells(training))
+        trained = next(measure_cells(training), None)
+        for timed in measure_cells(timing, checked.latency):
+            yield merge(timed, counted, trained)
         config.progress(spec.name, "done")
     if checked.blocks is not None:
         yield from blocks_runner.blocks(blocks_runner.default_specs(), checked.blocks)
@@ -140,10 +147,25 @@ def rows(checked: Plan) -> Iterator[Row]:
 
 
 def merge(timed: Row, counted: Row, trained: Row | None = None) -> Row:
-    """The latency row with the count's and the training's fields, and every stage's error (once each)."""
+    """The latency row with the count's and the training's fields, and every stage's error (once each).
+
+    Accuracy comes from the row's own session when it was evaluated there, else from training (the
+    PyTorch fp32 eager network is the one training evaluated).
+    """
     row = {**timed, **{f: counted.get(f) for f in COUNT_FIELDS}}
     if trained is not None:
         row.update({f: trained.get(f) for f in TRAIN_FIELDS})
-    errors = [r["error"] for r in (counted, timed, trained) if r is not None and r.get("error")]
+        if timed.get("miou") is None and timed.get("runtime") == "torch" and Variant.of_row(timed) == Variant():
+            row.update({f: trained.get(f) for f in ACCURACY_FIELDS})
+    errors = [r["error"] for r in (counted, trained, timed) if r is not None and r.get("error")]
     row["error"] = "; ".join(dict.fromkeys(errors)) or None
     return row
+
+
+def _evaluate(prepared: train_runner.Prepared, predict: Callable[["torch.Tensor"], Any], batch_size: int) -> Row:
+    """mIoU of a runtime session on the val split, as training measures it (`segbench.measure.training.evaluate`)."""
+    from segbench.measure.training import evaluate
+
+    accuracy = evaluate(predict, prepared.val_set, num_classes=prepared.train_set.num_classes, size=prepared.size,
+                        device=prepared.config.device, batch_size=batch_size)  # fmt: skip
+    return {"miou": accuracy.miou, "pixel_acc": accuracy.pixel_acc, "iou_per_class": accuracy.iou_per_class}

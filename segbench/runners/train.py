@@ -118,8 +118,14 @@ def _check_weights(spec: "ModelSpec", path: str, num_classes: int) -> None:
     check_fits(model, read_state(path), path, f"{spec.name} with {num_classes} classes")
 
 
-def cells(prepared: Prepared, specs: Sequence["ModelSpec"] | None = None, stage: str | None = None) -> Iterator[Cell]:
-    """One cell per model of ``specs`` (all the prepared ones when None)."""
+def cells(
+    prepared: Prepared, specs: Sequence["ModelSpec"] | None = None, built: dict[str, Built] | None = None
+) -> Iterator[Cell]:
+    """One cell per model of ``specs`` (all the prepared ones when None).
+
+    ``built`` (spec name -> `Built`, from the seed) is trained in place, so a later stage measures
+    the trained network; without it each cell builds its own.
+    """
     config = prepared.config
     steps, batch = config.budget
     height, width = prepared.size
@@ -129,22 +135,23 @@ def cells(prepared: Prepared, specs: Sequence["ModelSpec"] | None = None, stage:
             num_classes=prepared.train_set.num_classes, train_steps=steps, batch_size=batch, height=height,
             width=width,
         )  # fmt: skip
-        yield Cell([key], partial(_measure, spec, prepared), device=config.device, stage=stage or "train")
+        model = (built or {}).get(spec.name) or Built(spec, seed=config.seed, num_classes=prepared.train_set.num_classes)
+        yield Cell([key], partial(_measure, spec, model, prepared), device=config.device, stage="train")
 
 
-def _measure(spec: "ModelSpec", prepared: Prepared, keys: list[Row]) -> list[Row]:
+def _measure(spec: "ModelSpec", model: Built, prepared: Prepared, keys: list[Row]) -> list[Row]:
     from segbench.measure.training import train_and_evaluate
 
     config = prepared.config
     steps, batch = config.budget
     config.progress(spec.name, "build")
-    model = Built(spec, seed=config.seed, num_classes=prepared.train_set.num_classes).get()
+    network = model.get()
 
     def on_step(step: int, loss: float) -> None:
         config.progress(spec.name, f"train step {step}/{steps}, loss {loss:.3f}" if step < steps else "evaluate")
 
     fields: dict[str, Any] = train_and_evaluate(
-        model, prepared.train_set, prepared.val_set, steps=steps, batch_size=batch, size=prepared.size,
+        network, prepared.train_set, prepared.val_set, steps=steps, batch_size=batch, size=prepared.size,
         lr=config.lr, device=config.device, seed=config.seed, weights=prepared.weights[spec.name],
         save=prepared.save[spec.name], on_step=on_step,
     )  # fmt: skip
