@@ -404,7 +404,7 @@ def test_cli_json_output_parses_with_one_row_per_cell(tmp_path) -> None:
     assert len(rows) == 2 * 2 * 2
     assert {r["model"] for r in rows} == {"block_dsconv"} and {r["threads"] for r in rows} == {1}
     assert {(r["height"], r["width"]) for r in rows} == {(8, 8), (4, 6)}
-    assert "0 warm-up + 2 timed calls per row on cpu; variants: fp32, fp32+cl" in result.stderr
+    assert "0 warm-up + 2 timed calls per row on cpu; per cell: torch fp32, torch fp32+cl" in result.stderr
     saved = sorted(p.suffix for p in tmp_path.iterdir())
     assert saved == [".csv", ".json", ".md"]
 

@@ -183,3 +183,14 @@ def test_run_gives_each_runtime_row_its_own_miou(fake_plugins, tmp_path):
     assert ort_fp32["miou"] == pytest.approx(eager["miou"], abs=0.005)  # the same network, another runtime
     assert ort_int8["miou"] is not None and 0 <= ort_int8["miou"] <= 1
     assert ort_int8["output_argmax_agreement"] > 0.8
+
+
+def test_latency_times_a_checked_weights_file(tmp_path):
+    good, bad = tmp_path / "good.pt", tmp_path / "bad.pt"
+    torch.save(get_registry().model("block_dsconv").build().state_dict(), good)
+    torch.save({"weight": torch.zeros(1)}, bad)
+    args = ["latency", "-m", "block_dsconv", "--size", "8x8", "--warmup", "0", "--iters", "1", "--no-save"]
+    assert runner.invoke(app, [*args, "--weights", str(good)]).exit_code == 0
+    result = runner.invoke(app, [*args, "--weights", str(bad)])
+    assert result.exit_code == 2
+    assert "bad.pt: weights do not fit block_dsconv" in result.stderr

@@ -9,7 +9,6 @@ import typer
 
 from segbench.cli.app import command
 from segbench.cli.options import (
-    Calibration,
     ChannelsLast,
     Compile,
     CudaGraph,
@@ -45,6 +44,16 @@ Sizes = Annotated[
     typer.Option("--size", help="HxW or a comma list (512x1024,256x512). Default: each model's own."),
 ]
 BatchSizes = Annotated[str, typer.Option("--batch-size", "-b", help="Batch size or a comma list (1,8).")]
+Images = Annotated[
+    str,
+    typer.Option(
+        "--dataset",
+        help="Dataset whose first val image (resized) is the timed input and whose train images calibrate int8.",
+    ),
+]
+Weights = Annotated[
+    Optional[str], typer.Option("--weights", help="Time this local state_dict ({model} = model name), not the seeded init.")
+]
 Trace = Annotated[
     Optional[Path], typer.Option("--trace", help="Write a torch.profiler Chrome trace per row here.")
 ]
@@ -62,7 +71,8 @@ def latency_command(
     cuda_graph: CudaGraph = False,
     fold_bn: FoldBN = False,
     runtime: Runtimes = "torch",
-    calibration: Calibration = "synthetic",
+    dataset: Images = "synthetic",
+    weights: Weights = None,
     threads: Threads = None,
     warmup: Warmup = None,
     iters: Iters = None,
@@ -89,7 +99,8 @@ def latency_command(
         batch_sizes=parse_int_list(batch_size, "batch size"),
         variants=variants_of(precision, channels_last, compile, cuda_graph, fold_bn),
         runtimes=parse_names(runtime),
-        calibration=calibration,
+        dataset=dataset,
+        weights=weights,
         warmup=warmup,
         iters=iters,
         threads=threads,

@@ -68,9 +68,6 @@ Precisions = Annotated[
         "--precision", help="Comma list of fp32, fp16, bf16 (torch: model and input cast), int8 (onnxruntime, openvino)."
     ),
 ]
-Calibration = Annotated[
-    str, typer.Option("--calibration", help="Dataset whose train images calibrate int8 variants (synthetic, folder:PATH, ...).")
-]
 ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="Add channels_last rows.")]
 Compile = Annotated[
     bool, typer.Option("--compile", help="Add torch.compile rows (compile time reported apart).")

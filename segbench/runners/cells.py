@@ -117,11 +117,14 @@ def measure_cells(cells: Iterable[Cell], options: RunnerOptions = RunnerOptions(
 class Built:
     """A spec's model, built once on first use for all of its cells; a failed build fails each cell.
 
-    Cells that are never measured never build it.
+    Cells that are never measured never build it. ``weights``: a checked ``state_dict`` file to load
+    after building.
     """
 
-    def __init__(self, spec: "ModelSpec", seed: int | None = None, **build_options: Any) -> None:
-        self.spec, self.seed, self.options = spec, seed, build_options
+    def __init__(
+        self, spec: "ModelSpec", seed: int | None = None, weights: str | None = None, **build_options: Any
+    ) -> None:
+        self.spec, self.seed, self.weights, self.options = spec, seed, weights, build_options
         self._model: "nn.Module | None" = None
         self._error: Exception | None = None
 
@@ -136,7 +139,12 @@ class Built:
             try:
                 if self.seed is not None:
                     torch.manual_seed(self.seed)  # the initial weights are part of what the seed fixes
-                self._model = self.spec.build(**self.options)
+                model = self.spec.build(**self.options)
+                if self.weights is not None:
+                    from segbench.measure.checkpoints import load_weights
+
+                    load_weights(model, self.weights)
+                self._model = model
             except Exception as exc:
                 self._error = BuildError(f"cannot build {self.spec.name}: {error_reason(exc)}")
                 raise self._error from None

@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from segbench.checks import (
     check_all_positive,
@@ -36,6 +36,7 @@ from segbench.rows.environment import device_name
 from segbench.rows.schema import spec_fields
 from segbench.runners import defaults
 from segbench.runners.cells import Built, Cell, Row, RunnerOptions, isolated, measure_cells
+from segbench.runners.weights import check_weights, per_model
 from segbench.runtimes.base import Variant
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
     from segbench.registry import ModelSpec, RuntimeSpec
 
-#: Calibration inputs of an int8 variant, from the train split of ``LatencyConfig.calibration``.
+#: Calibration batches of an int8 variant, from the train split of ``LatencyConfig.dataset``.
 CALIBRATION_IMAGES = 16
 
 
@@ -52,9 +53,12 @@ class LatencyConfig(RunnerOptions):
     """How to time: the cells (sizes, batches), the rows of each (runtimes x variants) and the protocol.
 
     ``warmup`` and ``iters`` None mean the device type's defaults (`segbench.runners.defaults`);
-    ``num_classes`` None means each model's own; ``calibration`` is the dataset whose images
-    calibrate int8 variants. ``evaluate(predict, batch size)``, when given, measures the accuracy of
-    every row but the reference through its session (``segbench run``: mIoU on the val split).
+    ``num_classes`` None means each model's own. ``dataset`` gives the timed input (its first val
+    image, resized: real logits make the agreement with fp32 eager meaningful; inputs with other
+    than 3 channels are random) and the images that calibrate int8. ``weights`` is a ``state_dict``
+    file to time (``{model}`` = model name), instead of the seeded initial weights.
+    ``evaluate(predict, batch size)``, when given, measures the accuracy of every row but the
+    reference through its session (``segbench run``: mIoU on the val split).
     """
 
     device: str = "cpu"
@@ -67,7 +71,8 @@ class LatencyConfig(RunnerOptions):
     iters: int | None = None
     threads: int | None = None
     trace_dir: Path | None = None
-    calibration: str = "synthetic"
+    dataset: str = "synthetic"
+    weights: str | None = None
     seed: int = defaults.SEED
     evaluate: Callable[[Callable[["torch.Tensor"], "torch.Tensor"], int], Row] | None = field(default=None, compare=False)
 
@@ -104,7 +109,14 @@ class LatencyConfig(RunnerOptions):
 
 
 def latency(specs: Sequence["ModelSpec"], config: LatencyConfig) -> Iterator[Row]:
-    """One full row per model x size x batch x runtime x variant, yielded as each cell is timed."""
+    """One full row per model x size x batch x runtime x variant, yielded as each cell is timed.
+
+    The ``--weights`` files are checked against their models first (UserError on bad input).
+    """
+    weights = per_model(config.weights, "--weights", [s.name for s in specs])
+    for spec in specs:
+        if weights[spec.name] is not None:
+            check_weights(spec, weights[spec.name], config.num_classes or spec.default_num_classes)
     return measure_cells(cells(specs, config), config)
 
 
@@ -114,10 +126,13 @@ def cells(
     """The sweep's cells, model by model; each model is built once (or taken from ``built``)."""
     label = device_name(config.device)
     combos = config.combos()
-    calibration = _Calibration(config)
+    images = _Images(config)
+    weights = per_model(config.weights, "--weights", [s.name for s in specs])
     for spec in specs:
         classes = (config.num_classes or spec.default_num_classes) if spec.kind == "model" else None
-        model = (built or {}).get(spec.name) or Built(spec, seed=config.seed, **_classes(spec, classes))
+        model = (built or {}).get(spec.name) or Built(
+            spec, seed=config.seed, weights=weights[spec.name], **_classes(spec, classes)
+        )
         for (height, width), batch in itertools.product(config.sizes or [spec.default_size], config.batch_sizes):
             keys = [
                 spec_fields(
@@ -127,7 +142,7 @@ def cells(
                 for runtime, variant in combos
             ]
             shape = (batch, spec.input_channels(), height, width)
-            measure = partial(_measure, spec, model, shape, config, calibration, stage)
+            measure = partial(_measure, spec, model, shape, config, images, stage)
             yield Cell(keys, measure, device=config.device, stage=stage)
 
 
@@ -136,7 +151,7 @@ def _classes(spec: "ModelSpec", classes: int | None) -> dict[str, int]:
 
 
 def _measure(
-    spec: "ModelSpec", model: Built, shape: tuple[int, ...], config: LatencyConfig, calibration: "_Calibration",
+    spec: "ModelSpec", model: Built, shape: tuple[int, ...], config: LatencyConfig, images: "_Images",
     stage: str | None, keys: list[Row],
 ) -> list[Row]:
     """The rows ``keys`` of one cell: the PyTorch fp32 eager reference first, then each runtime x variant."""
@@ -145,7 +160,7 @@ def _measure(
     from segbench.measure.latency import main_output, measurement_settings
 
     device = torch.device(config.device)
-    example = torch.randn(*shape, generator=torch.Generator().manual_seed(config.seed))
+    example = images.example(shape)
     network = model.get().eval()
     params = sum(p.numel() for p in network.parameters())
     runtimes = {r.name: r for r in config.runtime_specs}
@@ -158,7 +173,7 @@ def _measure(
                 config.progress(spec.name, f"latency {'x'.join(map(str, shape))} {runtime.name} {variant.tag}")
                 timed = isolated(partial(
                     _measure_variant, spec, network, example, runtime, variant, config, threads, Path(workdir),
-                    calibration.inputs(shape, variant), reference.value,
+                    images.calibration(shape, variant), reference.value,
                 ), stage, config.device)  # fmt: skip
                 rows.append({**(timed.value or {"error": timed.error}), "params": params})
                 network.to("cpu")  # give the device back between variants: no fp32 weights next to an fp16 copy
@@ -198,26 +213,44 @@ def _measure_variant(
     return fields
 
 
-class _Calibration:
-    """int8 calibration inputs from the config's dataset, opened on first use, resized per cell."""
+class _Images:
+    """The timed input and the int8 calibration inputs, from the config's dataset (opened on first use)."""
 
     def __init__(self, config: LatencyConfig) -> None:
         self.config = config
-        self._images: list["torch.Tensor"] | None = None
+        self._splits: tuple[Any, Any] | None = None
 
-    def inputs(self, shape: tuple[int, ...], variant: Variant) -> list["torch.Tensor"]:
+    def example(self, shape: tuple[int, ...]) -> "torch.Tensor":
+        """The first val image resized to the cell's size, repeated to its batch (random for C != 3)."""
         import torch
-        import torch.nn.functional as F
 
-        if variant.precision != "int8" or shape[1] != 3:  # blocks take C channels: no images for them
+        if shape[1] != 3:
+            return torch.randn(*shape, generator=torch.Generator().manual_seed(self.config.seed))
+        image = self._resized([self._open()[1][0][0]], shape)[0]
+        return image.expand(shape[0], *image.shape[1:]).contiguous()
+
+    def calibration(self, shape: tuple[int, ...], variant: Variant) -> list["torch.Tensor"]:
+        """``CALIBRATION_IMAGES`` batches of train images for int8 (none for other variants or C != 3)."""
+        import torch
+
+        if variant.precision != "int8" or shape[1] != 3:
             return []
-        if self._images is None:
+        train_set = self._open()[0]
+        count = min(len(train_set), CALIBRATION_IMAGES * shape[0])
+        resized = self._resized([train_set[i][0] for i in range(count)], shape)
+        batch = shape[0]
+        return [torch.cat(resized[i : i + batch]) for i in range(0, len(resized) - batch + 1, batch)]
+
+    def _open(self) -> tuple[Any, Any]:
+        if self._splits is None:
             from segbench.data import open_datasets
 
-            train_set, _ = open_datasets(self.config.calibration, seed=self.config.seed)
-            count = min(len(train_set), CALIBRATION_IMAGES * shape[0])
-            self._images = [train_set[i][0] for i in range(count)]
-        batch, _, height, width = shape
-        resized = [F.interpolate(x[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-                   for x in self._images]  # fmt: skip
-        return [torch.stack(resized[i : i + batch]) for i in range(0, len(resized) - batch + 1, batch)]
+            self._splits = open_datasets(self.config.dataset, seed=self.config.seed)
+        return self._splits
+
+    @staticmethod
+    def _resized(images: list["torch.Tensor"], shape: tuple[int, ...]) -> list["torch.Tensor"]:
+        import torch.nn.functional as F
+
+        return [F.interpolate(x[None], size=shape[2:], mode="bilinear", align_corners=False) for x in images]
+

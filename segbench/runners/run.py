@@ -108,7 +108,7 @@ def plan(specs: Sequence["ModelSpec"], config: RunConfig) -> Plan:
     latency = latency_runner.LatencyConfig(
         device=config.device, sizes=[size], batch_sizes=[config.batch_size], runtimes=config.runtimes,
         variants=config.variants, num_classes=classes, warmup=config.warmup, iters=config.iters,
-        threads=config.threads, calibration=config.dataset, seed=config.seed, progress=config.progress,
+        threads=config.threads, dataset=config.dataset, seed=config.seed, progress=config.progress,
         done=config.done, evaluate=partial(_evaluate, prepared),
     )  # fmt: skip
     count = count_runner.CountConfig(size=size, num_classes=classes, batch_size=config.batch_size,

@@ -19,15 +19,12 @@ from segbench.rows.environment import device_name
 from segbench.rows.schema import spec_fields
 from segbench.runners import defaults
 from segbench.runners.cells import Built, Cell, Row, RunnerOptions, measure_cells
+from segbench.runners.weights import check_weights, per_model
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
     from segbench.registry import ModelSpec
-
-#: In a ``--weights`` or ``--save`` path, replaced by the model's name.
-MODEL_FIELD = "{model}"
-
 
 @dataclass(frozen=True)
 class TrainConfig(RunnerOptions):
@@ -92,30 +89,16 @@ def prepare(specs: Sequence["ModelSpec"], config: TrainConfig) -> Prepared:
         if spec.kind != "model":
             raise UserError(f"{spec.name} is a {spec.kind}, not a segmentation model; train takes models")
     names = [s.name for s in specs]
-    weights = _per_model(config.weights, "--weights", names)
-    save = _per_model(config.save, "--save", names)
+    weights = per_model(config.weights, "--weights", names)
+    save = per_model(config.save, "--save", names)
     for path in save.values():
         if path is not None:
             check_writable(Path(path), "--save file", folder=False)
     train_set, val_set = open_datasets(config.dataset, seed=config.seed, num_classes=config.num_classes)
     for spec in specs:
         if weights[spec.name] is not None:
-            _check_weights(spec, weights[spec.name], train_set.num_classes)
+            check_weights(spec, weights[spec.name], train_set.num_classes)
     return Prepared(config, tuple(specs), train_set, val_set, weights, save)
-
-
-def _check_weights(spec: "ModelSpec", path: str, num_classes: int) -> None:
-    """The ``--weights`` file fits the model as it will be built (on ``meta``: no memory, no time)."""
-    import torch
-
-    from segbench.measure.checkpoints import check_fits, read_state
-
-    try:
-        with torch.device("meta"):
-            model = spec.build(num_classes=num_classes)
-    except Exception:  # a builder that fails here fails its training cell, whose row says why
-        return
-    check_fits(model, read_state(path), path, f"{spec.name} with {num_classes} classes")
 
 
 def cells(
@@ -156,10 +139,3 @@ def _measure(spec: "ModelSpec", model: Built, prepared: Prepared, keys: list[Row
         save=prepared.save[spec.name], on_step=on_step,
     )  # fmt: skip
     return [fields]
-
-
-def _per_model(template: str | None, option: str, names: list[str]) -> dict[str, str | None]:
-    """One path per model: ``{model}`` in the path is replaced by its name (required for several)."""
-    if template is not None and len(names) > 1 and MODEL_FIELD not in template:
-        raise UserError(f"{option} {template!r} with {len(names)} models: put {MODEL_FIELD} in the path")
-    return {n: None if template is None else template.replace(MODEL_FIELD, n) for n in names}
