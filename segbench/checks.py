@@ -58,11 +58,17 @@ def check_precisions(precisions: Sequence[str]) -> list[str]:
     return list(precisions)
 
 
-def check_timing(warmup: int | None, iters: int | None, threads: int | None) -> None:
-    """The timing options: warmup >= 0, iters and threads >= 1 (None: the defaults)."""
+def check_timing(
+    warmup: int | None, iters: int | None, threads: int | None, budget_s: float | None = None, target: float | None = None
+) -> None:
+    """The timing options: warmup >= 0, iters and threads >= 1, budget > 0, 0 < target < 1 (None: defaults)."""
     check_nonnegative(warmup, "warmup")
     check_positive(iters, "iters")
     check_positive(threads, "threads")
+    if budget_s is not None and not budget_s > 0:
+        raise UserError(f"bad budget {budget_s}: expected seconds > 0")
+    if target is not None and not 0 < target < 1:
+        raise UserError(f"bad target {target}: expected a relative half-width between 0 and 1, e.g. 0.02")
 
 
 def check_kernel_sizes(kernel_sizes: Sequence[int]) -> list[int]:

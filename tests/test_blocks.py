@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from fractions import Fraction
 
 import pytest
@@ -70,7 +71,10 @@ def test_study_rows_pair_standard_and_dsconv() -> None:
         k = standard["kernel_size"]
         assert standard["mac_ratio"] is None and standard["latency_speedup"] is None
         assert dsconv["mac_ratio"] == dsconv["mac_ratio_theory"] == float(theory_ratio(k, 4))
-        assert dsconv["latency_speedup"] == standard["latency_ms_median"] / dsconv["latency_ms_median"]
+        # the two blocks timed alternately: the speed-up is the median of the per-call ratios
+        paired = [a / b for a, b in zip(standard["latency_samples_ms"], dsconv["latency_samples_ms"])]
+        assert len(paired) == 2 and dsconv["latency_speedup"] == statistics.median(paired)
+        assert dsconv["latency_speedup_ci_low"] <= dsconv["latency_speedup"] <= dsconv["latency_speedup_ci_high"]
         assert standard["macs_analytic"] == 2 * k * k * 4 * 4 * 8 * 8
     assert rows[1]["params"] == 4 + 2 * 4 + 16 + 2 * 4  # depthwise 1x1 + BN, pointwise + BN
 

@@ -362,11 +362,16 @@ def test_block_rows_carry_block_fields_and_input_channels() -> None:
     assert row["num_classes"] is None and (row["height"], row["width"]) == (8, 8)
 
 
-def test_default_iterations_depend_on_the_device() -> None:
-    assert timing("cpu") == (3, 10)
-    assert timing("cuda:1") == (10, 50)
-    (row,) = latency_rows([TINY], device="cpu")
-    assert row["iters"] == 10
+def test_default_protocol_depends_on_the_device_and_is_adaptive() -> None:
+    cpu, cuda = timing("cpu"), timing("cuda:1")
+    assert (cpu.warmup, cpu.iters, cpu.min_samples, cpu.budget_s, cpu.target) == (3, None, 6, 10.0, 0.02)
+    assert (cuda.warmup, cuda.iters, cuda.min_samples, cuda.budget_s) == (10, None, 20, 2.0)
+    assert timing("cpu", iters=7).iters == 7
+    (row,) = latency_rows([TINY], device="cpu", budget_s=0.5)
+    assert row["iters"] >= 6 and len(row["latency_samples_ms"]) == row["iters"]
+    assert row["latency_ms_ci_low"] <= row["latency_ms_median"] <= row["latency_ms_ci_high"]
+    half_width = max(row["latency_ms_median"] - row["latency_ms_ci_low"], row["latency_ms_ci_high"] - row["latency_ms_median"])
+    assert row["ci_target_met"] == (half_width / row["latency_ms_median"] <= 0.02)
 
 
 def test_trace_files_are_named_after_the_cell(tmp_path) -> None:

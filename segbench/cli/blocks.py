@@ -9,6 +9,7 @@ import typer
 
 from segbench.cli.app import command
 from segbench.cli.options import (
+    Budget,
     Channels,
     Device,
     Format,
@@ -17,6 +18,7 @@ from segbench.cli.options import (
     NoSave,
     Out,
     Resume,
+    Target,
     Threads,
     Warmup,
     check_format,
@@ -27,7 +29,7 @@ from segbench.cli.output import Progress, collect, emit, open_journal, resumed_r
 
 COLUMNS = (
     "block", "kernel_size", "in_channels", "params", "macs_analytic", "mac_ratio", "mac_ratio_theory",
-    "latency_ms_median", "latency_speedup",
+    "latency_ms_median", "latency_speedup", "latency_speedup_ci_low", "latency_speedup_ci_high", "ci_target_met",
 )  # fmt: skip
 
 Size = Annotated[Optional[str], typer.Option("--size", help="HxW input size. Default: the blocks' own (64x64).")]
@@ -43,6 +45,8 @@ def blocks_command(
     device: Device = "cpu",
     warmup: Warmup = None,
     iters: Iters = None,
+    budget: Budget = None,
+    target: Target = None,
     threads: Threads = None,
     fmt: Format = "table",
     out: Out = Path("results"),
@@ -66,6 +70,8 @@ def blocks_command(
         device=device,
         warmup=warmup,
         iters=iters,
+        budget_s=budget,
+        target=target,
         threads=threads,
         progress=progress,
         done=previous,

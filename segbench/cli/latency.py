@@ -9,10 +9,12 @@ import typer
 
 from segbench.cli.app import command
 from segbench.cli.options import (
+    Budget,
     ChannelsLast,
     Compile,
     CudaGraph,
     Device,
+    FoldBN,
     Format,
     Iters,
     Models,
@@ -20,8 +22,8 @@ from segbench.cli.options import (
     Out,
     Precisions,
     Resume,
-    FoldBN,
     Runtimes,
+    Target,
     Threads,
     Warmup,
     check_format,
@@ -35,7 +37,7 @@ from segbench.cli.output import Progress, collect, emit, note, open_journal, res
 COLUMNS = (
     "model", "batch_size", "height", "width", "runtime", "precision", "channels_last", "compiled", "cuda_graph",
     "bn_folded",
-    "latency_ms_median", "latency_ms_p90", "host_ms_median", "throughput_ips", "peak_mem_mb",
+    "latency_ms_median", "latency_speedup", "host_ms_median", "throughput_ips", "peak_mem_mb",
     "output_max_abs_diff", "output_argmax_agreement", "compile_seconds", "trace_file", "error",
 )  # fmt: skip
 
@@ -76,6 +78,8 @@ def latency_command(
     threads: Threads = None,
     warmup: Warmup = None,
     iters: Iters = None,
+    budget: Budget = None,
+    target: Target = None,
     trace: Trace = None,
     fmt: Format = "table",
     out: Out = Path("results"),
@@ -89,6 +93,7 @@ def latency_command(
     off and on. Every row but PyTorch fp32 eager is compared with it on the same input.
     """
     from segbench.plugins import get_registry
+    from segbench.runners.defaults import describe_protocol
     from segbench.runners.latency import LatencyConfig, latency
 
     check_format(fmt)
@@ -103,20 +108,22 @@ def latency_command(
         weights=weights,
         warmup=warmup,
         iters=iters,
+        budget_s=budget,
+        target=target,
         threads=threads,
         trace_dir=trace,
         progress=progress,
         done=previous,
     )
     specs = get_registry().select(models, kind="model")
-    warmup, iters = config.timing
+    protocol = describe_protocol(config.protocol)
     rows_per_cell = ", ".join(f"{r.name} {v.tag}" for r, v in config.combos())
-    note(f"{warmup} warm-up + {iters} timed calls per row on {device}; per cell: {rows_per_cell}")
+    note(f"{protocol} on {device}; per cell: {rows_per_cell}")
     timed = latency(specs, config)
     journal = open_journal(None if no_save else out, "latency", resume, previous)
     rows, stopped = collect(timed, progress, journal, on_row=_summary)
     emit(rows, fmt, journal, _columns(rows, device), title="segbench latency",
-         footnotes=_footnotes(warmup, iters, device, rows), stopped=stopped)  # fmt: skip
+         footnotes=_footnotes(protocol, device, rows), stopped=stopped)  # fmt: skip
 
 
 def _columns(rows: list[dict[str, Any]], device: str) -> list[str]:
@@ -134,7 +141,7 @@ def _columns(rows: list[dict[str, Any]], device: str) -> list[str]:
     return shown
 
 
-def _footnotes(warmup: int, iters: int, device: str, rows: list[dict[str, Any]]) -> list[str]:
+def _footnotes(protocol: str, device: str, rows: list[dict[str, Any]]) -> list[str]:
     if device.startswith("cuda"):
         clock = "CUDA events around each call, synchronised; cudnn.benchmark on; host_ms = time to launch"
         memory = "peak_mem_mb: torch.cuda.max_memory_allocated above the weights and input"
@@ -144,8 +151,9 @@ def _footnotes(warmup: int, iters: int, device: str, rows: list[dict[str, Any]])
         memory = "peak_mem_mb: peak tensor memory from the CPU allocator in one profiled forward pass"
     runtimes = ", ".join(dict.fromkeys(str(r.get("runtime")) for r in rows))
     return [
-        f"Runtime {runtimes}; latency: {warmup} warm-up then {iters} timed calls; {clock}; "
-        "preparation (export, compile) apart in compile_seconds",
+        f"Runtime {runtimes}; latency: {protocol}; {clock}; preparation (export, compile) apart in compile_seconds",
+        "latency_speedup: median of fp32-eager / row per-call ratios, each row timed alternately with PyTorch fp32 "
+        "eager; 95% intervals of the medians and speed-ups in the result files (*_ci_low, *_ci_high)",
         memory,
         "output_*: fast variant vs fp32 eager on the same input (max |logit diff|, argmax agreement)",
     ]

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from segbench.errors import UserError
-from segbench.runners.defaults import TIMING, TRAIN
+from segbench.runners.defaults import TARGET, TIMING, TRAIN
 from segbench.output.tables import FORMATS
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
@@ -41,11 +41,29 @@ NumClasses = Annotated[
 ]
 Warmup = Annotated[
     Optional[int],
-    typer.Option("--warmup", help=f"Untimed calls per row. Default: {TIMING['cpu'][0]} CPU, {TIMING['cuda'][0]} CUDA."),
+    typer.Option(
+        "--warmup", help=f"Untimed calls per row. Default: {TIMING['cpu']['warmup']} CPU, {TIMING['cuda']['warmup']} CUDA."
+    ),
 ]
 Iters = Annotated[
     Optional[int],
-    typer.Option("--iters", help=f"Timed calls per row. Default: {TIMING['cpu'][1]} CPU, {TIMING['cuda'][1]} CUDA."),
+    typer.Option("--iters", help="Timed calls per row, exactly. Default: adaptive (see --target and --budget)."),
+]
+Budget = Annotated[
+    Optional[float],
+    typer.Option(
+        "--budget",
+        help=f"Adaptive timing: seconds of timed calls per row at most. Default: {TIMING['cpu']['budget_s']:g} CPU, "
+        f"{TIMING['cuda']['budget_s']:g} CUDA.",
+    ),
+]
+Target = Annotated[
+    Optional[float],
+    typer.Option(
+        "--target",
+        help=f"Adaptive timing: stop when the 95% interval of each median (and speed-up) is within +-TARGET "
+        f"(relative). Default: {TARGET:g}.",
+    ),
 ]
 Threads = Annotated[
     Optional[int], typer.Option("--threads", help="torch CPU threads (default: torch's own).")

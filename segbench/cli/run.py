@@ -9,6 +9,7 @@ import typer
 
 from segbench.cli.app import command
 from segbench.cli.options import (
+    Budget,
     Channels,
     ChannelsLast,
     Compile,
@@ -27,6 +28,7 @@ from segbench.cli.options import (
     Runtimes,
     Seed,
     Steps,
+    Target,
     Threads,
     Warmup,
     check_format,
@@ -73,6 +75,8 @@ def run_command(
     threads: Threads = None,
     warmup: Warmup = None,
     iters: Iters = None,
+    budget: Budget = None,
+    target: Target = None,
     dataset: Dataset = "synthetic",
     num_classes: DatasetClasses = None,
     steps: Steps = None,
@@ -110,7 +114,7 @@ def run_command(
     config = RunConfig(
         device=device, size=parse_size(size) if size else None, batch_size=batch_size,
         runtimes=parse_names(runtime), variants=variants_of(precision, channels_last, compile, cuda_graph, fold_bn),
-        warmup=warmup, iters=iters,
+        warmup=warmup, iters=iters, budget_s=budget, target=target,
         threads=threads, dataset=dataset, num_classes=num_classes, steps=steps, train_batch_size=train_batch_size,
         seed=seed, blocks=block_study if blocks else None, progress=progress, done=previous,
     )  # fmt: skip

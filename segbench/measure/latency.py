@@ -29,22 +29,120 @@ Timing method (the README states it), the same for every runtime:
 from __future__ import annotations
 
 import contextlib
+import random
 import re
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from segbench.checks import check_precisions, check_timing
 from segbench.measure.memory import cpu_peak_mb, cuda_peak_mb, cuda_reset_peak
+from segbench.measure.stats import median_ci, ratios, relative_half_width
 from segbench.runtimes.base import Session, Variant
 
 TRACE_ITERS = 3
 NON_FINITE = "the output holds inf or NaN (an fp16 overflow?); output_max_abs_diff is inf"
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How many calls are timed: ``iters`` exactly, or (``iters`` None) adaptively: at least
+    ``min_samples``, then until the 95 % interval of every median (and of every paired ratio) is
+    within +-``target`` of it, or ``budget_s`` seconds of timed calls are spent."""
+
+    warmup: int
+    iters: int | None = None
+    min_samples: int = 6
+    budget_s: float = 10.0
+    target: float = 0.02
+
+
+@dataclass
+class Timing:
+    """Per session, the device and host milliseconds of each timed call, and whether the target was met."""
+
+    device_ms: list[list[float]]
+    host_ms: list[list[float]]
+    target_met: bool
+
+
+def time_sessions(sessions: Sequence[Session], device: torch.device, protocol: Protocol) -> Timing:
+    """Time the sessions alternately, call by call, in a shuffled order each round.
+
+    Interleaving is what makes ratios trustworthy on a shared machine: a burst of load, or the
+    clock drifting, hits every session of a round alike, and each per-round ratio cancels it.
+    """
+    for _ in range(protocol.warmup):
+        for session in sessions:
+            session.call()
+    order = random.Random(0)
+    device_ms: list[list[float]] = [[] for _ in sessions]
+    host_ms: list[list[float]] = [[] for _ in sessions]
+    start = time.perf_counter()
+    while True:
+        for i in order.sample(range(len(sessions)), len(sessions)):
+            timed, host = _time_call(sessions[i], device)
+            device_ms[i].append(timed)
+            host_ms[i].append(host)
+        done = len(device_ms[0])
+        met = done >= 2 and _within_target(device_ms, protocol.target)
+        if protocol.iters is not None:
+            if done >= protocol.iters:
+                return Timing(device_ms, host_ms, met)
+        elif done >= protocol.min_samples and (met or time.perf_counter() - start >= protocol.budget_s):
+            return Timing(device_ms, host_ms, met)
+
+
+def _within_target(samples: list[list[float]], target: float) -> bool:
+    widths = [relative_half_width(s) for s in samples]
+    widths += [relative_half_width(ratios(samples[0], s)) for s in samples[1:]]
+    return max(widths) <= target
+
+
+def _time_call(session: Session, device: torch.device) -> tuple[float, float]:
+    """(device ms, host ms) of one call: CUDA events around a PyTorch call on a GPU, else the host clock."""
+    if device.type == "cuda" and not session.blocking:
+        start_event, end_event = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize(device)
+        begin = time.perf_counter()
+        start_event.record()
+        session.call()
+        end_event.record()
+        host = (time.perf_counter() - begin) * 1e3
+        end_event.synchronize()
+        return start_event.elapsed_time(end_event), host
+    begin = time.perf_counter()
+    session.call()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = (time.perf_counter() - begin) * 1e3
+    return elapsed, elapsed
+
+
+def latency_fields(device_ms: list[float], host_ms: list[float], batch_size: int, target: float) -> dict[str, Any]:
+    """The row's latency statistics: `summarize`, the median's 95 % interval, the samples themselves."""
+    low, high = median_ci(device_ms)
+    return {
+        **summarize(device_ms, batch_size),
+        "host_ms_median": statistics.median(host_ms),
+        "latency_ms_ci_low": low,
+        "latency_ms_ci_high": high,
+        "latency_samples_ms": list(device_ms),
+        "ci_target_met": relative_half_width(device_ms) <= target,
+    }
+
+
+def speedup_fields(baseline_ms: list[float], device_ms: list[float]) -> dict[str, Any]:
+    """How many times faster than the baseline: median of the paired ratios and its 95 % interval."""
+    paired = ratios(baseline_ms, device_ms)
+    low, high = median_ci(paired)
+    return {"latency_speedup": statistics.median(paired), "latency_speedup_ci_low": low, "latency_speedup_ci_high": high}
 
 
 def measure_session(
@@ -53,35 +151,32 @@ def measure_session(
     reference: torch.Tensor | None,
     *,
     device: torch.device,
-    warmup: int,
-    iters: int,
+    protocol: Protocol,
+    baseline: Session | None = None,
     trace: Path | None = None,
 ) -> dict[str, Any]:
-    """Warm up and time ``session``, measure its memory, and compare its output with ``reference``.
+    """Time ``session`` (alternately with ``baseline`` when given), measure its memory, compare its output.
 
     :param example: the input the session was prepared for (its first dimension is the batch).
     :param reference: PyTorch fp32 eager logits for ``example`` (None: this session is the reference).
+    :param baseline: the session ``latency_speedup`` is relative to (PyTorch fp32 eager), timed call by
+        call alternately with this one.
     :param trace: write a Chrome trace of a few more calls to this file (PyTorch sessions only).
     """
-    for _ in range(warmup):
-        session.call()
-    baseline = cuda_reset_peak(device) if device.type == "cuda" else 0
-    if device.type == "cuda" and not session.blocking:
-        device_ms, host_ms = _time_cuda(session.call, iters)
-        peak_mb = cuda_peak_mb(device, baseline) if session.in_torch else None
-    else:
-        device_ms = host_ms = _time_host(session.call, iters, device)
-        peak_mb = cpu_peak_mb(session.call) if session.in_torch and device.type == "cpu" else None
+    sessions = [session] if baseline is None else [baseline, session]
+    timing = time_sessions(sessions, device, protocol)
     fields: dict[str, Any] = {
-        **summarize(device_ms, example.shape[0]),
-        "host_ms_median": statistics.median(host_ms),
-        "peak_mem_mb": peak_mb,
+        **latency_fields(timing.device_ms[-1], timing.host_ms[-1], example.shape[0], protocol.target),
+        "ci_target_met": timing.target_met,
+        "peak_mem_mb": peak_memory(session, device),
         "compile_seconds": session.prepare_seconds,
         "threads": session.threads,
         "output_max_abs_diff": None,
         "output_argmax_agreement": None,
         "trace_file": None,
     }
+    if baseline is not None:
+        fields.update(speedup_fields(timing.device_ms[0], timing.device_ms[1]))
     output = main_output(session.predict(example)).float().cpu()
     if reference is not None:
         fields.update(compare_outputs(output, reference))
@@ -90,6 +185,17 @@ def measure_session(
     if trace is not None and session.in_torch:
         fields["trace_file"] = str(write_trace(session.call, device, trace))
     return fields
+
+
+def peak_memory(session: Session, device: torch.device) -> float | None:
+    """Peak tensor memory (MiB) of one call beyond what was allocated before it; None outside torch."""
+    if not session.in_torch:
+        return None
+    if device.type == "cuda":
+        baseline = cuda_reset_peak(device)
+        session.call()
+        return cuda_peak_mb(device, baseline)
+    return cpu_peak_mb(session.call)
 
 
 def measure_latency(
@@ -133,35 +239,9 @@ def measure_latency(
             if trace_dir is not None:
                 name = trace_name or default_trace_name(model, example, variant.tag)
                 trace = Path(trace_dir) / f"{name}.json"
-            fields = measure_session(session, example, reference, device=dev, warmup=warmup, iters=iters, trace=trace)
+            fields = measure_session(session, example, reference, device=dev, protocol=Protocol(warmup, iters),
+                                     trace=trace)  # fmt: skip
     return {**fields, **variant.fields()}
-
-
-def _time_host(call: Callable[[], Any], iters: int, device: torch.device) -> list[float]:
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        call()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
-
-
-def _time_cuda(call: Callable[[], Any], iters: int) -> tuple[list[float], list[float]]:
-    """Per call: CUDA event time (device ms) and the host's wall time inside the call (host ms)."""
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
-    host = []
-    torch.cuda.synchronize()
-    for start_event, end_event in zip(starts, ends):
-        begin = time.perf_counter()
-        start_event.record()
-        call()
-        end_event.record()
-        host.append((time.perf_counter() - begin) * 1e3)
-        end_event.synchronize()
-    return [s.elapsed_time(e) for s, e in zip(starts, ends)], host
 
 
 def summarize(times_ms: list[float], batch_size: int) -> dict[str, Any]:

@@ -14,11 +14,11 @@ ROW_FIELDS: tuple[str, ...] = (
     "compiled", "cuda_graph", "bn_folded", "batch_size", "height", "width", "num_classes", "params",
     "params_trainable", "macs_fvcore", "macs_thop", "macs_analytic", "macs_other", "flops",
     "latency_ms_median", "latency_ms_mean", "latency_ms_p90", "latency_ms_min", "latency_ms_std",
-    "iters", "throughput_ips", "host_ms_median", "threads", "output_max_abs_diff",
+    "latency_ms_ci_low", "latency_ms_ci_high", "ci_target_met", "iters", "throughput_ips", "host_ms_median", "threads", "output_max_abs_diff",
     "output_argmax_agreement", "compile_seconds", "peak_mem_mb", "trace_file", "dataset",
     "train_steps", "train_seconds", "miou", "pixel_acc", "iou_per_class", "mac_notes",
     "block", "kernel_size", "in_channels", "out_channels", "stride", "mac_ratio", "mac_ratio_theory",
-    "latency_speedup", "run_id",
+    "latency_speedup", "latency_speedup_ci_low", "latency_speedup_ci_high", "latency_samples_ms", "run_id",
     "error", "segbench_version", "torch_version", "cuda_version", "timestamp", "git_sha", "hostname",
 )  # fmt: skip
 #: Fields that hold text: never read back as numbers, whatever they look like.
@@ -28,7 +28,7 @@ TEXT_FIELDS = frozenset({
     "git_sha", "hostname",
 })  # fmt: skip
 #: Lists and mappings: kept in JSON, left out of CSV and tables.
-JSON_ONLY_FIELDS = frozenset({"iou_per_class", "mac_notes"})
+JSON_ONLY_FIELDS = frozenset({"iou_per_class", "mac_notes", "latency_samples_ms"})
 #: Extra fields of breakdown rows (``segbench flops --by operator|module``): what the row is a part of.
 BREAKDOWN_FIELDS = ("operator", "module", "share")
 #: What was measured: the network, its block geometry and its input. Equal for the same block or
@@ -44,7 +44,8 @@ MACS_NOTE = "MACs are multiply-accumulates; FLOPs = 2 x MACs"
 #: The meaning of the block-pair columns, on the dsconv row of each standard/dsconv pair.
 RATIO_NOTE = (
     "on each dsconv row: mac_ratio = dsconv / standard macs_analytic, mac_ratio_theory = 1/N + 1/K^2, "
-    "latency_speedup = standard / dsconv median latency"
+    "latency_speedup = median of standard / dsconv per-call ratios, the two timed alternately (95% interval "
+    "in latency_speedup_ci_low/high)"
 )
 
 
@@ -84,13 +85,20 @@ def theory_ratio(kernel_size: int, out_channels: int) -> Fraction:
 
 
 def pair_ratios(standard: Mapping[str, Any], dsconv: Mapping[str, Any]) -> dict[str, Any]:
-    """The ratio columns of a standard/dsconv pair of rows (see ``RATIO_NOTE``)."""
+    """The ratio columns of a standard/dsconv pair of rows (see ``RATIO_NOTE``).
+
+    The dsconv row's own ``latency_speedup`` (the two blocks timed alternately) is kept with its
+    interval; rows timed apart (``segbench latency`` of each block) get the ratio of their medians.
+    """
     std_macs, ds_macs = standard.get("macs_analytic"), dsconv.get("macs_analytic")
     std_ms, ds_ms = standard.get("latency_ms_median"), dsconv.get("latency_ms_median")
+    paired = dsconv.get("latency_speedup") is not None
     return {
         "mac_ratio": float(Fraction(ds_macs, std_macs)) if std_macs and ds_macs else None,
         "mac_ratio_theory": float(theory_ratio(dsconv["kernel_size"], dsconv["out_channels"])),
-        "latency_speedup": std_ms / ds_ms if std_ms and ds_ms else None,
+        "latency_speedup": dsconv["latency_speedup"] if paired else std_ms / ds_ms if std_ms and ds_ms else None,
+        "latency_speedup_ci_low": dsconv.get("latency_speedup_ci_low") if paired else None,
+        "latency_speedup_ci_high": dsconv.get("latency_speedup_ci_high") if paired else None,
     }
 
 

@@ -23,6 +23,7 @@ from segbench.runners import defaults
 from segbench.runners.cells import Cell, Row, RunnerOptions, measure_cells
 
 if TYPE_CHECKING:
+    from segbench.measure.latency import Protocol
     from segbench.registry import ModelSpec
 
 #: The pair the study compares: the baseline first.
@@ -40,6 +41,8 @@ class BlocksConfig(RunnerOptions):
     device: str = "cpu"
     warmup: int | None = None
     iters: int | None = None
+    budget_s: float | None = None
+    target: float | None = None
     threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -48,7 +51,12 @@ class BlocksConfig(RunnerOptions):
         check_sizes([self.size] if self.size else None)
         check_positive(self.batch_size, "batch size")
         check_device(self.device)
-        check_timing(self.warmup, self.iters, self.threads)
+        check_timing(self.warmup, self.iters, self.threads, self.budget_s, self.target)
+
+    @property
+    def protocol(self) -> "Protocol":
+        """The timing protocol in effect (the device type's defaults where not set)."""
+        return defaults.timing(self.device, self.warmup, self.iters, self.budget_s, self.target)
 
 
 def default_specs() -> list["ModelSpec"]:
@@ -88,22 +96,39 @@ def cells(specs: Sequence["ModelSpec"], config: BlocksConfig) -> Iterator[Cell]:
 def _measure_pair(
     specs: Sequence["ModelSpec"], pair: list[Row], options: dict[str, int], config: BlocksConfig, keys: list[Row]
 ) -> list[Row]:
-    """Both blocks of the pair measured (the ratios need both); the rows of ``keys`` returned."""
+    """Both blocks of the pair counted and timed alternately, call by call (the ratios need both);
+    the rows of ``keys`` returned."""
+    import tempfile
+    from pathlib import Path
+
     import torch
 
-    from segbench.measure.latency import measure_latency
+    from segbench.measure.latency import latency_fields, measurement_settings, peak_memory, speedup_fields, time_sessions
     from segbench.measure.macs import count_model
+    from segbench.runtimes import torch_runtime
+    from segbench.runtimes.base import Variant
 
-    warmup, iters = defaults.timing(config.device, config.warmup, config.iters)
-    measured = []
-    for spec, key in zip(specs, pair):
-        config.progress("K^2 study", f"{key['block']} K={options['kernel_size']} C={options['in_channels']}")
-        model = spec.build(**options)
-        example = torch.randn(config.batch_size, options["in_channels"], key["height"], key["width"])
-        fields = count_model(model, example).fields
-        fields.update(measure_latency(model, example, device=config.device, warmup=warmup, iters=iters,
-                                      threads=config.threads))  # fmt: skip
-        measured.append(fields)
+    device = torch.device(config.device)
+    protocol = config.protocol
+    height, width = pair[0]["height"], pair[0]["width"]
+    example = torch.randn(config.batch_size, options["in_channels"], height, width,
+                          generator=torch.Generator().manual_seed(defaults.SEED))  # fmt: skip
+    config.progress("K^2 study", f"K={options['kernel_size']} C={options['in_channels']}")
+    models = [spec.build(**options).eval() for spec in specs]
+    measured = [count_model(model, example).fields for model in models]
+    with measurement_settings(device, config.threads) as threads, torch.inference_mode():
+        with tempfile.TemporaryDirectory() as workdir:
+            x = example.to(device)
+            sessions = [torch_runtime.prepare(m.to(device), x, device=device, variant=Variant(), threads=threads,
+                                              workdir=Path(workdir)) for m in models]  # fmt: skip
+            timing = time_sessions(sessions, device, protocol)
+            for fields, session, device_ms, host_ms in zip(measured, sessions, timing.device_ms, timing.host_ms):
+                fields.update(
+                    latency_fields(device_ms, host_ms, config.batch_size, protocol.target),
+                    peak_mem_mb=peak_memory(session, device), threads=threads, ci_target_met=timing.target_met,
+                    **Variant().fields(),
+                )  # fmt: skip
     baseline, other = measured
+    other.update(speedup_fields(timing.device_ms[0], timing.device_ms[1]))
     other.update(pair_ratios({**pair[0], **baseline}, {**pair[1], **other}))
     return [fields for key, fields in zip(pair, measured) if key in keys]

@@ -6,9 +6,21 @@ with the same budget, and ``latency``, ``blocks`` and ``run`` time with the same
 
 from __future__ import annotations
 
-#: (warm-up calls, timed calls) per device type. A CPU call of FCN-8s at its default size takes
-#: seconds, so the CPU default stays short; CUDA calls take milliseconds, so more samples are cheap.
-TIMING = {"cpu": (3, 10), "cuda": (10, 50)}
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from segbench.measure.latency import Protocol
+
+#: The timing protocol per device type: warm-up calls, then (unless --iters fixes the count) at least
+#: ``min_samples`` timed calls and more until the 95 % interval of each median (and of each paired
+#: ratio) is within +-TARGET, or ``budget_s`` seconds per row are spent. A CPU call of FCN-8s at its
+#: default size takes seconds, so the CPU minimum is the smallest that gives a 95 % interval (6) and
+#: the budget bounds a row; CUDA calls take milliseconds, so more warm-up and samples are cheap.
+TIMING = {
+    "cpu": {"warmup": 3, "min_samples": 6, "budget_s": 10.0},
+    "cuda": {"warmup": 10, "min_samples": 20, "budget_s": 2.0},
+}
+TARGET = 0.02
 #: (optimiser steps, batch size) of brief training per device type. On CPU, 120 steps x 4 images is a
 #: budget in which both FCN-8s and Fast-SCNN learn the synthetic shapes (seed 0: mIoU about 0.64 and
 #: 0.78, against 0.12 for predicting background; at 60 steps FCN-8s is still near background); on
@@ -25,13 +37,37 @@ def device_type(device: str) -> str:
     return "cuda" if device.startswith("cuda") else "cpu"
 
 
-def timing(device: str, warmup: int | None = None, iters: int | None = None) -> tuple[int, int]:
-    """(warmup, iters): the user's where given, else the device type's defaults."""
-    default_warmup, default_iters = TIMING[device_type(device)]
-    return (default_warmup if warmup is None else warmup, default_iters if iters is None else iters)
+def timing(
+    device: str,
+    warmup: int | None = None,
+    iters: int | None = None,
+    budget_s: float | None = None,
+    target: float | None = None,
+) -> "Protocol":
+    """The timing protocol: the user's settings where given, else the device type's defaults."""
+    from segbench.measure.latency import Protocol
+
+    default = TIMING[device_type(device)]
+    return Protocol(
+        warmup=default["warmup"] if warmup is None else warmup,
+        iters=iters,
+        min_samples=default["min_samples"],
+        budget_s=default["budget_s"] if budget_s is None else budget_s,
+        target=TARGET if target is None else target,
+    )
 
 
 def training(device: str, steps: int | None = None, batch_size: int | None = None) -> tuple[int, int]:
     """(steps, batch size): the user's where given, else the device type's defaults."""
     default_steps, default_batch = TRAIN[device_type(device)]
     return (default_steps if steps is None else steps, default_batch if batch_size is None else batch_size)
+
+
+def describe_protocol(protocol: "Protocol") -> str:
+    """The timing protocol in words, for the notes under the tables."""
+    if protocol.iters is not None:
+        return f"{protocol.warmup} warm-up + {protocol.iters} timed calls per row"
+    return (
+        f"{protocol.warmup} warm-up, then at least {protocol.min_samples} timed calls per row until the 95% "
+        f"interval of the median is within +-{protocol.target:.0%} or {protocol.budget_s:g} s are spent"
+    )

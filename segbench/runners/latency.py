@@ -37,11 +37,12 @@ from segbench.rows.schema import spec_fields
 from segbench.runners import defaults
 from segbench.runners.cells import Built, Cell, Row, RunnerOptions, isolated, measure_cells
 from segbench.runners.weights import check_weights, per_model
-from segbench.runtimes.base import Variant
+from segbench.runtimes.base import Session, Variant
 
 if TYPE_CHECKING:
     import torch
 
+    from segbench.measure.latency import Protocol
     from segbench.registry import ModelSpec, RuntimeSpec
 
 #: Calibration batches of an int8 variant, from the train split of ``LatencyConfig.dataset``.
@@ -52,7 +53,8 @@ CALIBRATION_IMAGES = 16
 class LatencyConfig(RunnerOptions):
     """How to time: the cells (sizes, batches), the rows of each (runtimes x variants) and the protocol.
 
-    ``warmup`` and ``iters`` None mean the device type's defaults (`segbench.runners.defaults`);
+    ``warmup``, ``budget_s`` and ``target`` None mean the device type's defaults, ``iters`` None
+    adaptive timing (`segbench.runners.defaults`, `segbench.measure.latency.Protocol`);
     ``num_classes`` None means each model's own. ``dataset`` gives the timed input (its first val
     image, resized: real logits make the agreement with fp32 eager meaningful; inputs with other
     than 3 channels are random) and the images that calibrate int8. ``weights`` is a ``state_dict``
@@ -69,6 +71,8 @@ class LatencyConfig(RunnerOptions):
     num_classes: int | None = None
     warmup: int | None = None
     iters: int | None = None
+    budget_s: float | None = None
+    target: float | None = None
     threads: int | None = None
     trace_dir: Path | None = None
     dataset: str = "synthetic"
@@ -81,7 +85,7 @@ class LatencyConfig(RunnerOptions):
         check_sizes(self.sizes)
         check_all_positive(self.batch_sizes, "batch size")
         check_precisions([v.precision for v in self.variants])
-        check_timing(self.warmup, self.iters, self.threads)
+        check_timing(self.warmup, self.iters, self.threads, self.budget_s, self.target)
         if self.trace_dir is not None:
             check_writable(self.trace_dir, "trace folder", folder=True)
         for variant in self.variants:
@@ -99,9 +103,9 @@ class LatencyConfig(RunnerOptions):
         return get_registry().runtime_list(",".join(self.runtimes))
 
     @property
-    def timing(self) -> tuple[int, int]:
-        """(warmup, iters) in effect."""
-        return defaults.timing(self.device, self.warmup, self.iters)
+    def protocol(self) -> "Protocol":
+        """The timing protocol in effect (the device type's defaults where not set)."""
+        return defaults.timing(self.device, self.warmup, self.iters, self.budget_s, self.target)
 
     def combos(self) -> list[tuple["RuntimeSpec", Variant]]:
         """Each runtime with each variant it supports, in the user's runtime order."""
@@ -157,7 +161,7 @@ def _measure(
     """The rows ``keys`` of one cell: the PyTorch fp32 eager reference first, then each runtime x variant."""
     import torch
 
-    from segbench.measure.latency import main_output, measurement_settings
+    from segbench.measure.latency import measurement_settings
 
     device = torch.device(config.device)
     example = images.example(shape)
@@ -167,49 +171,63 @@ def _measure(
     rows = []
     with measurement_settings(device, config.threads) as threads, torch.inference_mode():
         with tempfile.TemporaryDirectory() as workdir:
-            reference = isolated(lambda: main_output(network.to(device)(example.to(device))).float().cpu())
+            x = example.to(device)
+            eager = isolated(partial(_eager, network, x, device, threads, Path(workdir)))
             for key in keys:
                 runtime, variant = runtimes[key["runtime"]], Variant.of_row(key)
                 config.progress(spec.name, f"latency {'x'.join(map(str, shape))} {runtime.name} {variant.tag}")
                 timed = isolated(partial(
-                    _measure_variant, spec, network, example, runtime, variant, config, threads, Path(workdir),
-                    images.calibration(shape, variant), reference.value,
+                    _measure_variant, spec, network, x, runtime, variant, config, threads, Path(workdir),
+                    images.calibration(shape, variant), eager.value,
                 ), stage, config.device)  # fmt: skip
                 rows.append({**(timed.value or {"error": timed.error}), "params": params})
-                network.to("cpu")  # give the device back between variants: no fp32 weights next to an fp16 copy
     return rows
 
 
+def _eager(
+    network: "torch.nn.Module", x: "torch.Tensor", device: "torch.device", threads: int, workdir: Path
+) -> tuple[Session, "torch.Tensor"]:
+    """The PyTorch fp32 eager session every other row is timed against, and its logits (on the CPU)."""
+    from segbench.measure.latency import main_output
+    from segbench.runtimes import torch_runtime
+
+    session = torch_runtime.prepare(network.to(device), x, device=device, variant=Variant(), threads=threads,
+                                    workdir=workdir)  # fmt: skip
+    return session, main_output(session.predict(x)).float().cpu()
+
+
 def _measure_variant(
-    spec: "ModelSpec", network: "torch.nn.Module", example: "torch.Tensor", runtime: "RuntimeSpec", variant: Variant,
+    spec: "ModelSpec", network: "torch.nn.Module", x: "torch.Tensor", runtime: "RuntimeSpec", variant: Variant,
     config: LatencyConfig, threads: int, workdir: Path, calibration: list["torch.Tensor"],
-    reference: "torch.Tensor | None",
+    eager: tuple[Session, "torch.Tensor"] | None,
 ) -> Row:
-    """One runtime x variant: prepare it, then time, measure and compare it (`measure_session`)."""
+    """One runtime x variant: prepare it, then time it alternately with fp32 eager, measure and compare it."""
     import torch
 
     from segbench.measure.faults import VariantUnavailable
     from segbench.measure.latency import measure_session
 
-    device = torch.device(config.device)
+    device = x.device
     missing = runtime.unavailable(device.type) if device.type in runtime.devices else (
         f"{runtime.name} does not run on {device.type}"
     )  # fmt: skip
     if missing:
         raise VariantUnavailable(missing)
-    x = example.to(device)
-    session = runtime.prepare(network.to(device), x, device=device, variant=variant, threads=threads,
-                              workdir=workdir, calibration=calibration)  # fmt: skip
-    eager = runtime.name == "torch" and variant == Variant()
+    reference_row = runtime.name == "torch" and variant == Variant()
+    baseline, reference = (None, None) if eager is None else eager
+    if reference_row:
+        session, baseline, reference = baseline, None, None
+    if not reference_row or session is None:
+        session = runtime.prepare(network.to(device), x, device=device, variant=variant, threads=threads,
+                                  workdir=workdir, calibration=calibration)  # fmt: skip
     trace = None
     if config.trace_dir is not None:
-        batch, _, height, width = example.shape
+        batch, _, height, width = x.shape
         trace = config.trace_dir / f"{spec.name}-{batch}x{height}x{width}-{runtime.name}-{variant.tag}.json"
-    warmup, iters = config.timing
-    fields = measure_session(session, x, None if eager else reference, device=device, warmup=warmup, iters=iters,
+    fields = measure_session(session, x, reference, device=device, protocol=config.protocol, baseline=baseline,
                              trace=trace)  # fmt: skip
-    if config.evaluate is not None and not eager:
-        fields.update(config.evaluate(session.predict, example.shape[0]))
+    if config.evaluate is not None and not reference_row:
+        fields.update(config.evaluate(session.predict, x.shape[0]))
     return fields
 
 

@@ -28,6 +28,7 @@ from segbench.runners import defaults
 from segbench.runners import latency as latency_runner
 from segbench.runners import train as train_runner
 from segbench.runners.cells import Built, Row, RunnerOptions, measure_cells
+from segbench.runners.defaults import describe_protocol
 from segbench.runtimes.base import Variant
 
 if TYPE_CHECKING:
@@ -57,6 +58,8 @@ class RunConfig(RunnerOptions):
     variants: Sequence[Variant] = (Variant(),)
     warmup: int | None = None
     iters: int | None = None
+    budget_s: float | None = None
+    target: float | None = None
     threads: int | None = None
     dataset: str = "synthetic"
     num_classes: int | None = None
@@ -83,7 +86,7 @@ class Plan:
     def describe(self) -> list[str]:
         """The settings in words, for stderr at the start and the table footnotes."""
         config, (height, width) = self.config, self.train.size
-        warmup, iters = self.latency.timing
+        protocol = self.latency.protocol
         steps, train_batch = self.train.config.budget
         threads = f", {config.threads} threads" if config.threads else ""
         train_precision = "fp16 autocast" if config.device.startswith("cuda") else "fp32"
@@ -92,7 +95,7 @@ class Plan:
             f"Input {height}x{width} for counting, training and latency; models built for the dataset's classes",
             f"Training: {steps} steps x batch {train_batch} ({train_precision}, seed {config.seed}) "
             f"on {self.train.train_set.name} train, then mIoU on its val split",
-            f"Latency of the trained network: batch {config.batch_size}, {warmup} warm-up + {iters} timed calls "
+            f"Latency of the trained network: batch {config.batch_size}, {describe_protocol(protocol)} "
             f"on {config.device}{threads}, per model: {rows}; peak_mem_mb is inference memory",
         ]
 
@@ -108,14 +111,15 @@ def plan(specs: Sequence["ModelSpec"], config: RunConfig) -> Plan:
     latency = latency_runner.LatencyConfig(
         device=config.device, sizes=[size], batch_sizes=[config.batch_size], runtimes=config.runtimes,
         variants=config.variants, num_classes=classes, warmup=config.warmup, iters=config.iters,
-        threads=config.threads, dataset=config.dataset, seed=config.seed, progress=config.progress,
+        budget_s=config.budget_s, target=config.target, threads=config.threads, dataset=config.dataset, seed=config.seed, progress=config.progress,
         done=config.done, evaluate=partial(_evaluate, prepared),
     )  # fmt: skip
     count = count_runner.CountConfig(size=size, num_classes=classes, batch_size=config.batch_size,
                                      progress=config.progress)  # fmt: skip
     blocks = config.blocks and replace(
         config.blocks, device=config.device, batch_size=config.batch_size, warmup=config.warmup,
-        iters=config.iters, threads=config.threads, progress=config.progress, done=config.done,
+        iters=config.iters, budget_s=config.budget_s, target=config.target, threads=config.threads,
+        progress=config.progress, done=config.done,
     )  # fmt: skip
     return Plan(config, tuple(specs), count, latency, prepared, blocks)
 
