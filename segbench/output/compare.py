@@ -6,7 +6,9 @@ Per matched pair:
 
 - params and MAC counts must be equal (they do not depend on the machine);
 - median latency may grow by at most the latency tolerance (relative), and is compared only when
-  both rows ran on the same ``device_name``; otherwise the check says "not comparable";
+  both rows ran on the same ``device_name``; otherwise the check says "not comparable". A growth
+  beyond the tolerance is a regression only when it is also statistically clear (`slower`): a
+  noisy machine must not fail an unchanged model;
 - mIoU may drop by at most the mIoU tolerance (absolute), compared only for the same dataset and
   training steps;
 - a row that failed in NEW (``error`` set) or is missing from NEW is a regression;
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from segbench.errors import UserError
+from segbench.measure.stats import mann_whitney_greater
 from segbench.output.tables import format_cell
 from segbench.rows.schema import IDENTITY_FIELDS, VARIANT_FIELDS
 
@@ -27,6 +30,9 @@ Row = dict[str, Any]
 
 KEY_FIELDS: tuple[str, ...] = (*IDENTITY_FIELDS, *VARIANT_FIELDS)
 EXACT_FIELDS = ("params", "params_trainable", "macs_analytic", "macs_fvcore", "macs_thop")
+#: The rank test's level, and the fewest samples a side it is run on (below: the intervals decide).
+ALPHA = 0.05
+MIN_SAMPLES = 6
 OK, REGRESSION, NOT_COMPARABLE, ADDED = "ok", "REGRESSION", "not comparable", "added"
 
 
@@ -126,6 +132,7 @@ def _check_pair(label: str, old: Row, row: Row, latency_tol: float, miou_tol: fl
 
 
 def _latency(label: str, old: Row, row: Row, tolerance: float) -> list[Check]:
+    """Slower beyond the tolerance *and* statistically clear, or it is not a regression (see `slower`)."""
     field = "latency_ms_median"
     a, b = old.get(field), row.get(field)
     if a is None:
@@ -139,8 +146,26 @@ def _latency(label: str, old: Row, row: Row, tolerance: float) -> list[Check]:
     if old.get("device_name") != row.get("device_name"):
         return [Check(label, field, *shown, f"{old.get('device_name')} vs {row.get('device_name')}", NOT_COMPARABLE)]
     change = b / a - 1 if a else math.inf
-    status = REGRESSION if change > tolerance else OK
-    return [Check(label, field, *shown, f"{change:+.1%} (limit +{tolerance:.1%})", status)]
+    clear, evidence = slower(old, row)
+    status = REGRESSION if change > tolerance and clear else OK
+    return [Check(label, field, *shown, f"{change:+.1%} (limit +{tolerance:.1%}); {evidence}", status)]
+
+
+def slower(old: Row, new: Row, alpha: float = ALPHA) -> tuple[bool, str]:
+    """Whether NEW is clearly slower than OLD, and the evidence in words.
+
+    With both rows' per-call samples (JSON result files): a one-sided Mann-Whitney rank test at
+    ``alpha``; else with both 95 % intervals: the intervals apart; else only the medians (older files).
+    """
+    samples = old.get("latency_samples_ms"), new.get("latency_samples_ms")
+    if all(isinstance(s, list) and len(s) >= MIN_SAMPLES for s in samples):
+        p = mann_whitney_greater(samples[1], samples[0])
+        return p < alpha, f"rank test p={p:.2g} ({'clear' if p < alpha else 'not clear'} at {alpha:g})"
+    intervals = old.get("latency_ms_ci_high"), new.get("latency_ms_ci_low")
+    if all(isinstance(v, (int, float)) for v in intervals):
+        apart = intervals[1] > intervals[0]
+        return apart, f"95% intervals {'apart' if apart else 'overlap'}"
+    return True, "no samples or intervals: medians only"
 
 
 def _miou(label: str, old: Row, row: Row, tolerance: float) -> list[Check]:
@@ -181,7 +206,9 @@ def to_markdown(checks: Sequence[Check], base: str, new: str, latency_tol: float
         f"## segbench compare: {base} -> {new}",
         "",
         f"Rows matched on: {', '.join(KEY_FIELDS)}. Params and MACs must match exactly; median latency "
-        f"may grow by {latency_tol:.1%} (same device_name only); mIoU may drop by {miou_tol:.4f} (absolute).",
+        f"may grow by {latency_tol:.1%} (same device_name only), and a larger growth fails only when it is "
+        f"statistically clear (one-sided rank test on the per-call samples at {ALPHA:g}, else 95% intervals "
+        f"apart); mIoU may drop by {miou_tol:.4f} (absolute).",
         "",
         "| row | check | base | new | change | status |",
         "|---|---|---|---|---|---|",
