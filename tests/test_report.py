@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from segbench.cli import app
-from segbench.output.plots import block_speedups, gmacs_per_second, pareto_front, point_labels
+from segbench.output.plots import block_speedups, gmacs_per_second, interval, pareto_front, point_labels
 from segbench.output.tables import sections
 from segbench.rows.files import load_rows, to_csv, to_json
 from segbench.rows.schema import make_row, theory_ratio
@@ -212,3 +212,15 @@ def test_unwritable_plot_folder_is_one_line_exit_2(result_files, tmp_path):
     assert result.exit_code == 2
     png = blocker / "plots" / "miou_vs_latency.png"
     assert result.stderr.strip() == f"segbench: error: cannot write plot {png}: Not a directory"
+
+
+def test_error_bars_come_from_the_intervals_in_the_rows():
+    rows = [make_row(latency_ms_median=10.0, latency_ms_ci_low=9.0, latency_ms_ci_high=12.5), make_row(latency_ms_median=4.0)]
+    assert interval(rows, "latency_ms_median") == [(1.0, 2.5), (0, 0)]  # a row without an interval: no bar
+    assert interval(rows[1:], "latency_ms_median") is None  # older files: no bars at all
+    paired = block_rows()
+    for row in paired:
+        if row["block"] == "dsconv":
+            row.update(latency_speedup=2.0, latency_speedup_ci_low=1.5, latency_speedup_ci_high=2.5)
+    pairs = block_speedups(paired)
+    assert interval(pairs, "latency_speedup") == [(0.5, 0.5)] * 4  # the paired speed-up and its interval kept

@@ -42,6 +42,30 @@ def gmacs_per_second(row: Row) -> float | None:
     return macs / 1e9 / (latency / 1e3)
 
 
+def interval(rows: Sequence[Row], field: str) -> list[tuple[float, float]] | None:
+    """Error-bar lengths (below, above) of ``field`` from each row's ``<field>_ci_low/high``; None
+    when no row has an interval (older files), zero for the rows that lack one."""
+    stem = field.removesuffix("_median")
+    bars = []
+    for row in rows:
+        value, low, high = number(row.get(field)), number(row.get(f"{stem}_ci_low")), number(row.get(f"{stem}_ci_high"))
+        bars.append((value - low, high - value) if value is not None and low is not None and high is not None else (0, 0))
+    return bars if any(b != (0, 0) for b in bars) else None
+
+
+def _errorbars(ax: Any, xs: Sequence[float], ys: Sequence[float], color: str, xerr: Any = None, yerr: Any = None) -> None:
+    """Error bars of 95 % intervals (``[(below, above), ...]``), where there are any."""
+    if xerr is None and yerr is None:
+        return
+    ax.errorbar(xs, ys, xerr=_columns(xerr), yerr=_columns(yerr), fmt="none", ecolor=color, alpha=0.6, capsize=3,
+                zorder=2)  # fmt: skip
+
+
+def _columns(bars: list[tuple[float, float]] | None) -> list[tuple[float, ...]] | None:
+    """[(below, above), ...] as matplotlib's two rows (all belows, all aboves)."""
+    return None if bars is None else list(zip(*bars))
+
+
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of the points no other point beats (lower x and higher y), ordered by x.
 
@@ -166,13 +190,16 @@ def plot_miou_latency(rows: Sequence[Row], path: Path) -> str | None:
         name = device if len(devices) > 1 else "Pareto front"
         ax.step([xs[i] for i in front], [ys[i] for i in front], "o-", where="post", color=color, label=name, zorder=4)
         ax.scatter([xs[i] for i in rest], [ys[i] for i in rest], facecolors="none", edgecolors=color, zorder=3)
+        bars = interval([data[i] for i in idx], "latency_ms_median")
+        _errorbars(ax, [xs[i] for i in idx], [ys[i] for i in idx], color, xerr=bars)
     _log_if_wide(ax.set_xscale, xs)
     _annotate(ax, xs, ys, point_labels(data))
     ax.margins(x=0.25, y=0.1)
     ax.set_xlabel("median latency (ms, lower is better)")
     ax.set_ylabel("mIoU (higher is better)")
     ax.set_title(
-        "Accuracy vs latency\nfilled + line: Pareto front (nothing is faster and more accurate); hollow: dominated",
+        "Accuracy vs latency\nfilled + line: Pareto front (nothing is faster and more accurate); hollow: dominated; "
+        "bars: 95% interval of the median",
         fontsize=10,
     )
     ax.grid(True, alpha=0.3)
@@ -193,6 +220,7 @@ def plot_macs_latency(rows: Sequence[Row], path: Path) -> str | None:
     fig, axes = _figure(ncols=2, width=13.0)
     left, right = axes[0]
     left.scatter(gmacs, latency, color="tab:blue", zorder=3)
+    _errorbars(left, gmacs, latency, "tab:blue", yerr=interval(data, "latency_ms_median"))
     _log_if_wide(left.set_xscale, gmacs)
     _log_if_wide(left.set_yscale, latency)
     _annotate(left, gmacs, latency, labels)
@@ -259,6 +287,7 @@ def plot_k2_study(rows: Sequence[Row], path: Path) -> str | None:
             ks = [p["kernel_size"] for p in sel]
             ax.plot(ks, [1 / p["mac_ratio_theory"] for p in sel], "--", color=color, alpha=0.7)
             ax.plot(ks, [p["latency_speedup"] for p in sel], "o-", color=color, label=f"C=N={channel}")
+            _errorbars(ax, ks, [p["latency_speedup"] for p in sel], color, yerr=interval(sel, "latency_speedup"))
         all_k = sorted({p["kernel_size"] for p in pairs})
         ax.plot(all_k, [k**2 for k in all_k], ":", color="black", label="K^2 (limit)")
         ax.axhline(1.0, color="tab:red", linewidth=0.8)
@@ -266,7 +295,7 @@ def plot_k2_study(rows: Sequence[Row], path: Path) -> str | None:
         ax.set_xticks(all_k)
         ax.set_xlabel("kernel size K")
         ax.set_ylabel("speed-up of depthwise-separable over standard (x)")
-        ax.set_title(f"K^2 study on {device}\ndashed: theory 1/(1/N + 1/K^2), solid: measured latency ratio",
+        ax.set_title(f"K^2 study on {device}\ndashed: theory 1/(1/N + 1/K^2), solid: measured speed-up (bars: 95% interval)",
                      fontsize=10)  # fmt: skip
         ax.grid(True, which="both", alpha=0.3)
         ax.plot([], [], "--", color="gray", label="theory (MAC ratio)")
