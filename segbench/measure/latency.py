@@ -171,6 +171,7 @@ def measure_session(
         "peak_mem_mb": peak_memory(session, device),
         "compile_seconds": session.prepare_seconds,
         "threads": session.threads,
+        "tf32": tf32_in_use(device) if session.in_torch else None,
         "output_max_abs_diff": None,
         "output_argmax_agreement": None,
         "trace_file": None,
@@ -231,7 +232,8 @@ def measure_latency(
     with measurement_settings(dev, threads) as used_threads, torch.inference_mode():
         model = model.eval().to(dev)
         example = example.to(dev)
-        reference = None if variant == Variant() else main_output(model(example)).float().cpu()
+        with strict_fp32():
+            reference = None if variant == Variant() else main_output(model(example)).float().cpu()
         with tempfile.TemporaryDirectory() as workdir:
             session = torch_runtime.prepare(model, example, device=dev, variant=variant, threads=used_threads,
                                             workdir=Path(workdir))  # fmt: skip
@@ -305,9 +307,11 @@ def default_trace_name(model: nn.Module, example: torch.Tensor, tag: str) -> str
 
 @contextlib.contextmanager
 def measurement_settings(dev: torch.device, threads: int | None) -> Iterator[int]:
-    """Set the thread count (and cudnn.benchmark on CUDA) for one measurement; restore them after."""
+    """Set the thread count (and on CUDA the current device and cudnn.benchmark) for one
+    measurement; restore all three after."""
     previous_threads = torch.get_num_threads()
     previous_benchmark = torch.backends.cudnn.benchmark
+    previous_device = torch.cuda.current_device() if dev.type == "cuda" else None
     if threads is not None:
         torch.set_num_threads(threads)
     if dev.type == "cuda":
@@ -319,3 +323,23 @@ def measurement_settings(dev: torch.device, threads: int | None) -> Iterator[int
     finally:
         torch.set_num_threads(previous_threads)
         torch.backends.cudnn.benchmark = previous_benchmark
+        if previous_device is not None:
+            torch.cuda.set_device(previous_device)
+
+
+@contextlib.contextmanager
+def strict_fp32() -> Iterator[None]:
+    """TF32 off for cuDNN convolutions and CUDA matmuls: the fp32 reference every row is compared
+    with is true fp32, whatever the timed rows use (their ``tf32`` field says)."""
+    matmul = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+
+
+def tf32_in_use(device: torch.device) -> bool | None:
+    """Whether fp32 convolutions on ``device`` run in TF32 (PyTorch's default on Ampere and later)."""
+    return bool(torch.backends.cudnn.allow_tf32) if device.type == "cuda" else None

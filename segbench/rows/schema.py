@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping
 
 ROW_FIELDS: tuple[str, ...] = (
     "model", "kind", "family", "plugin", "device", "device_name", "runtime", "precision", "channels_last",
-    "compiled", "cuda_graph", "bn_folded", "batch_size", "height", "width", "num_classes", "params",
+    "compiled", "cuda_graph", "bn_folded", "tf32", "batch_size", "height", "width", "num_classes", "params",
     "params_trainable", "macs_fvcore", "macs_thop", "macs_analytic", "macs_other", "flops",
     "latency_ms_median", "latency_ms_mean", "latency_ms_p90", "latency_ms_min", "latency_ms_std",
     "latency_ms_ci_low", "latency_ms_ci_high", "ci_target_met", "iters", "throughput_ips", "host_ms_median", "threads", "output_max_abs_diff",

@@ -188,12 +188,14 @@ def _eager(
     network: "torch.nn.Module", x: "torch.Tensor", device: "torch.device", threads: int, workdir: Path
 ) -> tuple[Session, "torch.Tensor"]:
     """The PyTorch fp32 eager session every other row is timed against, and its logits (on the CPU)."""
-    from segbench.measure.latency import main_output
+    from segbench.measure.latency import main_output, strict_fp32
     from segbench.runtimes import torch_runtime
 
     session = torch_runtime.prepare(network.to(device), x, device=device, variant=Variant(), threads=threads,
                                     workdir=workdir)  # fmt: skip
-    return session, main_output(session.predict(x)).float().cpu()
+    with strict_fp32():
+        reference = main_output(session.predict(x)).float().cpu()  # on the CPU: no device memory held
+    return session, reference
 
 
 def _measure_variant(

@@ -6,29 +6,33 @@ CUDA graphs, BatchNorm folded).
   per-op casts autocast inserts, which is the faster honest deployment. channels_last converts the
   model and the input with ``memory_format=torch.channels_last``.
 - Variants work on a copy, so the caller's model stays fp32, contiguous and unfolded.
-- torch.compile: a cold compile (``torch.compiler.reset()``) in a first call, whose wall time is the
-  session's ``prepare_seconds``, never inside the timed loop.
-- CUDA graphs: after a side-stream warm-up one forward pass is captured with ``torch.cuda.graph``; a
-  call replays it on the same static input.
+- torch.compile: a cold compile (``torch.compiler.reset()`` and empty on-disk caches) in a first
+  call, whose wall time is the session's ``prepare_seconds``, never inside the timed loop.
+- CUDA graphs: after a side-stream warm-up one forward pass is captured on that stream with
+  ``torch.cuda.graph``; a call replays it on the same static input.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from segbench.measure.faults import VariantUnavailable
+from segbench.measure.faults import VariantUnavailable, error_reason
 from segbench.runtimes.base import Session, Variant
 from segbench.runtimes.batchnorm import fold_batchnorm
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CUDA_GRAPH_WARMUP = 2  # side-stream calls before capture, at least (PyTorch's CUDA graph recipe)
 CUDA_GRAPH_ON_CPU = "cuda graphs need --device cuda"
+CACHE_VARIABLES = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
 
 
 def unavailable(device: str) -> str | None:
@@ -54,10 +58,11 @@ def prepare(
     forward: Callable[[torch.Tensor], Any] = network
     prepare_seconds = None
     if variant.compile:
-        torch.compiler.reset()  # a cold compile per row: no stale graphs, no recompile limit reached
+        torch.compiler.reset()  # no stale graphs in memory, no recompile limit reached
         forward = torch.compile(network, dynamic=False)
     start = time.perf_counter()
-    forward(x)  # priming call: compilation, cudnn autotuning, lazy initialisation
+    with _fresh_compile_caches(workdir / f"compile-{variant.tag}") if variant.compile else contextlib.nullcontext():
+        forward(x)  # priming call: compilation, cudnn autotuning, lazy initialisation
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     if variant.compile:
@@ -87,10 +92,33 @@ def _variant_model(model: nn.Module, variant: Variant) -> nn.Module:
     return network.to(memory_format=torch.channels_last) if variant.channels_last else network
 
 
+@contextlib.contextmanager
+def _fresh_compile_caches(folder: Path) -> Iterator[None]:
+    """Inductor's and Triton's on-disk caches pointed at an empty folder for one compilation, so
+    ``compile_seconds`` is a cold compile whatever earlier runs left behind (``torch.compiler.reset``
+    clears only the in-memory state)."""
+    saved = {name: os.environ.get(name) for name in CACHE_VARIABLES}
+    os.environ.update({name: str(folder / name.lower()) for name in CACHE_VARIABLES})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def _graph_session(
     forward: Callable[[torch.Tensor], Any], x: torch.Tensor, device: torch.device, variant: Variant, threads: int
 ) -> Session:
-    """Warm up on a side stream, capture one forward pass; a call replays it on the static input ``x``."""
+    """Warm up on a side stream, capture one forward pass on that stream (of ``device``: PyTorch's
+    default capture stream belongs to the first device used); a call replays it on the static input.
+
+    A forward pass that cannot be captured (a host sync such as ``.item()``) is reported with its own
+    error, not the capture-invalidated error that follows it; an empty capture is an error, never a
+    row of ~0 ms.
+    """
     stream = torch.cuda.Stream(device)
     stream.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(stream):
@@ -98,8 +126,23 @@ def _graph_session(
             forward(x)
     torch.cuda.current_stream(device).wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_output = forward(x)
+    cause: BaseException | None = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with torch.cuda.graph(graph, stream=stream):
+                try:
+                    static_output = forward(x)
+                except Exception as exc:
+                    cause = exc
+                    raise
+        except Exception as exc:
+            del graph
+            torch.cuda.synchronize(device)
+            torch.cuda.empty_cache()
+            raise VariantUnavailable(f"cannot capture a CUDA graph: {error_reason(cause or exc)}") from None
+    if any("empty" in str(w.message).lower() for w in caught):
+        raise VariantUnavailable("the captured CUDA graph is empty: nothing would be timed")
 
     def replay() -> Any:
         graph.replay()
