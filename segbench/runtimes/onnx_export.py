@@ -29,6 +29,16 @@ from segbench.runtimes.batchnorm import fold_batchnorm
 
 INPUT_NAME = "input"
 OPSET = 18
+#: What every ONNX-fed runtime needs besides itself: the exporter.
+EXPORTER = ("onnx", "onnxscript")
+
+
+def not_installed(runtime_package: str, install: str) -> str | None:
+    """Why a runtime fed by this export cannot run for want of packages (None: all importable)."""
+    import importlib.util
+
+    missing = [m for m in (*EXPORTER, runtime_package) if importlib.util.find_spec(m) is None]
+    return f"{', '.join(missing)} not installed: {install}" if missing else None
 
 
 def export(model: nn.Module, example: torch.Tensor, workdir: Path, fold_bn: bool = False) -> Path:

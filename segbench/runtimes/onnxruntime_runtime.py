@@ -17,7 +17,7 @@ from torch import nn
 
 from segbench.measure.faults import VariantUnavailable
 from segbench.runtimes.base import Session, Variant
-from segbench.runtimes.onnx_export import INPUT_NAME, onnx_file
+from segbench.runtimes.onnx_export import INPUT_NAME, not_installed, onnx_file
 
 INSTALL = "pip install 'segbench[onnx]'"
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -25,11 +25,9 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 def unavailable(device: str) -> str | None:
     """Why ONNX Runtime cannot run on ``device`` here (None: it can)."""
-    import importlib.util
-
-    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+    missing = not_installed("onnxruntime", INSTALL)
     if missing:
-        return f"{', '.join(missing)} not installed: {INSTALL}"
+        return missing
     import onnxruntime
 
     if PROVIDERS[device] not in onnxruntime.get_available_providers():

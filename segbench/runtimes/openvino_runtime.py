@@ -11,18 +11,16 @@ import torch
 from torch import nn
 
 from segbench.runtimes.base import Session, Variant
-from segbench.runtimes.onnx_export import onnx_file
+from segbench.runtimes.onnx_export import not_installed, onnx_file
 
 INSTALL = "pip install 'segbench[openvino]'"
 
 
 def unavailable(device: str) -> str | None:
     """Why OpenVINO cannot run on ``device`` here (None: it can)."""
-    import importlib.util
-
-    missing = [m for m in ("onnx", "onnxscript", "openvino") if importlib.util.find_spec(m) is None]
+    missing = not_installed("openvino", INSTALL)
     if missing:
-        return f"{', '.join(missing)} not installed: {INSTALL}"
+        return missing
     if device != "cpu":
         return "segbench runs OpenVINO on the CPU only (its GPU plugin is for Intel GPUs)"
     return None
