@@ -157,7 +157,7 @@ def test_example_unet_package_is_discovered():
     assert spec.family == "unet"
 
 
-@pytest.mark.parametrize("name", ["register_models", "register_datasets"])
+@pytest.mark.parametrize("name", ["register_models", "register_datasets", "register_runtimes"])
 def test_every_hookspec_is_documented(name):
     """Each hook documents itself and every one of its arguments (datasette keeps such a test)."""
     hook = getattr(hookspecs, name)
@@ -169,4 +169,4 @@ def test_every_hookspec_is_documented(name):
 
 def test_all_hookspecs_are_covered_by_the_documentation_test():
     specs = [n for n, f in vars(hookspecs).items() if callable(f) and hasattr(f, "segbench_spec")]
-    assert sorted(specs) == ["register_datasets", "register_models"]
+    assert sorted(specs) == ["register_datasets", "register_models", "register_runtimes"]
