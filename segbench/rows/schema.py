@@ -18,13 +18,13 @@ ROW_FIELDS: tuple[str, ...] = (
     "output_argmax_agreement", "compile_seconds", "peak_mem_mb", "trace_file", "dataset",
     "train_steps", "train_seconds", "miou", "pixel_acc", "iou_per_class", "mac_notes",
     "block", "kernel_size", "in_channels", "out_channels", "stride", "mac_ratio", "mac_ratio_theory",
-    "latency_speedup", "run_id",
+    "latency_speedup", "run_id", "world_size", "rank", "cores", "cell",
     "error", "segbench_version", "torch_version", "cuda_version", "timestamp", "git_sha", "hostname",
 )  # fmt: skip
 #: Fields that hold text: never read back as numbers, whatever they look like.
 TEXT_FIELDS = frozenset({
     "model", "kind", "family", "plugin", "device", "device_name", "precision", "trace_file", "dataset", "block",
-    "runtime", "run_id", "init", "error", "segbench_version", "torch_version", "cuda_version", "timestamp",
+    "runtime", "run_id", "init", "cores", "error", "segbench_version", "torch_version", "cuda_version", "timestamp",
     "git_sha", "hostname",
 })  # fmt: skip
 #: Lists and mappings: kept in JSON, left out of CSV and tables.
