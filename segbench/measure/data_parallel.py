@@ -15,8 +15,8 @@ recipe is unchanged.
   pyramid-pooling BNs see b x bin^2 values). So every BatchNorm is synchronised while training. On
   CUDA that is torch's ``nn.SyncBatchNorm``. On CPU torch 2.13's SyncBatchNorm refuses to run (its
   kernels have no CPU implementation), so `SyncBatchNormCPU` computes the whole batch's statistics
-  with differentiable all-reduces (``torch.distributed.nn.functional.all_reduce`` carries the
-  gradient back to every rank); it is what the CPU tests check against one process. The synchronised
+  with differentiable all-reduces (`SumOverRanks`: the gradient of a sum over ranks is the sum of the
+  ranks' gradients); it is what the CPU tests check against one process. The synchronised
   modules share the originals' parameters and running statistics and are swapped in only while
   training, so evaluation, checkpoints and later stages see the network as it was built.
 - **Evaluation.** Each rank evaluates a contiguous part of the val split (no padding or dropping,
@@ -31,7 +31,6 @@ from typing import Any, Iterator, Sized
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_functional
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, Sampler, Subset
@@ -119,6 +118,26 @@ class _Part(Sampler[int]):
         return batches * (self.stop - self.start)
 
 
+class SumOverRanks(torch.autograd.Function):
+    """The sum of a tensor over all ranks, differentiable: backward sums the ranks' gradients.
+
+    (``torch.distributed.nn.functional.all_reduce`` does the same but is deprecated in torch 2.13 in
+    favour of a private module.)
+    """
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
 class SyncBatchNormCPU(nn.Module):
     """A BatchNorm whose training statistics are those of the whole batch over every rank, on CPU.
 
@@ -140,11 +159,11 @@ class SyncBatchNormCPU(nn.Module):
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
         count = x.new_tensor([x.numel() / x.shape[1]])
-        sums = dist_functional.all_reduce(torch.cat([x.sum(dims), count]))
+        sums = SumOverRanks.apply(torch.cat([x.sum(dims), count]))
         n = sums[-1]
         mean = sums[:-1] / n
         centred = x - mean.reshape(shape)
-        var = dist_functional.all_reduce((centred * centred).sum(dims)) / n
+        var = SumOverRanks.apply((centred * centred).sum(dims)) / n
         if bn.track_running_stats and bn.running_mean is not None:
             with torch.no_grad():
                 bn.num_batches_tracked.add_(1)
