@@ -176,7 +176,7 @@ def _meet(team: "Team", rows: list[Row], code: int | None, journal: "Journal | N
     signal.signal(signal.SIGTERM, lambda signum, frame: note("SIGTERM: writing the rows of every rank first"))
     merged, failure = team.meet(rows, code is not None, journal)
     if failure is not None:
-        print(f"segbench: rank {team.rank}: a rank failed: {failure}", file=sys.stderr, flush=True)
+        print(f"segbench: {failure}", file=sys.stderr, flush=True)
     if merged is None:
         if journal is not None:
             journal.close()

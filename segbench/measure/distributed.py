@@ -21,8 +21,10 @@ from __future__ import annotations
 import atexit
 import datetime
 import os
+import pickle
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -137,15 +139,6 @@ def _leave() -> None:
         dist.destroy_process_group()
 
 
-def barrier(place: Place, timeout_s: float) -> str | None:
-    """Wait for every rank; None when all arrived, else why not (gloo's message names the missing ranks)."""
-    try:
-        dist.monitored_barrier(place.control, timeout=datetime.timedelta(seconds=timeout_s), wait_all_ranks=True)
-    except RuntimeError as exc:  # DistBackendError included: a rank that died or stayed away
-        return str(exc).strip().splitlines()[0]
-    return None
-
-
 def broadcast(place: Place, value: Any) -> Any:
     """Rank 0's ``value``, on every rank."""
     box = [value]
@@ -153,8 +146,46 @@ def broadcast(place: Place, value: Any) -> Any:
     return box[0]
 
 
-def gather(place: Place, value: Any) -> list[Any] | None:
-    """Every rank's ``value`` in rank order, on rank 0 (None on the others)."""
-    found: list[Any] | None = [None] * place.world_size if place.rank == 0 else None
-    dist.gather_object(value, found, dst=0, group=place.control)
-    return found
+# The end of a sweep is point to point, not a collective (gather, barrier): a collective fails as a
+# whole when one rank is gone, and gloo's message then names an address, not the rank. Rank 0 waits
+# for each other rank in turn, so it knows which rank failed and still gets the others' rows.
+
+
+def hand_over(place: Place, value: Any, timeout_s: float) -> str | None:
+    """Rank k > 0: send ``value`` to rank 0 and wait for its receipt; None once rank 0 has it, else why not."""
+    try:
+        payload = torch.frombuffer(bytearray(pickle.dumps(value)), dtype=torch.uint8)
+        dist.send(torch.tensor([payload.numel()], dtype=torch.int64), dst=0, group=place.control)
+        dist.send(payload, dst=0, group=place.control)
+        receipt = torch.zeros(1, dtype=torch.int64)
+        dist.irecv(receipt, src=0, group=place.control).wait(datetime.timedelta(seconds=timeout_s))
+    except RuntimeError as exc:  # DistBackendError included
+        return _first_line(exc)
+    return None
+
+
+def take_over(place: Place, timeout_s: float, receive: Callable[[int, Any], None]) -> dict[int, str]:
+    """Rank 0: each other rank's value, passed to ``receive(rank, value)`` before the rank gets its
+    receipt; waits at most ``timeout_s`` in all. Returns {rank: why it failed} for the ranks that did not send."""
+    deadline = time.monotonic() + timeout_s
+    sizes = {k: torch.zeros(1, dtype=torch.int64) for k in range(1, place.world_size)}
+    pending = {k: dist.irecv(size, src=k, group=place.control) for k, size in sizes.items()}
+    failed = {}
+    for rank, work in pending.items():
+        try:
+            work.wait(datetime.timedelta(seconds=max(deadline - time.monotonic(), 1.0)))
+            payload = torch.empty(int(sizes[rank]), dtype=torch.uint8)
+            dist.recv(payload, src=rank, group=place.control)
+        except RuntimeError as exc:
+            failed[rank] = _first_line(exc)
+            continue
+        receive(rank, pickle.loads(payload.numpy().tobytes()))
+        try:
+            dist.send(torch.ones(1, dtype=torch.int64), dst=rank, group=place.control)
+        except RuntimeError:
+            pass  # that rank keeps its journal, as after any failure: nothing is lost
+    return failed
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -109,9 +109,16 @@ class Journal:
         self._stream.close()
         self._remove_journals()
 
-    def close(self) -> None:
-        """Stop writing and keep the journal (a rank other than 0: rank 0 writes the final files)."""
+    def extend(self, rows: list[Row]) -> None:
+        """Add rows another rank measured in this run (rank 0, before the rank removes its own journal)."""
+        for row in rows:
+            self._write(row)
+
+    def close(self, remove: bool = False) -> None:
+        """Stop writing (a rank other than 0: rank 0 writes the final files); ``remove`` once rank 0 has the rows."""
         self._stream.close()
+        if remove:
+            self.path.unlink(missing_ok=True)
 
     def others(self) -> list[Path]:
         """The journals of this run's other ranks (and of the run it resumes)."""

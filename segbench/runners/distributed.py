@@ -4,9 +4,10 @@ Two ways to share work, by command:
 
 - **Sharded sweeps** (``flops``, ``latency``, ``blocks``, ``run``): every rank plans the same cells and
   measures its own (`segbench.runners.cells.Shard`), on its own cores or GPU; each rank journals its
-  rows; at the end all ranks meet at a barrier and rank 0 gathers every rank's rows, in the sweep's
-  cell order, for the usual result files. If a rank died or stayed away, rank 0 takes that rank's rows
-  from its journal instead and says which rank failed.
+  rows. At the end each rank hands its rows to rank 0, which adds them to its own journal, gives a
+  receipt (the rank then removes its journal) and writes the usual result files, rows in the sweep's
+  cell order. A rank that died or stayed away (for ``SEGBENCH_DIST_TIMEOUT``) is named, and rank 0
+  takes its rows of this run from its journal when it can see it (same machine or shared folder).
 - **Data-parallel training** (``train``): every rank trains every model together
   (`segbench.measure.data_parallel`); rank 0's rows are the results, the other ranks keep none.
 
@@ -70,27 +71,35 @@ class Team:
         return broadcast(self.place, value)
 
     def meet(self, rows: list[Row], stopped: bool, journal: "Journal | None") -> tuple[list[Row] | None, str | None]:
-        """Bring the ranks' rows together on rank 0 at the end of a sweep.
+        """Bring the ranks' rows together on rank 0 at the end of a sweep (see the module docstring).
 
         Returns (all rows in cell order on rank 0, None on the others; why a rank failed, or None).
-        A rank that failed the barrier contributes the rows of this run in its journal, if it kept one.
         """
-        from segbench.measure.distributed import barrier, gather
+        from segbench.measure.distributed import hand_over, take_over
         from segbench.rows.files import load_rows
         from segbench.rows.journal import in_cell_order
 
         if self.data_parallel:
             return (rows if self.rank == 0 else None), None
-        failure = barrier(self.place, STOPPED_TIMEOUT_S if stopped else self.place.timeout_s)
-        if failure is None:
-            parts = gather(self.place, rows)
-            return (None if parts is None else in_cell_order([row for part in parts for row in part])), None
+        timeout_s = STOPPED_TIMEOUT_S if stopped else self.place.timeout_s
         if self.rank != 0:
-            return None, failure
+            failure = hand_over(self.place, rows, timeout_s)
+            if journal is not None:
+                journal.close(remove=failure is None)
+            return None, failure and f"rank {self.rank} could not hand its rows to rank 0 ({failure}); they stay in its journal"
         found = list(rows)
-        if journal is not None:
-            found += [row for row in load_rows(journal.others()) if row.get("run_id") == journal.run_id]
-        return in_cell_order(found), failure
+
+        def receive(rank: int, theirs: list[Row]) -> None:
+            found.extend(theirs)
+            if journal is not None:
+                journal.extend(theirs)
+
+        failed = take_over(self.place, timeout_s, receive)
+        if failed and journal is not None:
+            found += [row for row in load_rows(journal.others())
+                      if row.get("run_id") == journal.run_id and row.get("rank") in failed]  # fmt: skip
+        failure = "; ".join(f"rank {k} did not finish ({why})" for k, why in failed.items())
+        return in_cell_order(found), failure and f"{failure}: its rows on disk are merged; --resume RESULT_FILE measures the rest" or None
 
 
 def join(device: str, *, data_parallel: bool = False) -> Team | None:
