@@ -171,9 +171,10 @@ def _meet(team: "Team", rows: list[Row], code: int | None, journal: "Journal | N
     """The end of a run under torchrun: rank 0 gets every rank's rows; the others leave (exit 0, or 1 on failure).
 
     From here on SIGTERM (which torchrun sends when a rank fails) no longer stops rank 0: it writes the
-    merged rows first (torchrun's SIGKILL follows 30 s later).
+    merged rows first (torchrun's SIGKILL follows 30 s later). Another rank may die: its journal stays.
     """
-    signal.signal(signal.SIGTERM, lambda signum, frame: note("SIGTERM: writing the rows of every rank first"))
+    if team.rank == 0:
+        signal.signal(signal.SIGTERM, lambda signum, frame: note("SIGTERM: writing the rows of every rank first"))
     merged, failure = team.meet(rows, code is not None, journal)
     if failure is not None:
         print(f"segbench: {failure}", file=sys.stderr, flush=True)

@@ -114,4 +114,8 @@ def _footnotes(rows: list[dict[str, Any]], lr: float | None) -> list[str]:
         "Eval: val images resized to HxW, logits back to mask size; mIoU leaves out classes absent from "
         "both prediction and ground truth",
         memory,
+    ] + [
+        f"Data parallel over {size} ranks (torchrun, DDP): batch_size is the global batch, {size} equal parts; "
+        "BatchNorm synchronised over the ranks; loss over the batch's labelled pixels; peak_mem_mb is rank 0's"
+        for size in sorted({r["world_size"] for r in rows if r.get("world_size")})
     ]
