@@ -8,11 +8,11 @@ use (``os.sched_getaffinity``, so taskset, cgroups and Slurm cpusets are honoure
 ``torch.set_num_threads`` to match: ranks on one machine then do not disturb each other's timings. On
 CUDA each rank makes ``cuda:LOCAL_RANK`` its current device, so ``--device cuda`` means the rank's own
 GPU and rows still say ``cuda``. The process group is gloo on CPU and nccl on CUDA, with a gloo group
-beside nccl for the control messages (run id, final barrier, rows), which need no GPU.
+beside nccl for the control messages (the run id, the rows at the end), which need no GPU.
 
-Every collective has a timeout, ``SEGBENCH_DIST_TIMEOUT`` seconds (default `DEFAULT_TIMEOUT_S`): it
-bounds the wait for a rank that is alive but stuck, and must exceed what one rank may wait for the
-others at the end of a sweep. A rank that dies costs no timeout: gloo sees the closed connection and
+Every collective and message has a timeout, ``SEGBENCH_DIST_TIMEOUT`` seconds (default
+`DEFAULT_TIMEOUT_S`): it bounds the wait for a rank that is alive but stuck, and must exceed what one
+rank may wait for the others at the end of a sweep. A rank that dies costs no timeout: gloo sees the closed connection and
 the others' collectives fail within about a second (and torchrun stops the remaining ranks).
 """
 

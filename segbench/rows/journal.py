@@ -8,8 +8,9 @@ journal is created exclusively, so two runs started in the same second with the 
 never write the same files.
 
 Under torchrun every rank journals its own rows to ``<command>-<run id>.rank<k>.jsonl``, all ranks
-sharing rank 0's run id; rank 0 writes the final files of all ranks' rows and removes every journal
-of the run. A resumed run reads all of them.
+sharing rank 0's run id. At the end rank 0 copies the other ranks' rows into its own journal, each of
+them then removes its journal, and rank 0 writes the final files of all the rows and removes every
+journal of the run it sees. A resumed run reads all the journals of its run.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Journal:
             self.stem = stem_of(resume)
             self.run_id = run_id or new_run_id()
             resumed_journals = journal_paths(self.stem)
+            self.fresh = self.path not in resumed_journals
             self._stream = self._open(self.path, "a")
             if not resumed_journals:  # resumed from final files: the journal starts with their rows
                 for row in self.previous:
@@ -64,6 +66,7 @@ class Journal:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot create output folder {out_dir}: {exc.strerror}") from None
+        self.fresh = True
         while True:
             self.run_id = run_id or new_run_id()
             self.stem = out_dir / f"{command}-{self.run_id}"
@@ -115,9 +118,13 @@ class Journal:
             self._write(row)
 
     def close(self, remove: bool = False) -> None:
-        """Stop writing (a rank other than 0: rank 0 writes the final files); ``remove`` once rank 0 has the rows."""
+        """Stop writing (a rank other than 0: rank 0 writes the final files).
+
+        ``remove``: rank 0 has the rows, so the journal goes, unless it holds rows of the run it resumes
+        (then rank 0 removes it after writing the final files).
+        """
         self._stream.close()
-        if remove:
+        if remove and self.fresh:
             self.path.unlink(missing_ok=True)
 
     def others(self) -> list[Path]:
