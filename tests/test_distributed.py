@@ -93,6 +93,16 @@ def test_the_global_batch_must_split_over_the_ranks():
         TrainConfig(batch_size=3, parallel=DataParallel(1, 2))
 
 
+def test_cores_are_named_as_taskset_does_and_a_bad_timeout_is_refused(monkeypatch):
+    from segbench.errors import UserError
+    from segbench.measure.distributed import core_list, timeout_seconds
+
+    assert core_list((8, 0, 1, 2, 3, 10, 11)) == "0-3,8,10-11" and core_list(None) is None
+    monkeypatch.setenv("SEGBENCH_DIST_TIMEOUT", "soon")
+    with pytest.raises(UserError, match="bad SEGBENCH_DIST_TIMEOUT='soon'"):
+        timeout_seconds()
+
+
 # --- real torchrun launches -----------------------------------------------------------------------
 
 
