@@ -59,7 +59,9 @@ def blocks_command(
     """
     from segbench.rows.schema import MACS_NOTE, RATIO_NOTE
     from segbench.runners.blocks import BlocksConfig, blocks, default_specs
+    from segbench.runners.distributed import join
 
+    team = join(device)  # first: a rank's cores are pinned before torch starts its threads
     check_format(fmt)
     progress, previous = Progress(), resumed_rows(resume, "blocks")
     config = BlocksConfig(
@@ -67,7 +69,7 @@ def blocks_command(
         channels=parse_int_list(channels, "channel count"),
         size=parse_size(size) if size is not None else None,
         batch_size=batch_size,
-        device=device,
+        device=team.device if team else device,
         warmup=warmup,
         iters=iters,
         budget_s=budget,
@@ -75,11 +77,12 @@ def blocks_command(
         threads=threads,
         progress=progress,
         done=previous,
+        shard=team and team.shard,
     )
     specs = default_specs()
     study = blocks(specs, config)
-    journal = open_journal(None if no_save else out, "blocks", resume, previous)
-    rows, stopped = collect(study, progress, journal)
+    journal = open_journal(None if no_save else out, "blocks", resume, previous, team)
+    rows, stopped = collect(study, progress, journal, team=team)
     height, width = config.size or specs[0].default_size
     title = (
         f"Standard vs depthwise-separable blocks, C in = out, stride 1, input {batch_size}xCx{height}x{width}, "

@@ -43,14 +43,17 @@ def flops(
     from segbench.plugins import get_registry
     from segbench.rows.schema import MACS_NOTE, mac_footnotes
     from segbench.runners.count import CountConfig, count
+    from segbench.runners.distributed import join
 
+    team = join("cpu")  # first: a rank's cores are pinned before torch starts its threads
     check_format(fmt)
     progress, previous = Progress(), resumed_rows(resume, "flops")
     config = CountConfig(size=parse_size(size) if size is not None else None, num_classes=num_classes,
-                         batch_size=batch_size, by=by, progress=progress, done=previous)  # fmt: skip
+                         batch_size=batch_size, by=by, progress=progress, done=previous,
+                         shard=team and team.shard)  # fmt: skip
     counted = count(get_registry().select(models, kind="model"), config)
-    journal = open_journal(None if no_save else out, "flops", resume, previous)
-    rows, stopped = collect(counted, progress, journal)
+    journal = open_journal(None if no_save else out, "flops", resume, previous, team)
+    rows, stopped = collect(counted, progress, journal, team=team)
     columns = COLUMNS if by is None else ("model", by, *BREAKDOWN_COLUMNS)
     columns += ("error",) if any(r.get("error") for r in rows) else ()
     notes = [CONVENTION_NOTE, *mac_footnotes(rows)] + ([SHARE_NOTE] if by else [])

@@ -94,12 +94,14 @@ def latency_command(
     """
     from segbench.plugins import get_registry
     from segbench.runners.defaults import describe_protocol
+    from segbench.runners.distributed import join
     from segbench.runners.latency import LatencyConfig, latency
 
+    team = join(device)  # first: a rank's cores are pinned before torch starts its threads
     check_format(fmt)
     progress, previous = Progress(), resumed_rows(resume, "latency")
     config = LatencyConfig(
-        device=device,
+        device=team.device if team else device,
         sizes=parse_sizes(size),
         batch_sizes=parse_int_list(batch_size, "batch size"),
         variants=variants_of(precision, channels_last, compile, cuda_graph, fold_bn),
@@ -114,14 +116,15 @@ def latency_command(
         trace_dir=trace,
         progress=progress,
         done=previous,
+        shard=team and team.shard,
     )
     specs = get_registry().select(models, kind="model")
     protocol = describe_protocol(config.protocol)
     rows_per_cell = ", ".join(f"{r.name} {v.tag}" for r, v in config.combos())
     note(f"{protocol} on {device}; per cell: {rows_per_cell}")
     timed = latency(specs, config)
-    journal = open_journal(None if no_save else out, "latency", resume, previous)
-    rows, stopped = collect(timed, progress, journal, on_row=_summary)
+    journal = open_journal(None if no_save else out, "latency", resume, previous, team)
+    rows, stopped = collect(timed, progress, journal, on_row=_summary, team=team)
     emit(rows, fmt, journal, _columns(rows, device), title="segbench latency",
          footnotes=_footnotes(protocol, device, rows), stopped=stopped)  # fmt: skip
 

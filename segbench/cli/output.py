@@ -1,10 +1,16 @@
 """What every command does with a runner's rows: show progress, journal each row as it finishes,
 stop cleanly on Ctrl-C or SIGTERM keeping the finished rows, render them on stdout, write the final
-result files, and set the exit code."""
+result files, and set the exit code.
+
+Under torchrun (`segbench.runners.distributed`) every rank measures and journals its part, but only
+rank 0 speaks: it alone shows progress, renders the table or JSON on stdout and writes the final
+files; the other ranks print nothing but errors and leave once their rows are with rank 0.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -17,6 +23,7 @@ from segbench.output.tables import render
 
 if TYPE_CHECKING:
     from segbench.rows.journal import Journal
+    from segbench.runners.distributed import Team
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_TERMINATED = 143  # 128 + SIGTERM
@@ -27,15 +34,21 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, ``timeout``, a job scheduler): stops the run like Ctrl-C does."""
 
 
+def speaks() -> bool:
+    """Whether this process reports progress: always, but for the ranks other than 0 under torchrun."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def note(text: str) -> None:
     """A progress or status line: stderr, so stdout stays the command's table or JSON."""
-    print(f"segbench: {text}", file=sys.stderr, flush=True)
+    if speaks():
+        print(f"segbench: {text}", file=sys.stderr, flush=True)
 
 
 class Progress:
     """A spinner on stderr showing ``model: stage`` as runners report it (their ``progress`` callback).
 
-    ``done`` as the stage prints how long the model took.
+    ``done`` as the stage prints how long the model took. Silent on ranks other than 0.
     """
 
     def __init__(self) -> None:
@@ -44,7 +57,8 @@ class Progress:
         from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
         self.bar = Bar(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                       console=Console(stderr=True), transient=True)  # fmt: skip
+                       console=Console(stderr=True, quiet=not speaks()), transient=True,
+                       disable=not speaks())  # fmt: skip
         self.task = self.bar.add_task("starting", total=None)
         self.started: dict[str, float] = {}
 
@@ -71,6 +85,7 @@ def resumed_rows(resume: Path | None, command: str) -> list[Row]:
     """The rows of ``--resume FILE`` (checked to be this command's results), or none."""
     from segbench.errors import UserError
     from segbench.rows.files import load_rows
+    from segbench.rows.journal import journal_paths, stem_of
 
     if resume is None:
         return []
@@ -78,19 +93,31 @@ def resumed_rows(resume: Path | None, command: str) -> list[Row]:
         raise UserError(f"--resume {resume}: result file not found")
     if not resume.name.startswith(f"{command}-"):
         raise UserError(f"--resume {resume}: not a result file of segbench {command} ({command}-*.json)")
-    return load_rows([resume])
+    return load_rows(journal_paths(stem_of(resume)) if resume.suffix == ".jsonl" else [resume])
 
 
-def open_journal(out_dir: Path | None, command: str, resume: Path | None, previous: list[Row]) -> "Journal | None":
+def open_journal(
+    out_dir: Path | None, command: str, resume: Path | None, previous: list[Row], team: "Team | None" = None
+) -> "Journal | None":
     """The journal of this run: under --out, or the resumed file's; None with --no-save.
 
-    Opened only once every option has been checked, so bad input writes nothing.
+    Opened only once every option has been checked, so bad input writes nothing. Under torchrun each
+    rank of a sweep opens its own, in rank 0's run; in training only rank 0 keeps one.
     """
     from segbench.rows.journal import Journal
 
-    if resume is not None:
-        return Journal(resume.parent, command, resume, previous)
-    return None if out_dir is None else Journal(out_dir, command)
+    folder = resume.parent if resume is not None else out_dir
+    if folder is None:
+        return None
+    if team is None:
+        return Journal(folder, command, resume, previous)
+    if team.data_parallel:
+        return Journal(folder, command, resume, previous) if team.rank == 0 else None
+    if team.rank == 0:
+        journal = Journal(folder, command, resume, previous, rank=0)
+        team.share(journal.run_id)
+        return journal
+    return Journal(folder, command, resume, [], rank=team.rank, run_id=team.share(None))
 
 
 @contextlib.contextmanager
@@ -112,13 +139,17 @@ def collect(
     progress: Progress,
     journal: "Journal | None",
     on_row: Callable[[Row], str | None] | None = None,
+    team: "Team | None" = None,
 ) -> tuple[list[Row], int | None]:
     """Gather a runner's rows as they finish, journaling each, with the ``progress`` display running.
 
     ``on_row`` may return a line to print for each finished row. Ctrl-C and SIGTERM keep the finished
     rows. Returns (rows, the exit code of an interruption or None); a resumed run's earlier rows come first.
+    Under torchrun (``team``) rank 0 returns every rank's rows, exit code 1 if a rank failed, and the
+    other ranks exit here.
     """
     done: list[Row] = list(journal.previous) if journal is not None else []
+    code = None
     try:
         with _sigterm_stops(), progress:
             for row in rows:
@@ -131,8 +162,27 @@ def collect(
     except KeyboardInterrupt as stop:
         code = EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
         note(f"{'terminated' if code == EXIT_TERMINATED else 'interrupted'}: keeping the {len(done)} finished row(s)")
+    if team is None:
         return done, code
-    return done, None
+    return _meet(team, done, code, journal)
+
+
+def _meet(team: "Team", rows: list[Row], code: int | None, journal: "Journal | None") -> tuple[list[Row], int | None]:
+    """The end of a run under torchrun: rank 0 gets every rank's rows; the others leave (exit 0, or 1 on failure).
+
+    From here on SIGTERM (which torchrun sends when a rank fails) no longer stops rank 0: it writes the
+    merged rows first (torchrun's SIGKILL follows 30 s later). Another rank may die: its journal stays.
+    """
+    if team.rank == 0:
+        signal.signal(signal.SIGTERM, lambda signum, frame: note("SIGTERM: writing the rows of every rank first"))
+    merged, failure = team.meet(rows, code is not None, journal)
+    if failure is not None:
+        print(f"segbench: {failure}", file=sys.stderr, flush=True)
+    if merged is None:
+        if journal is not None:
+            journal.close()
+        raise typer.Exit(1 if failure else 0)
+    return merged, 1 if failure else code
 
 
 def emit(

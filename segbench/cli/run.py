@@ -102,8 +102,10 @@ def run_command(
     """
     from segbench.plugins import get_registry
     from segbench.runners.blocks import BlocksConfig
+    from segbench.runners.distributed import join
     from segbench.runners.run import RunConfig, plan, rows
 
+    team = join(device)  # first: a rank's cores are pinned before torch starts its threads
     check_format(fmt)
     progress, previous = Progress(), resumed_rows(resume, "run")
     block_study = BlocksConfig(
@@ -112,18 +114,19 @@ def run_command(
         size=parse_size(block_size) if block_size else None,
     )
     config = RunConfig(
-        device=device, size=parse_size(size) if size else None, batch_size=batch_size,
+        device=team.device if team else device, size=parse_size(size) if size else None, batch_size=batch_size,
         runtimes=parse_names(runtime), variants=variants_of(precision, channels_last, compile, cuda_graph, fold_bn),
         warmup=warmup, iters=iters, budget_s=budget, target=target,
         threads=threads, dataset=dataset, num_classes=num_classes, steps=steps, train_batch_size=train_batch_size,
         seed=seed, blocks=block_study if blocks else None, progress=progress, done=previous,
+        shard=team and team.shard,
     )  # fmt: skip
     checked = plan(get_registry().select(models, kind="model"), config)
-    journal = open_journal(None if no_save else out, "run", resume, previous)
+    journal = open_journal(None if no_save else out, "run", resume, previous, team)
     settings = checked.describe()
     for line in settings:
         note(line)
-    done, stopped = collect(rows(checked), progress, journal)
+    done, stopped = collect(rows(checked), progress, journal, team=team)
     _finish(done, stopped, fmt, journal, settings)
 
 

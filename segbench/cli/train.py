@@ -73,21 +73,23 @@ def train_command(
     sets each model's output classes. Bad input fails before anything is trained or written.
     """
     from segbench.plugins import get_registry
-    from segbench.runners.train import TrainConfig, cells, prepare
     from segbench.runners.cells import measure_cells
+    from segbench.runners.distributed import join
+    from segbench.runners.train import TrainConfig, cells, prepare
 
+    team = join(device, data_parallel=True)  # first: a rank's cores are pinned before torch starts its threads
     check_format(fmt)
     progress, previous = Progress(), resumed_rows(resume, "train")
     config = TrainConfig(
-        dataset=dataset, num_classes=num_classes, device=device, steps=steps, batch_size=batch_size,
-        size=parse_size(size) if size else None, lr=lr, seed=seed, weights=weights, save=save, progress=progress,
-        done=previous,
+        dataset=dataset, num_classes=num_classes, device=team.device if team else device, steps=steps,
+        batch_size=batch_size, size=parse_size(size) if size else None, lr=lr, seed=seed, weights=weights, save=save,
+        progress=progress, done=previous, parallel=team and team.parallel,
     )  # fmt: skip
     prepared = prepare(get_registry().select(models, kind="model"), config)
     train_set, val_set = prepared.train_set, prepared.val_set
-    journal = open_journal(None if no_save else out, "train", resume, previous)
+    journal = open_journal(None if no_save else out, "train", resume, previous, team)
     note(f"{len(train_set)} train / {len(val_set)} val images from {train_set.name}, {train_set.num_classes} classes")
-    rows, stopped = collect(measure_cells(cells(prepared), config), progress, journal, on_row=_summary)
+    rows, stopped = collect(measure_cells(cells(prepared), config), progress, journal, on_row=_summary, team=team)
     columns = COLUMNS + (("error",) if any(r.get("error") for r in rows) else ())
     emit(rows, fmt, journal, columns=columns, title="segbench train", footnotes=_footnotes(rows, lr), stopped=stopped)
 
@@ -112,4 +114,8 @@ def _footnotes(rows: list[dict[str, Any]], lr: float | None) -> list[str]:
         "Eval: val images resized to HxW, logits back to mask size; mIoU leaves out classes absent from "
         "both prediction and ground truth",
         memory,
+    ] + [
+        f"Data parallel over {size} ranks (torchrun, DDP): batch_size is the global batch, {size} equal parts; "
+        "BatchNorm synchronised over the ranks; loss over the batch's labelled pixels; peak_mem_mb is rank 0's"
+        for size in sorted({r["world_size"] for r in rows if r.get("world_size")})
     ]

@@ -25,7 +25,7 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -41,6 +41,8 @@ from segbench.measure.latency import main_output
 from segbench.measure.memory import MIB, cpu_peak_mb
 from segbench.measure import recipe
 
+if TYPE_CHECKING:
+    from segbench.measure.data_parallel import DataParallel
 
 StepCallback = Callable[[int, float], None]
 
@@ -105,14 +107,21 @@ def _collate_eval(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[t
     return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
 
 
-def segmentation_loss(output: Any, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy (ignore 255) of the main logits plus ``recipe.AUX_WEIGHT`` x each auxiliary output's."""
+def segmentation_loss(output: Any, target: torch.Tensor, pixels: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy (ignore 255) of the main logits plus ``recipe.AUX_WEIGHT`` x each auxiliary output's.
+
+    Each term is the mean over the labelled pixels, or the sum divided by ``pixels`` when given
+    (data-parallel training: `segbench.measure.data_parallel.DataParallel.pixels`).
+    """
     outputs = list(output) if isinstance(output, (tuple, list)) else [output]
     losses = []
     for logits in outputs:
         if logits.shape[-2:] != target.shape[-2:]:
             logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
-        losses.append(F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX))
+        if pixels is None:
+            losses.append(F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX))
+        else:
+            losses.append(F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="sum") / pixels)
     return losses[0] + recipe.AUX_WEIGHT * sum(losses[1:], torch.zeros((), device=target.device))
 
 
@@ -158,15 +167,20 @@ def fit(
     generator: torch.Generator,
     num_workers: int = 0,
     on_step: StepCallback | None = None,
+    parallel: DataParallel | None = None,
 ) -> float | None:
     """Run ``steps`` optimiser steps of the module docstring's recipe on ``model`` (already on device).
 
     On CPU, returns the peak MiB the CPU allocator handed out during the first step (gradients,
     optimiser state, activations: later steps reuse the same sizes); None on other devices.
+    ``parallel``: this rank's part of each global batch of ``batch_size`` (``model`` wrapped by
+    `segbench.measure.data_parallel.DataParallel.training`).
     """
     if steps == 0:
         return None
     sampler = RandomSampler(train_set, num_samples=steps * batch_size, generator=generator)
+    if parallel is not None:
+        sampler, batch_size = parallel.split(sampler, batch_size)
     loader = DataLoader(
         _Augmented(train_set, size),
         batch_size=batch_size,
@@ -185,13 +199,13 @@ def fit(
         images = images.to(device, non_blocking=True)
         masks = masks.to(device, non_blocking=True)
         with _autocast(device):
-            loss = segmentation_loss(model(images), masks)
+            loss = segmentation_loss(model(images), masks, parallel and parallel.pixels(masks))
         optimiser.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimiser)
         scaler.update()
         schedule.step()
-        return float(loss.detach())
+        return float(loss.detach()) if parallel is None else parallel.mean(loss)
 
     first_step_mb = None
     for step, (images, masks) in enumerate(loader, start=1):
@@ -218,13 +232,17 @@ def evaluate(
     device: torch.device | str = "cpu",
     batch_size: int,
     num_workers: int = 0,
+    parallel: DataParallel | None = None,
 ) -> Accuracy:
     """mIoU etc. on ``dataset``: images resized to ``size``, logits back to each mask's size, in fp32.
 
     ``predict(images)`` gives logits: a model in eval mode, or a runtime session prepared for batches
-    of exactly ``batch_size`` (the last batch is padded with copies of its last image).
+    of exactly ``batch_size`` (the last batch is padded with copies of its last image). ``parallel``:
+    this rank evaluates its part of ``dataset`` and the confusion matrices of all ranks are summed.
     """
     device = torch.device(device)
+    if parallel is not None:
+        dataset = parallel.part(dataset)
     loader = DataLoader(
         _Resized(dataset, tuple(size)), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate_eval
     )
@@ -238,6 +256,8 @@ def evaluate(
             if one.shape[-2:] != mask.shape:
                 one = F.interpolate(one[None], size=mask.shape, mode="bilinear", align_corners=False)[0]
             matrix.update(one.argmax(0), mask)
+    if parallel is not None and matrix.matrix is not None:
+        parallel.sum(matrix.matrix)
     return matrix.compute()
 
 
@@ -256,6 +276,7 @@ def train_and_evaluate(
     weights: str | Path | None = None,
     save: str | Path | None = None,
     on_step: StepCallback | None = None,
+    parallel: DataParallel | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` briefly on ``train_set`` and measure it on ``val_set``; return result-row fields.
 
@@ -264,6 +285,8 @@ def train_and_evaluate(
     :param weights: a local state_dict to start from (``steps=0`` then only evaluates it).
     :param save: where to write the trained state_dict.
     :param on_step: called with (step, loss) after every step.
+    :param parallel: train as one rank of a data-parallel job (`segbench.measure.data_parallel`):
+        ``batch_size`` is the global batch, only rank 0 writes ``save``.
     :returns: ``dataset, train_steps, train_seconds, miou, pixel_acc, iou_per_class, peak_mem_mb``
         (training only: CUDA ``max_memory_allocated``; CPU the weights and buffers plus the allocator
         peak of the first step, see `fit`), and the conditions ``batch_size, height, width,
@@ -278,20 +301,22 @@ def train_and_evaluate(
     size = tuple(size or getattr(train_set, "default_size", (256, 256)))
     dev = torch.device(device)
     generator = seed_everything(seed)
+    if parallel is not None:  # augmentation from this rank's own seed; the data order stays the shared one
+        seed_everything(seed + parallel.rank)
     if weights:
         load_weights(model, weights)
     model.to(dev)
     with _deterministic(dev):
-        with cuda_peak_memory(dev) as memory:
+        with cuda_peak_memory(dev) as memory, _trained(model, parallel) as trained:
             start = time.perf_counter()
-            first_step_mb = fit(model, train_set, steps=steps, batch_size=batch_size, size=size, lr=lr or recipe.DEFAULT_LR,
-                device=dev, generator=generator, num_workers=num_workers, on_step=on_step)  # fmt: skip
+            first_step_mb = fit(trained, train_set, steps=steps, batch_size=batch_size, size=size, lr=lr or recipe.DEFAULT_LR,
+                device=dev, generator=generator, num_workers=num_workers, on_step=on_step, parallel=parallel)  # fmt: skip
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             seconds = time.perf_counter() - start
         accuracy = evaluate(model.eval(), val_set, num_classes=train_set.num_classes, size=size, device=dev,
-                            batch_size=batch_size, num_workers=num_workers)  # fmt: skip
-    if save:
+                            batch_size=batch_size, num_workers=num_workers, parallel=parallel)  # fmt: skip
+    if save and (parallel is None or parallel.rank == 0):
         save_checkpoint(model, save)
     return {
         "dataset": train_set.name,
@@ -308,6 +333,11 @@ def train_and_evaluate(
         "precision": "amp_fp16" if dev.type == "cuda" else "fp32",
         "threads": torch.get_num_threads() if dev.type == "cpu" else None,
     }
+
+
+def _trained(model: nn.Module, parallel: DataParallel | None) -> Any:
+    """What `fit` trains: ``model``, or its data-parallel wrapper while training lasts."""
+    return contextlib.nullcontext(model) if parallel is None else parallel.training(model)
 
 
 @contextlib.contextmanager

@@ -6,11 +6,18 @@ same stem and the journal is removed; a run that was killed leaves its journal, 
 ``compare`` and ``--resume`` read. The run id (UTC time plus random hex) names the files, and the
 journal is created exclusively, so two runs started in the same second with the same ``--out``
 never write the same files.
+
+Under torchrun every rank journals its own rows to ``<command>-<run id>.rank<k>.jsonl``, all ranks
+sharing rank 0's run id. At the end rank 0 copies the other ranks' rows into its own journal, each of
+them then removes its journal, and rank 0 writes the final files of all the rows and removes every
+journal of the run it sees. A resumed run reads all the journals of its run.
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import secrets
 import time
 from pathlib import Path
@@ -35,17 +42,23 @@ class Journal:
     :param resume: an earlier result file of the same command (``--resume``): its rows are kept,
         the new ones are appended to its journal, and the final files replace its own.
     :param previous: that file's rows, when the caller has read them already.
+    :param rank: under torchrun, this process's rank: its journal is ``<stem>.rank<k>.jsonl``.
+    :param run_id: the run id to join (ranks other than 0 take rank 0's); a new one when None.
     """
 
     def __init__(
-        self, out_dir: Path, command: str, resume: Path | None = None, previous: list[Row] | None = None
-    ) -> None:
+        self, out_dir: Path, command: str, resume: Path | None = None, previous: list[Row] | None = None,
+        rank: int | None = None, run_id: str | None = None,
+    ) -> None:  # fmt: skip
         self.previous: list[Row] = [] if resume is None else previous if previous is not None else load_rows([resume])
+        self.suffix = ".jsonl" if rank is None else f".rank{rank}.jsonl"
         if resume is not None:
-            self.stem = resume.with_suffix("")
-            self.run_id = new_run_id()
-            self._stream = self._open(self.stem.with_suffix(".jsonl"), "a")
-            if self._stream.tell() == 0:  # resumed from final files: the journal starts with their rows
+            self.stem = stem_of(resume)
+            self.run_id = run_id or new_run_id()
+            resumed_journals = journal_paths(self.stem)
+            self.fresh = self.path not in resumed_journals
+            self._stream = self._open(self.path, "a")
+            if not resumed_journals:  # resumed from final files: the journal starts with their rows
                 for row in self.previous:
                     self._write(row)
             return
@@ -53,14 +66,16 @@ class Journal:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot create output folder {out_dir}: {exc.strerror}") from None
+        self.fresh = True
         while True:
-            self.run_id = new_run_id()
+            self.run_id = run_id or new_run_id()
             self.stem = out_dir / f"{command}-{self.run_id}"
             try:
-                self._stream = self._open(self.stem.with_suffix(".jsonl"), "x")
+                self._stream = self._open(self.path, "x")
                 break
             except FileExistsError:
-                continue
+                if run_id is not None:
+                    raise UserError(f"cannot join run {run_id}: {self.path} exists already") from None
 
     @staticmethod
     def _open(path: Path, mode: str) -> TextIO:
@@ -73,7 +88,7 @@ class Journal:
 
     @property
     def path(self) -> Path:
-        return self.stem.with_suffix(".jsonl")
+        return self.stem.with_name(self.stem.name + self.suffix)
 
     def append(self, row: Row) -> None:
         """Stamp the row with this run's id and write it to the journal, durably."""
@@ -89,11 +104,53 @@ class Journal:
         """Write the final files of ``rows`` (a resumed run's earlier rows included), remove the journal."""
         self._stream.close()
         paths = save_rows(rows, self.stem, markdown)
-        self.path.unlink(missing_ok=True)
+        self._remove_journals()
         return paths
 
     def discard(self) -> None:
         """No row at all: leave no files behind."""
         self._stream.close()
-        self.path.unlink(missing_ok=True)
+        self._remove_journals()
+
+    def extend(self, rows: list[Row]) -> None:
+        """Add rows another rank measured in this run (rank 0, before the rank removes its own journal)."""
+        for row in rows:
+            self._write(row)
+
+    def close(self, remove: bool = False) -> None:
+        """Stop writing (a rank other than 0: rank 0 writes the final files).
+
+        ``remove``: rank 0 has the rows, so the journal goes, unless it holds rows of the run it resumes
+        (then rank 0 removes it after writing the final files).
+        """
+        self._stream.close()
+        if remove and self.fresh:
+            self.path.unlink(missing_ok=True)
+
+    def others(self) -> list[Path]:
+        """The journals of this run's other ranks (and of the run it resumes)."""
+        return [path for path in journal_paths(self.stem) if path != self.path]
+
+    def _remove_journals(self) -> None:
+        for path in {self.path, *journal_paths(self.stem)}:
+            path.unlink(missing_ok=True)
+
+
+def stem_of(path: Path) -> Path:
+    """The run's stem of any of its files: ``run-X.json``, ``run-X.jsonl``, ``run-X.rank1.jsonl`` -> ``run-X``."""
+    return path.with_name(re.sub(r"(\.rank\d+)?\.(json|jsonl|csv|md)$", "", path.name))
+
+
+def journal_paths(stem: Path) -> list[Path]:
+    """Every journal of a run: one process's ``<stem>.jsonl`` and the ranks' ``<stem>.rank<k>.jsonl``, by rank."""
+    pattern = re.compile(re.escape(stem.name) + r"\.rank(\d+)\.jsonl")
+    ranks = sorted((int(m[1]), path) for path in stem.parent.glob(f"{glob.escape(stem.name)}.rank*.jsonl")
+                   if (m := pattern.fullmatch(path.name)))  # fmt: skip
+    plain = stem.with_name(stem.name + ".jsonl")
+    return ([plain] if plain.is_file() else []) + [path for _, path in ranks]
+
+
+def in_cell_order(rows: list[Row]) -> list[Row]:
+    """Rows merged from several ranks in the order of the sweep's cells (rows without a cell first, as they came)."""
+    return sorted(rows, key=lambda row: -1 if row.get("cell") is None else row["cell"])
 

@@ -19,12 +19,13 @@ ROW_FIELDS: tuple[str, ...] = (
     "train_steps", "train_seconds", "miou", "pixel_acc", "iou_per_class", "mac_notes",
     "block", "kernel_size", "in_channels", "out_channels", "stride", "mac_ratio", "mac_ratio_theory",
     "latency_speedup", "latency_speedup_ci_low", "latency_speedup_ci_high", "latency_samples_ms", "run_id",
+    "world_size", "rank", "cores", "cell",
     "error", "segbench_version", "torch_version", "cuda_version", "timestamp", "git_sha", "hostname",
 )  # fmt: skip
 #: Fields that hold text: never read back as numbers, whatever they look like.
 TEXT_FIELDS = frozenset({
     "model", "kind", "family", "plugin", "device", "device_name", "precision", "trace_file", "dataset", "block",
-    "runtime", "run_id", "init", "error", "segbench_version", "torch_version", "cuda_version", "timestamp",
+    "runtime", "run_id", "init", "cores", "error", "segbench_version", "torch_version", "cuda_version", "timestamp",
     "git_sha", "hostname",
 })  # fmt: skip
 #: Lists and mappings: kept in JSON, left out of CSV and tables.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from segbench.rows.schema import make_row
@@ -32,6 +32,32 @@ def no_progress(model: str, stage: str) -> None:
     """The progress callback of a runner called without a display."""
 
 
+@dataclass(frozen=True)
+class Shard:
+    """This process's part of a sweep shared by ``world_size`` processes (torchrun): every rank plans
+    the same cells, and cell ``first + i`` is measured by rank ``(first + i) % world_size`` only.
+
+    Round robin rather than blocks, because neighbouring cells (one model's sizes or batch sizes)
+    cost alike, so the ranks' loads stay close. Each row records its rank, the world size, the rank's
+    cores and its cell's position, by which rank 0 puts the ranks' rows back in the sweep's order.
+    """
+
+    rank: int
+    world_size: int
+    cores: str | None = None
+    first: int = 0
+
+    def owns(self, index: int) -> bool:
+        return (self.first + index) % self.world_size == self.rank
+
+    def fields(self, index: int) -> Row:
+        return {"world_size": self.world_size, "rank": self.rank, "cores": self.cores, "cell": self.first + index}
+
+    def after(self, cells: int) -> "Shard":
+        """The shard of a sweep that continues this one's numbering after ``cells`` cells."""
+        return replace(self, first=self.first + cells)
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunnerOptions:
     """What every runner's config has besides its own settings.
@@ -39,10 +65,20 @@ class RunnerOptions:
     :param progress: called with (model, what it is doing now) as the runner goes.
     :param done: rows of an earlier run of the same command (``--resume``): a cell whose every row
         is among them, with the same key fields and no error, is skipped.
+    :param shard: this process's part of a sweep run by several (None: all of it).
     """
 
     progress: Progress = field(default=no_progress, compare=False)
     done: Sequence[Row] = field(default=(), compare=False, repr=False)
+    shard: Shard | None = field(default=None, compare=False)
+
+    def owns(self, index: int) -> bool:
+        """Whether the cell at ``index`` of the sweep is this process's to measure."""
+        return self.shard is None or self.shard.owns(index)
+
+    def shard_fields(self, index: int) -> Row:
+        """The row fields that say which rank measured the cell at ``index`` (none outside torchrun)."""
+        return {} if self.shard is None else self.shard.fields(index)
 
     def is_done(self, keys: Sequence[Row]) -> bool:
         """Whether every row of a cell (its ``keys``) was already measured without error."""
@@ -101,17 +137,18 @@ def isolated(fn: Callable[[], Any], stage: str | None = None, device: str | None
 def measure_cells(cells: Iterable[Cell], options: RunnerOptions = RunnerOptions()) -> Iterator[Row]:
     """Measure each cell in turn and yield its rows as soon as it is done (see the module docstring).
 
-    Rows already ``done`` (see `RunnerOptions`) are neither measured nor yielded again.
+    Rows already ``done`` (see `RunnerOptions`) are neither measured nor yielded again, and with a
+    ``shard`` only this process's cells are measured.
     """
-    for cell in cells:
+    for index, cell in enumerate(cells):
         todo = [key for key in cell.keys if not options.is_done([key])]
-        if not todo:
+        if not todo or not options.owns(index):
             continue
         outcome = isolated(lambda: cell.measure(todo), cell.stage, cell.device)
         results = outcome.value if outcome.error is None else [{"error": outcome.error}] * len(todo)
         keys = todo * len(results) if len(todo) == 1 else todo
         for key, fields in zip(keys, results):
-            yield make_row(**{**key, **fields})
+            yield make_row(**{**key, **fields, **options.shard_fields(index)})
 
 
 class Built:

@@ -119,7 +119,7 @@ def plan(specs: Sequence["ModelSpec"], config: RunConfig) -> Plan:
     blocks = config.blocks and replace(
         config.blocks, device=config.device, batch_size=config.batch_size, warmup=config.warmup,
         iters=config.iters, budget_s=config.budget_s, target=config.target, threads=config.threads,
-        progress=config.progress, done=config.done,
+        progress=config.progress, done=config.done, shard=config.shard and config.shard.after(len(specs)),
     )  # fmt: skip
     return Plan(config, tuple(specs), count, latency, prepared, blocks)
 
@@ -130,9 +130,14 @@ def run(specs: Sequence["ModelSpec"], config: RunConfig) -> Iterator[Row]:
 
 
 def rows(checked: Plan) -> Iterator[Row]:
-    """The rows of a `plan`: per model its stages' rows merged, as each model finishes."""
+    """The rows of a `plan`: per model its stages' rows merged, as each model finishes.
+
+    Under torchrun a model is the unit of the shard: its stages run on one rank, then the blocks' cells follow.
+    """
     config = checked.config
-    for spec in checked.specs:
+    for index, spec in enumerate(checked.specs):
+        if not config.owns(index):
+            continue
         classes = checked.latency.num_classes if spec.kind == "model" else None
         built = {spec.name: Built(spec, seed=config.seed, **({"num_classes": classes} if classes else {}))}
         timing = list(latency_runner.cells([spec], checked.latency, built, stage="latency"))
@@ -143,7 +148,7 @@ def rows(checked: Plan) -> Iterator[Row]:
         (counted,) = measure_cells(count_runner.cells([spec], checked.count, built))
         trained = next(measure_cells(training), None)
         for timed in measure_cells(timing, checked.latency):
-            yield merge(timed, counted, trained)
+            yield {**merge(timed, counted, trained), **config.shard_fields(index)}
         config.progress(spec.name, "done")
     if checked.blocks is not None:
         yield from blocks_runner.blocks(blocks_runner.default_specs(), checked.blocks)

@@ -24,6 +24,7 @@ from segbench.runners.weights import check_weights, per_model
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
+    from segbench.measure.data_parallel import DataParallel
     from segbench.registry import ModelSpec
 
 @dataclass(frozen=True)
@@ -31,7 +32,8 @@ class TrainConfig(RunnerOptions):
     """The dataset, the budget (None: the device type's defaults) and the files of a training run.
 
     ``weights`` and ``save`` are paths in which ``{model}`` stands for the model's name (required
-    when several models are trained).
+    when several models are trained). ``parallel``: train as one rank of a data-parallel job (torchrun);
+    the batch size is then the global batch, split over the ranks.
     """
 
     dataset: str = "synthetic"
@@ -44,6 +46,7 @@ class TrainConfig(RunnerOptions):
     seed: int = defaults.SEED
     weights: str | None = None
     save: str | None = None
+    parallel: "DataParallel | None" = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         check_device(self.device)
@@ -53,6 +56,8 @@ class TrainConfig(RunnerOptions):
         check_sizes([self.size] if self.size else None)
         if self.lr is not None and not self.lr > 0:
             raise UserError(f"bad learning rate {self.lr}: expected a number > 0")
+        if self.parallel is not None:
+            self.parallel.local_batch(self.budget[1])
 
     @property
     def budget(self) -> tuple[int, int]:
@@ -136,6 +141,8 @@ def _measure(spec: "ModelSpec", model: Built, prepared: Prepared, keys: list[Row
     fields: dict[str, Any] = train_and_evaluate(
         network, prepared.train_set, prepared.val_set, steps=steps, batch_size=batch, size=prepared.size,
         lr=config.lr, device=config.device, seed=config.seed, weights=prepared.weights[spec.name],
-        save=prepared.save[spec.name], on_step=on_step,
+        save=prepared.save[spec.name], on_step=on_step, parallel=config.parallel,
     )  # fmt: skip
+    if config.parallel is not None:
+        fields["world_size"] = config.parallel.world_size
     return [fields]

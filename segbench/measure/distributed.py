@@ -1,0 +1,195 @@
+"""One process per rank under torchrun: its place, its own cores or GPU, the process group, and the
+few collectives segbench needs to coordinate ranks (everything else stays per process).
+
+torchrun tells each process its place through the environment (RANK, WORLD_SIZE, LOCAL_RANK,
+LOCAL_WORLD_SIZE, MASTER_ADDR/PORT). `start` reads it and, before torch starts a thread pool (threads
+created earlier keep the old CPU mask), gives the rank a disjoint slice of the cores this process may
+use (``os.sched_getaffinity``, so taskset, cgroups and Slurm cpusets are honoured) with
+``torch.set_num_threads`` to match: ranks on one machine then do not disturb each other's timings. On
+CUDA each rank makes ``cuda:LOCAL_RANK`` its current device, so ``--device cuda`` means the rank's own
+GPU and rows still say ``cuda``. The process group is gloo on CPU and nccl on CUDA, with a gloo group
+beside nccl for the control messages (the run id, the rows at the end), which need no GPU.
+
+Every collective and message has a timeout, ``SEGBENCH_DIST_TIMEOUT`` seconds (default
+`DEFAULT_TIMEOUT_S`): it bounds the wait for a rank that is alive but stuck, and must exceed what one
+rank may wait for the others at the end of a sweep. A rank that dies costs no timeout: gloo sees the closed connection and
+the others' collectives fail within about a second (and torchrun stops the remaining ranks).
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime
+import os
+import pickle
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+
+from segbench.errors import UserError
+
+#: Two hours: longer than the imbalance of any sweep tried here, short enough to end a stuck job.
+DEFAULT_TIMEOUT_S = 7200.0
+TIMEOUT_VARIABLE = "SEGBENCH_DIST_TIMEOUT"
+
+
+@dataclass(frozen=True)
+class Place:
+    """This process's place in a torchrun job, once `start` has set it up.
+
+    :param device: the device this rank measures on (``cpu``, or ``cuda``: its own GPU is the current one).
+    :param cores: the CPU cores this rank is pinned to; None where the OS cannot pin.
+    :param control: the gloo group of the control collectives (the default group when it is gloo).
+    """
+
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    device: str
+    cores: tuple[int, ...] | None
+    control: Any
+    timeout_s: float
+
+
+def launched() -> bool:
+    """Whether torchrun (or another launcher speaking its environment) started this process."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def start(device: str) -> Place:
+    """Pin this rank's cores, pick its GPU and join the process group (UserError on an impossible setup)."""
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    timeout_s = timeout_seconds()
+    cores = pin_cores(local_rank, local_world_size)
+    backend = "gloo"
+    if device.startswith("cuda"):
+        device = _own_gpu(device, local_rank, local_world_size)
+        backend = "nccl"
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+        atexit.register(_leave)
+    control = None if backend == "gloo" else dist.new_group(backend="gloo")
+    return Place(rank, world_size, local_rank, local_world_size, device, cores, control, timeout_s)
+
+
+def timeout_seconds() -> float:
+    """``SEGBENCH_DIST_TIMEOUT`` (seconds > 0), or `DEFAULT_TIMEOUT_S`."""
+    text = os.environ.get(TIMEOUT_VARIABLE)
+    if text is None:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise UserError(f"bad {TIMEOUT_VARIABLE}={text!r}: expected seconds > 0, e.g. 600")
+    return value
+
+
+def pin_cores(local_rank: int, local_world_size: int) -> tuple[int, ...] | None:
+    """Restrict this process to its slice of the usable cores (leftover cores stay unused), set torch's threads."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    usable = sorted(os.sched_getaffinity(0))
+    per_rank = len(usable) // local_world_size
+    if per_rank == 0:
+        raise UserError(
+            f"{local_world_size} ranks on this machine but only {len(usable)} usable CPU cores: "
+            f"use --nproc-per-node {len(usable)} or fewer"
+        )
+    mine = tuple(usable[local_rank * per_rank : (local_rank + 1) * per_rank])
+    os.sched_setaffinity(0, mine)
+    torch.set_num_threads(len(mine))
+    return mine
+
+
+def core_list(cores: tuple[int, ...] | None) -> str | None:
+    """``(0, 1, 2, 3, 8)`` -> ``"0-3,8"`` (the notation of taskset and /proc/self/status)."""
+    if not cores:
+        return None
+    runs: list[list[int]] = []
+    for core in sorted(cores):
+        if runs and core == runs[-1][1] + 1:
+            runs[-1][1] = core
+        else:
+            runs.append([core, core])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def _own_gpu(device: str, local_rank: int, local_world_size: int) -> str:
+    if device != "cuda" and local_world_size > 1:
+        raise UserError(f"--device {device} under torchrun: each rank uses its own GPU (cuda:LOCAL_RANK); pass --device cuda")
+    if not torch.cuda.is_available() or torch.cuda.device_count() < local_world_size:
+        raise UserError(
+            f"{local_world_size} ranks on this machine but {torch.cuda.device_count()} CUDA device(s): "
+            f"use --nproc-per-node {torch.cuda.device_count()} or fewer, or --device cpu"
+        )
+    torch.cuda.set_device(local_rank if device == "cuda" else int(device.partition(":")[2]))
+    return "cuda"
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def broadcast(place: Place, value: Any) -> Any:
+    """Rank 0's ``value``, on every rank."""
+    box = [value]
+    dist.broadcast_object_list(box, src=0, group=place.control)
+    return box[0]
+
+
+# The end of a sweep is point to point, not a collective (gather, barrier): a collective fails as a
+# whole when one rank is gone, and gloo's message then names an address, not the rank. Rank 0 waits
+# for each other rank in turn, so it knows which rank failed and still gets the others' rows.
+
+
+def hand_over(place: Place, value: Any, timeout_s: float) -> str | None:
+    """Rank k > 0: send ``value`` to rank 0 and wait for its receipt; None once rank 0 has it, else why not."""
+    try:
+        payload = torch.frombuffer(bytearray(pickle.dumps(value)), dtype=torch.uint8)
+        dist.send(torch.tensor([payload.numel()], dtype=torch.int64), dst=0, group=place.control)
+        dist.send(payload, dst=0, group=place.control)
+        receipt = torch.zeros(1, dtype=torch.int64)
+        dist.irecv(receipt, src=0, group=place.control).wait(datetime.timedelta(seconds=timeout_s))
+    except RuntimeError as exc:  # DistBackendError included
+        return _first_line(exc)
+    return None
+
+
+def take_over(place: Place, timeout_s: float, receive: Callable[[int, Any], None]) -> dict[int, str]:
+    """Rank 0: each other rank's value, passed to ``receive(rank, value)`` before the rank gets its
+    receipt; waits at most ``timeout_s`` in all. Returns {rank: why it failed} for the ranks that did not send."""
+    deadline = time.monotonic() + timeout_s
+    sizes = {k: torch.zeros(1, dtype=torch.int64) for k in range(1, place.world_size)}
+    pending, failed = {}, {}
+    for rank, size in sizes.items():
+        try:  # posting the receive fails at once when the rank is already gone
+            pending[rank] = dist.irecv(size, src=rank, group=place.control)
+        except RuntimeError as exc:
+            failed[rank] = _first_line(exc)
+    for rank, work in pending.items():
+        try:
+            work.wait(datetime.timedelta(seconds=max(deadline - time.monotonic(), 1.0)))
+            payload = torch.empty(int(sizes[rank]), dtype=torch.uint8)
+            dist.recv(payload, src=rank, group=place.control)
+        except RuntimeError as exc:
+            failed[rank] = _first_line(exc)
+            continue
+        receive(rank, pickle.loads(payload.numpy().tobytes()))
+        try:
+            dist.send(torch.ones(1, dtype=torch.int64), dst=rank, group=place.control)
+        except RuntimeError:
+            pass  # that rank keeps its journal, as after any failure: nothing is lost
+    return failed
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
