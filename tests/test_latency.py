@@ -343,7 +343,7 @@ def test_block_rows_carry_block_fields_and_input_channels() -> None:
 
 def test_default_protocol_depends_on_the_device_and_is_adaptive() -> None:
     cpu, cuda = timing("cpu"), timing("cuda:1")
-    assert (cpu.warmup, cpu.iters, cpu.min_samples, cpu.budget_s, cpu.target) == (3, None, 6, 10.0, 0.02)
+    assert (cpu.warmup, cpu.iters, cpu.min_samples, cpu.min_seconds, cpu.budget_s, cpu.target) == (3, None, 6, 1.0, 10.0, 0.02)
     assert (cuda.warmup, cuda.iters, cuda.min_samples, cuda.budget_s) == (10, None, 20, 2.0)
     assert timing("cpu", iters=7).iters == 7
     (row,) = latency_rows([TINY], device="cpu", budget_s=0.5)

@@ -53,12 +53,14 @@ NON_FINITE = "the output holds inf or NaN (an fp16 overflow?); output_max_abs_di
 @dataclass(frozen=True)
 class Protocol:
     """How many calls are timed: ``iters`` exactly, or (``iters`` None) adaptively: at least
-    ``min_samples``, then until the 95 % interval of every median (and of every paired ratio) is
+    ``min_samples`` calls over at least ``min_seconds`` (a short burst of load then cannot be the
+    whole sample), then until the 95 % interval of every median (and of every paired ratio) is
     within +-``target`` of it, or ``budget_s`` seconds of timed calls are spent."""
 
     warmup: int
     iters: int | None = None
     min_samples: int = 6
+    min_seconds: float = 1.0
     budget_s: float = 10.0
     target: float = 0.02
 
@@ -95,8 +97,10 @@ def time_sessions(sessions: Sequence[Session], device: torch.device, protocol: P
         if protocol.iters is not None:
             if done >= protocol.iters:
                 return Timing(device_ms, host_ms, met)
-        elif done >= protocol.min_samples and (met or time.perf_counter() - start >= protocol.budget_s):
-            return Timing(device_ms, host_ms, met)
+        else:
+            spent = time.perf_counter() - start
+            if done >= protocol.min_samples and ((met and spent >= protocol.min_seconds) or spent >= protocol.budget_s):
+                return Timing(device_ms, host_ms, met)
 
 
 def _within_target(samples: list[list[float]], target: float) -> bool:

@@ -12,13 +12,13 @@ if TYPE_CHECKING:
     from segbench.measure.latency import Protocol
 
 #: The timing protocol per device type: warm-up calls, then (unless --iters fixes the count) at least
-#: ``min_samples`` timed calls and more until the 95 % interval of each median (and of each paired
-#: ratio) is within +-TARGET, or ``budget_s`` seconds per row are spent. A CPU call of FCN-8s at its
+#: ``min_samples`` timed calls over ``min_seconds`` and more until the 95 % interval of each median
+#: (and of each paired ratio) is within +-TARGET, or ``budget_s`` seconds per row are spent. A CPU call of FCN-8s at its
 #: default size takes seconds, so the CPU minimum is the smallest that gives a 95 % interval (6) and
 #: the budget bounds a row; CUDA calls take milliseconds, so more warm-up and samples are cheap.
 TIMING = {
-    "cpu": {"warmup": 3, "min_samples": 6, "budget_s": 10.0},
-    "cuda": {"warmup": 10, "min_samples": 20, "budget_s": 2.0},
+    "cpu": {"warmup": 3, "min_samples": 6, "min_seconds": 1.0, "budget_s": 10.0},
+    "cuda": {"warmup": 10, "min_samples": 20, "min_seconds": 0.2, "budget_s": 2.0},
 }
 TARGET = 0.02
 #: (optimiser steps, batch size) of brief training per device type. On CPU, 120 steps x 4 images is a
@@ -52,6 +52,7 @@ def timing(
         warmup=default["warmup"] if warmup is None else warmup,
         iters=iters,
         min_samples=default["min_samples"],
+        min_seconds=default["min_seconds"],
         budget_s=default["budget_s"] if budget_s is None else budget_s,
         target=TARGET if target is None else target,
     )
