@@ -21,6 +21,9 @@ from segbench.cli.options import (
     Resume,
     Seed,
     Steps,
+    TrainTime,
+    ConvBackend,
+    Init,
     Threads,
     Warmup,
     check_format,
@@ -70,8 +73,11 @@ def run_command(
     dataset: Dataset = "synthetic",
     num_classes: DatasetClasses = None,
     steps: Steps = None,
+    train_time: TrainTime = None,
     train_batch_size: TrainBatchSize = None,
     seed: Seed = 0,
+    init: Init = None,
+    conv_backend: ConvBackend = "auto",
     blocks: Blocks = False,
     kernel_sizes: KernelSizes = "3,5,7",
     channels: Channels = "32,64,128,256",
@@ -105,7 +111,8 @@ def run_command(
         device=device, size=parse_size(size) if size else None, batch_size=batch_size,
         variant=Variant(precision, channels_last, compile, cuda_graph), warmup=warmup, iters=iters,
         threads=threads, dataset=dataset, num_classes=num_classes, steps=steps, train_batch_size=train_batch_size,
-        seed=seed, blocks=block_study if blocks else None, progress=progress, done=previous,
+        seed=seed, blocks=block_study if blocks else None, progress=progress, done=previous, train_time=train_time,
+        conv_backend=conv_backend, init=init,
     )  # fmt: skip
     checked = plan(get_registry().select(models, kind="model"), config)
     journal = open_journal(None if no_save else out, "run", resume, previous)

@@ -15,8 +15,8 @@ ROW_FIELDS: tuple[str, ...] = (
     "params_trainable", "macs_fvcore", "macs_thop", "macs_analytic", "macs_other", "flops",
     "latency_ms_median", "latency_ms_mean", "latency_ms_p90", "latency_ms_min", "latency_ms_std",
     "iters", "throughput_ips", "host_ms_median", "threads", "output_max_abs_diff",
-    "output_argmax_agreement", "compile_seconds", "peak_mem_mb", "trace_file", "dataset",
-    "train_steps", "train_seconds", "miou", "pixel_acc", "iou_per_class", "mac_notes",
+    "output_argmax_agreement", "compile_seconds", "peak_mem_mb", "trace_file", "dataset", "init",
+    "train_steps", "train_seconds", "train_budget_seconds", "train_conv_backend", "conv_probe_seconds", "miou", "pixel_acc", "iou_per_class", "mac_notes",
     "block", "kernel_size", "in_channels", "out_channels", "stride", "mac_ratio", "mac_ratio_theory",
     "latency_speedup", "run_id",
     "error", "segbench_version", "torch_version", "cuda_version", "timestamp", "git_sha", "hostname",
@@ -24,7 +24,7 @@ ROW_FIELDS: tuple[str, ...] = (
 #: Fields that hold text: never read back as numbers, whatever they look like.
 TEXT_FIELDS = frozenset({
     "model", "kind", "family", "plugin", "device", "device_name", "precision", "trace_file", "dataset", "block",
-    "runtime", "run_id", "init", "error", "segbench_version", "torch_version", "cuda_version", "timestamp",
+    "runtime", "run_id", "init", "train_conv_backend", "error", "segbench_version", "torch_version", "cuda_version", "timestamp",
     "git_sha", "hostname",
 })  # fmt: skip
 #: Lists and mappings: kept in JSON, left out of CSV and tables.

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 COUNT_FIELDS = ("params", "params_trainable", "macs_fvcore", "macs_thop", "macs_analytic", "macs_other", "flops",
                 "mac_notes")  # fmt: skip
 #: A training row's batch size, precision and peak memory describe training; the merged row's, inference.
-TRAIN_FIELDS = ("dataset", "train_steps", "train_seconds", "miou", "pixel_acc", "iou_per_class")
+TRAIN_FIELDS = ("dataset", "init", "train_steps", "train_seconds", "train_budget_seconds", "train_conv_backend",
+                "conv_probe_seconds", "miou", "pixel_acc", "iou_per_class")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ class RunConfig(RunnerOptions):
     train_batch_size: int | None = None
     seed: int = defaults.SEED
     blocks: blocks_runner.BlocksConfig | None = None
+    train_time: float | None = None
+    conv_backend: str = train_runner.AUTO
+    init: str | None = None
 
     def __post_init__(self) -> None:
         check_positive(self.batch_size, "batch size")
@@ -80,13 +84,18 @@ class Plan:
         steps, train_batch = self.train.config.budget
         threads = f", {config.threads} threads" if config.threads else ""
         train_precision = "fp16 autocast" if config.device.startswith("cuda") else "fp32"
+        budget = f"{steps} steps" if steps is not None else f"as many steps as fit in {config.train_time:g} s"
+        start = "" if config.init is None else f", backbone from {config.init}"
+        backend = ""
+        if defaults.device_type(config.device) == "cpu":
+            backend = f"; CPU conv backend {config.conv_backend} (train_conv_backend)"
         variant = config.variant.tag.replace("+cl", "+channels_last").replace("+graph", "+cuda_graph")
         return [
             f"Input {height}x{width} for counting, latency and training; models built for the dataset's classes",
             f"Counting + latency: batch {config.batch_size}, {variant}, {warmup} warm-up + {iters} "
             f"timed calls on {config.device}{threads}; peak_mem_mb is inference memory",
-            f"Training: {steps} steps x batch {train_batch} ({train_precision}, seed {config.seed}) "
-            f"on {self.train.train_set.name} train, then mIoU on its val split",
+            f"Training: {budget} x batch {train_batch} ({train_precision}, seed {config.seed}{start}) "
+            f"on {self.train.train_set.name} train, then mIoU on its val split{backend}",
         ]
 
 
@@ -96,6 +105,7 @@ def plan(specs: Sequence["ModelSpec"], config: RunConfig) -> Plan:
     prepared = train_runner.prepare(trained, train_runner.TrainConfig(
         dataset=config.dataset, num_classes=config.num_classes, device=config.device, steps=config.steps,
         batch_size=config.train_batch_size, size=config.size, seed=config.seed, progress=config.progress,
+        train_time=config.train_time, conv_backend=config.conv_backend, init=config.init,
     ))  # fmt: skip
     classes = prepared.train_set.num_classes
     size = prepared.size
@@ -126,7 +136,7 @@ def rows(checked: Plan) -> Iterator[Row]:
         built = {spec.name: Built(spec, seed=config.seed, **({"num_classes": classes} if classes else {}))}
         (timing,) = latency_runner.cells([spec], checked.latency, built, stage="latency")
         training = list(train_runner.cells(checked.train, [spec])) if spec.kind == "model" else []
-        key = {**timing.keys[0], **{f: c.keys[0][f] for c in training for f in ("dataset", "train_steps")}}
+        key = {**timing.keys[0], **{f: c.keys[0][f] for c in training for f in train_runner.KEY_FIELDS if f in c.keys[0]}}
         if config.is_done([key]):
             continue
         (counted,) = measure_cells(count_runner.cells([spec], checked.count, built))
