@@ -116,6 +116,19 @@ def test_same_seed_same_row(test_models, tmp_path):
         assert result.exit_code == 0, result.output
         rows.append(json.loads(result.stdout)[0])
     assert rows[0]["miou"] == rows[1]["miou"] and rows[0]["iou_per_class"] == rows[1]["iou_per_class"]
+    assert rows[0]["train_conv_backend"] == rows[1]["train_conv_backend"] == "onednn"  # tiny layers: not probed
+
+
+def test_train_time_budget_and_its_steps_give_the_same_row(test_models):
+    timed_args = [a for a in TINY if a not in ("--steps", "2")]
+    result = runner.invoke(app, ["run", "-m", "tiny_net", *timed_args, "--train-time", "2", "--format", "json",
+                                 "--no-save"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (timed,) = json.loads(result.stdout)
+    assert timed["train_budget_seconds"] == 2 and timed["train_steps"] >= 1 and timed["init"] == "scratch"
+    steps = ["--steps", str(timed["train_steps"])]
+    again = runner.invoke(app, ["run", "-m", "tiny_net", *timed_args, *steps, "--format", "json", "--no-save"])
+    assert json.loads(again.stdout)[0]["miou"] == timed["miou"]
 
 
 def test_ctrl_c_keeps_the_finished_rows(test_models, tmp_path, monkeypatch):
@@ -160,6 +173,9 @@ def test_run_builtin_model_and_block_at_tiny_size(tmp_path):
         (["--steps", "-1"], "bad steps -1"),
         (["--dataset", "nope"], "nope"),
         (["--blocks", "-k", "2"], "bad kernel size 2"),
+        (["--train-time", "-5"], "bad --train-time -5"),
+        (["--conv-backend", "native:backbone.head.fc6"], "'backbone.head.fc6' is not a conv layer of FastSCNN"),
+        (["--init", "vgg16:/nonexistent/none.pt"], "none.pt: weights file not found"),
     ],
 )
 def test_bad_input_is_exit_2_before_any_work(args, message, tmp_path):

@@ -83,7 +83,7 @@ class Plan:
         missing = [name for name in self.native if name not in convs]
         if missing:
             raise UserError(
-                f"--conv-backend names {missing[0]!r}, not a conv layer of {type(model).__name__} "
+                f"--conv-backend: {missing[0]!r} is not a conv layer of {type(model).__name__} "
                 f"(its conv layers: {', '.join(convs[:6])}{', ...' if len(convs) > 6 else ''})"
             )
         return list(self.native)
