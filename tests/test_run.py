@@ -62,12 +62,12 @@ def test_defaults_come_from_the_dataset_and_the_device_type():
     from segbench.plugins import get_registry
 
     cpu = plan(get_registry().select("fast_scnn"), RunConfig(device="cpu"))
-    assert (cpu.train.size, cpu.train.config.budget, cpu.latency.timing) == ((128, 128), (120, 4), (3, 10))
+    assert (cpu.train.size, cpu.train.config.budget, cpu.latency.timing) == ((128, 128), (120, 2), (3, 10))
     assert cpu.count.size == cpu.latency.sizes[0] == (128, 128)  # every stage at the dataset's size
     assert cpu.latency.num_classes == cpu.count.num_classes == 6  # built for the dataset's classes
     lines = cpu.describe()
     assert lines[0].startswith("Input 128x128 for counting, latency and training")
-    assert "120 steps x batch 4" in lines[2]
+    assert "120 steps x batch 2" in lines[2]
 
 
 def test_run_end_to_end_with_a_failing_model(test_models, tmp_path):

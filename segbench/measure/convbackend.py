@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import torch
@@ -238,9 +239,12 @@ class _Child:
     """A fresh Python process that times layers with oneDNN, one line per call."""
 
     def __init__(self) -> None:
+        package_root = str(Path(__file__).resolve().parents[2])  # this segbench, whatever is installed
+        path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "segbench.measure.convbackend", str(torch.get_num_threads())],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env={**os.environ, "PYTHONPATH": path},
         )  # fmt: skip
         self.pending = b""  # read from the pipe, not yet split into lines
         if self.read(timeout=None) is None:  # it writes a line once torch is imported
