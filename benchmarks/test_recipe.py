@@ -110,9 +110,10 @@ def test_default_recipe_matches_a_plain_loop(membrane: Path) -> None:
     train_set, val_set = open_datasets(f"folder:{membrane}")
     assert (len(train_set), len(val_set), train_set.num_classes) == (600, 150, 2)
     results: dict[str, list[float]] = {"segbench recipe": [], "plain loop (flips only)": []}
-    for seed in range(SEEDS):  # interleaved, so a change of machine load hits both alike
-        results["segbench recipe"].append(segbench_recipe(seed, train_set, val_set))
-        results["plain loop (flips only)"].append(plain_loop(seed, train_set, val_set))
+    for seed in range(SEEDS):
+        for name, loop in zip(results, (segbench_recipe, plain_loop)):
+            results[name].append(loop(seed, train_set, val_set))
+            print(f"seed {seed}: {name} mIoU {results[name][-1]:.4f}", flush=True)
     print(f"\n{MODEL}, {STEPS} steps x batch {BATCH} at {TILE}x{TILE}, ISBI-2012 membrane tiles, "
           f"{torch.get_num_threads()} threads, seeds 0-{SEEDS - 1}:")  # fmt: skip
     for name, values in results.items():

@@ -121,7 +121,7 @@ def test_probe_decides_from_native_and_onednn_times(monkeypatch: pytest.MonkeyPa
 
 @pytest.mark.parametrize(
     ("native", "onednn", "wins"),
-    [(1.0, 3.0, True), (1.0, 2.9, False), (0.01, 0.2, False), (0.01, 0.3, True), (1.0, None, True)],
+    [(1.0, 5.0, True), (1.0, 4.9, False), (0.01, 0.2, False), (0.01, 0.3, True), (1.0, None, True)],
 )
 def test_native_wins_only_decisively(native: float, onednn: float | None, wins: bool) -> None:
     assert convbackend._native_wins(native, onednn) is wins

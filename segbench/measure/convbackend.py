@@ -41,9 +41,10 @@ from segbench.errors import UserError
 
 ONEDNN, NATIVE, AUTO = "onednn", "native", "auto"
 #: A layer runs native only when oneDNN takes at least DECISIVE times as long as native and at least
-#: MIN_GAIN_S longer per forward + backward: the signature of a fallback kernel, far beyond the
-#: scheduling blips (up to ~0.1 s) of a shared machine, so the choice does not flip between runs.
-DECISIVE = 3.0
+#: MIN_GAIN_S longer per forward + backward: the signature of a fallback kernel (fc6 on AVX2: 20x),
+#: far beyond what load on a shared machine does to a healthy layer (FCN's fc7, 1.5-2x native, once
+#: measured 3x under a load average of 3), so the choice does not flip between runs.
+DECISIVE = 5.0
 MIN_GAIN_S = 0.25
 #: Layers of fewer multiply-accumulates per forward keep oneDNN untimed: even a reference kernel at
 #: 0.05 GMAC/s (oneDNN's for fc6 on AVX2 runs at about 0.25) would lose less than MIN_GAIN_S over
@@ -302,24 +303,25 @@ class Probe:
 def probe(model: nn.Module, input_shape: Sequence[int]) -> Probe:
     """Time the conv layers that could matter both ways and choose each one's backend.
 
-    Layers under ``SMALL_MACS`` and grouped convs keep oneDNN untimed. The others are timed native in
-    this process (im2col + GEMM: no fallback to fear), then with oneDNN in a child process whose call
-    is stopped once it passes what would make native win, and restarted for the next layer.
+    Layers under ``SMALL_MACS`` and grouped convs keep oneDNN untimed. Each other distinct layer is
+    timed native in this process (im2col + GEMM: no fallback to fear), then at once with oneDNN in a
+    child process whose call is stopped once it passes what would make native win (the child is then
+    restarted for the next layer).
     """
     start = time.perf_counter()
     distinct: dict[Layer, list[str]] = {}
     for name, layer in conv_layers(model, input_shape).items():
         if layer.macs >= SMALL_MACS and layer.native_is_gemm:
             distinct.setdefault(layer, []).append(name)
-    native = {layer: min(_time_layer(layer.job(), onednn=False)) for layer in distinct}
     timings: dict[Layer, tuple[float, float | None]] = {}
     child: _Child | None = None
     try:
-        for layer, seconds in sorted(native.items(), key=lambda item: item[1]):  # a stopped layer comes late
+        for layer in sorted(distinct, key=lambda layer: layer.macs):  # the biggest, likeliest to be stopped, last
+            native = min(_time_layer(layer.job(), onednn=False))  # right before oneDNN: the same machine load
             if child is None or child.process.poll() is not None:
                 child = _Child()
-            lost = max(DECISIVE * seconds, seconds + MIN_GAIN_S)  # oneDNN slower than this: native wins
-            timings[layer] = (seconds, child.time(layer, timeout=lost + SLACK_S))
+            lost = max(DECISIVE * native, native + MIN_GAIN_S)  # oneDNN slower than this: native wins
+            timings[layer] = (native, child.time(layer, timeout=lost + SLACK_S))
     finally:
         if child is not None:
             child.close()
