@@ -62,13 +62,13 @@ def test_defaults_come_from_the_dataset_and_the_device_type():
     from segbench.plugins import get_registry
 
     cpu = plan(get_registry().select("fast_scnn"), RunConfig(device="cpu"))
-    assert (cpu.train.size, cpu.train.config.budget) == ((128, 128), (120, 4))
+    assert (cpu.train.size, cpu.train.config.budget) == ((128, 128), (120, 2))
     assert (cpu.latency.protocol.warmup, cpu.latency.protocol.iters) == (3, None)  # adaptive timing
     assert cpu.count.size == cpu.latency.sizes[0] == (128, 128)  # every stage at the dataset's size
     assert cpu.latency.num_classes == cpu.count.num_classes == 6  # built for the dataset's classes
     lines = cpu.describe()
     assert lines[0].startswith("Input 128x128 for counting, training and latency")
-    assert "120 steps x batch 4" in lines[1] and "per model: torch fp32" in lines[2]
+    assert "120 steps x batch 2" in lines[1] and "per model: torch fp32" in lines[2]
 
 
 def test_run_end_to_end_with_a_failing_model(test_models, tmp_path):
@@ -119,6 +119,20 @@ def test_same_seed_same_row(test_models, tmp_path):
         assert result.exit_code == 0, result.output
         rows.append(json.loads(result.stdout)[0])
     assert rows[0]["miou"] == rows[1]["miou"] and rows[0]["iou_per_class"] == rows[1]["iou_per_class"]
+    assert rows[0]["train_conv_backend"] == rows[1]["train_conv_backend"] == "onednn"  # tiny layers: not probed
+
+
+def test_train_time_budget_and_its_steps_give_the_same_row(test_models):
+    at = TINY.index("--steps")
+    timed_args = TINY[:at] + TINY[at + 2 :]
+    result = runner.invoke(app, ["run", "-m", "tiny_net", *timed_args, "--train-time", "2", "--format", "json",
+                                 "--no-save"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (timed,) = json.loads(result.stdout)
+    assert timed["train_budget_seconds"] == 2 and timed["train_steps"] >= 1 and timed["init"] == "scratch"
+    steps = ["--steps", str(timed["train_steps"])]
+    again = runner.invoke(app, ["run", "-m", "tiny_net", *timed_args, *steps, "--format", "json", "--no-save"])
+    assert json.loads(again.stdout)[0]["miou"] == timed["miou"]
 
 
 def test_ctrl_c_keeps_the_finished_rows(test_models, tmp_path, monkeypatch):
@@ -163,6 +177,9 @@ def test_run_builtin_model_and_block_at_tiny_size(tmp_path):
         (["--steps", "-1"], "bad steps -1"),
         (["--dataset", "nope"], "nope"),
         (["--blocks", "-k", "2"], "bad kernel size 2"),
+        (["--train-time", "-5"], "bad --train-time -5"),
+        (["--conv-backend", "native:backbone.head.fc6"], "'backbone.head.fc6' is not a conv layer of FastSCNN"),
+        (["--init", "vgg16:/nonexistent/none.pt"], "none.pt: weights file not found"),
     ],
 )
 def test_bad_input_is_exit_2_before_any_work(args, message, tmp_path):

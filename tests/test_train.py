@@ -14,7 +14,14 @@ from segbench.data.synthetic import SyntheticDataset
 from segbench.errors import UserError
 from segbench.registry import ModelSpec
 from segbench.measure import recipe
-from segbench.measure.training import augment, segmentation_loss, tensor_mib, train_and_evaluate
+from segbench.measure.training import (
+    BudgetError,
+    augment,
+    budget_steps,
+    segmentation_loss,
+    tensor_mib,
+    train_and_evaluate,
+)
 from segbench.runners.cells import measure_cells
 from segbench.runners.train import Prepared, TrainConfig, cells, prepare
 
@@ -48,7 +55,7 @@ def tiny_data() -> tuple[SyntheticDataset, SyntheticDataset]:
     )
 
 
-def run(data: tuple, seed: int = 0, steps: int = 40, **kwargs: object) -> tuple[dict, list[float]]:
+def run(data: tuple, seed: int = 0, steps: int | None = 40, **kwargs: object) -> tuple[dict, list[float]]:
     torch.manual_seed(seed)
     model = kwargs.pop("model", None) or TinyNet(data[0].num_classes)
     losses: list[float] = []
@@ -194,6 +201,29 @@ def test_train_runner_row_fields_and_errors(tiny_data: tuple) -> None:
         prepare([_spec(TinyNet, kind="block")], TrainConfig(steps=1))
 
 
+def test_train_time_records_the_steps_that_reproduce_it(tiny_data: tuple) -> None:
+    timed, losses = run(tiny_data, steps=None, time_budget=2.0)
+    assert timed["train_budget_seconds"] == 2.0 and timed["train_steps"] == len(losses) >= 1
+    again, _ = run(tiny_data, steps=timed["train_steps"])
+    assert (again["miou"], again["iou_per_class"]) == (timed["miou"], timed["iou_per_class"])
+    assert again["train_budget_seconds"] is None
+
+
+def test_budget_steps_fit_what_is_left_or_say_why_not() -> None:
+    assert budget_steps(10.0, 4.0, 2.0) == 3
+    with pytest.raises(BudgetError, match="--train-time 5 s leaves no time for a step: 4.5 s spent"):
+        budget_steps(5.0, 4.5, 1.0)
+
+
+def test_runner_records_and_replays_the_conv_backend(tiny_data: tuple) -> None:
+    (auto,) = train_rows([_spec(TinyNet)], tiny_data, steps=2, batch_size=4, size=SIZE)
+    assert auto["train_conv_backend"] == "onednn" and auto["conv_probe_seconds"] >= 0 and auto["init"] == "scratch"
+    (pinned,) = train_rows([_spec(TinyNet)], tiny_data, steps=2, batch_size=4, size=SIZE, conv_backend="native:body.0")
+    assert pinned["train_conv_backend"] == "native:body.0" and pinned["conv_probe_seconds"] is None
+    (replayed,) = train_rows([_spec(TinyNet)], tiny_data, steps=2, batch_size=4, size=SIZE, conv_backend="onednn")
+    assert replayed["miou"] == auto["miou"]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_trains_on_cuda_with_mixed_precision(tiny_data: tuple) -> None:
     fields, losses = run(tiny_data, steps=4, device="cuda")
@@ -253,6 +283,10 @@ def test_cli_trains_and_writes_rows(tmp_path: Path) -> None:
         (["--models", "block_dsconv"], "block_dsconv is a block"),
         (["--size", "32"], "bad size '32'"),
         (["--steps", "-1"], "bad steps -1"),
+        (["--train-time", "0"], "bad --train-time 0"),
+        (["--train-time", "30"], "--steps and --train-time both set the training budget"),
+        (["--conv-backend", "fast"], "bad --conv-backend 'fast'"),
+        (["--conv-backend", "native:nope"], "'nope' is not a conv layer of FastSCNN"),
     ],
 )
 def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path: Path, args: list[str], message: str) -> None:

@@ -113,6 +113,30 @@ Runtimes = Annotated[
     typer.Option("--runtime", "-r", help="Comma list of runtimes (see segbench list), or 'all'. fp32 PyTorch eager is the reference."),
 ]
 FoldBN = Annotated[bool, typer.Option("--fold-bn", help="Add rows with BatchNorm folded into the conv before it.")]
+TrainTime = Annotated[
+    Optional[float],
+    typer.Option(
+        "--train-time",
+        help="Train each model for this many seconds (conv probe, step timing and steps; not evaluation) "
+        "instead of a number of steps. The row records the steps reached: --steps with them repeats the mIoU.",
+    ),
+]
+ConvBackend = Annotated[
+    str,
+    typer.Option(
+        "--conv-backend",
+        help="CPU convolution kernels for training: auto (a short probe picks oneDNN or native per layer), "
+        "onednn, native, or native:LAYER,... (a row's train_conv_backend, to repeat it exactly).",
+    ),
+]
+Init = Annotated[
+    Optional[str],
+    typer.Option(
+        "--init",
+        help="vgg16:PATH: start FCN backbones from a VGG16 classifier checkpoint (torchvision layout); "
+        "fc6/fc7 from its first two fully connected layers. Default: from scratch.",
+    ),
+]
 KernelSizes = Annotated[str, typer.Option("--kernel-sizes", "-k", help="Comma list of odd kernel sizes.")]
 Channels = Annotated[str, typer.Option("--channels", "-c", help="Comma list of channel counts (in = out).")]
 

@@ -29,6 +29,9 @@ from segbench.cli.options import (
     Seed,
     Steps,
     Target,
+    TrainTime,
+    ConvBackend,
+    Init,
     Threads,
     Warmup,
     check_format,
@@ -80,8 +83,11 @@ def run_command(
     dataset: Dataset = "synthetic",
     num_classes: DatasetClasses = None,
     steps: Steps = None,
+    train_time: TrainTime = None,
     train_batch_size: TrainBatchSize = None,
     seed: Seed = 0,
+    init: Init = None,
+    conv_backend: ConvBackend = "auto",
     blocks: Blocks = False,
     kernel_sizes: KernelSizes = "3,5,7",
     channels: Channels = "32,64,128,256",
@@ -119,7 +125,7 @@ def run_command(
         warmup=warmup, iters=iters, budget_s=budget, target=target,
         threads=threads, dataset=dataset, num_classes=num_classes, steps=steps, train_batch_size=train_batch_size,
         seed=seed, blocks=block_study if blocks else None, progress=progress, done=previous,
-        shard=team and team.shard,
+        shard=team and team.shard, train_time=train_time, conv_backend=conv_backend, init=init,
     )  # fmt: skip
     checked = plan(get_registry().select(models, kind="model"), config)
     journal = open_journal(None if no_save else out, "run", resume, previous, team)

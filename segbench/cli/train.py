@@ -19,6 +19,9 @@ from segbench.cli.options import (
     Resume,
     Seed,
     Steps,
+    TrainTime,
+    ConvBackend,
+    Init,
     check_format,
     parse_size,
 )
@@ -27,8 +30,8 @@ from segbench.measure.recipe import AUX_WEIGHT, DEFAULT_LR, MOMENTUM, POLY_POWER
 from segbench.runners.defaults import TRAIN
 
 COLUMNS = (
-    "model", "dataset", "train_steps", "batch_size", "height", "width", "train_seconds", "miou",
-    "pixel_acc", "peak_mem_mb", "device", "precision",
+    "model", "dataset", "init", "train_steps", "train_budget_seconds", "batch_size", "height", "width",
+    "train_seconds", "train_conv_backend", "miou", "pixel_acc", "peak_mem_mb", "device", "precision",
 )  # fmt: skip
 
 Size = Annotated[
@@ -54,6 +57,7 @@ def train_command(
     models: Models = None,
     dataset: Dataset = "synthetic",
     steps: Steps = None,
+    train_time: TrainTime = None,
     size: Size = None,
     batch_size: BatchSize = None,
     lr: LearningRate = None,
@@ -62,6 +66,8 @@ def train_command(
     num_classes: DatasetClasses = None,
     save: Save = None,
     weights: Weights = None,
+    init: Init = None,
+    conv_backend: ConvBackend = "auto",
     fmt: Format = "table",
     out: Out = Path("results"),
     no_save: NoSave = False,
@@ -83,7 +89,8 @@ def train_command(
     config = TrainConfig(
         dataset=dataset, num_classes=num_classes, device=team.device if team else device, steps=steps,
         batch_size=batch_size, size=parse_size(size) if size else None, lr=lr, seed=seed, weights=weights, save=save,
-        progress=progress, done=previous, parallel=team and team.parallel,
+        progress=progress, done=previous, parallel=team and team.parallel, train_time=train_time,
+        conv_backend=conv_backend, init=init,
     )  # fmt: skip
     prepared = prepare(get_registry().select(models, kind="model"), config)
     train_set, val_set = prepared.train_set, prepared.val_set
@@ -97,7 +104,8 @@ def train_command(
 def _summary(row: dict[str, Any]) -> str:
     if row.get("error"):
         return f"{row['model']}: error: {row['error']}"
-    return f"{row['model']}: mIoU {row['miou']:.4f} after {row['train_steps']} steps in {row['train_seconds']:.1f} s"
+    backend = f" (conv backend {row['train_conv_backend']})" if row.get("train_conv_backend") else ""
+    return f"{row['model']}: mIoU {row['miou']:.4f} after {row['train_steps']} steps in {row['train_seconds']:.1f} s{backend}"
 
 
 def _footnotes(rows: list[dict[str, Any]], lr: float | None) -> list[str]:
@@ -109,11 +117,12 @@ def _footnotes(rows: list[dict[str, Any]], lr: float | None) -> list[str]:
     )
     low, high = SCALE_RANGE
     return [
-        f"From scratch: SGD lr {lr or DEFAULT_LR:g} momentum {MOMENTUM:g} wd {WEIGHT_DECAY:g}, poly "
+        f"Start: see init (scratch = random weights); SGD lr {lr or DEFAULT_LR:g} momentum {MOMENTUM:g} wd {WEIGHT_DECAY:g}, poly "
         f"{POLY_POWER:g}; cross-entropy ignoring 255, aux outputs x{AUX_WEIGHT:g}; scale {low:g}-{high:g}, crop, flip",
         "Eval: val images resized to HxW, logits back to mask size; mIoU leaves out classes absent from "
         "both prediction and ground truth",
         memory,
+        "train_seconds: conv probe (conv_probe_seconds), step timing under --train-time, and the steps; not evaluation",
     ] + [
         f"Data parallel over {size} ranks (torchrun, DDP): batch_size is the global batch, {size} equal parts; "
         "BatchNorm synchronised over the ranks; loss over the batch's labelled pixels; peak_mem_mb is rank 0's"

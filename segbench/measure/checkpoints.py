@@ -1,7 +1,8 @@
 """Checkpoints: ``state_dict`` files read safely (``weights_only``), checked against a model, written.
 
 `check_fits` needs only the model's parameter names and shapes, so a model built on the ``meta``
-device checks a ``--weights`` file before anything is trained.
+device checks a ``--weights`` file before anything is trained. `read_vgg16` and `init_from_vgg16`
+start an FCN from a VGG16 classifier checkpoint in torchvision's layout (``--init vgg16:PATH``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import torch
 from torch import nn
 
 from segbench.errors import UserError
+from segbench.models.fcn import BACKBONE, vgg16_classifier_shapes, vgg16_to_backbone
+
+#: Keys a torchvision VGG16 checkpoint may hold that the surgery does not use (the ImageNet scores).
+VGG16_UNUSED = ("classifier.6.weight", "classifier.6.bias")
 
 
 def read_state(path: str | Path) -> dict[str, torch.Tensor]:
@@ -55,3 +60,41 @@ def save_checkpoint(model: nn.Module, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
+
+
+def read_vgg16(path: str | Path) -> dict[str, torch.Tensor]:
+    """A VGG16 classifier checkpoint (torchvision's layout) as FCN backbone weights; UserError otherwise."""
+    state = read_state(path)
+    expected = vgg16_classifier_shapes()
+    wrong = [f"missing {k}" for k in expected if k not in state]
+    wrong += [f"unexpected {k}" for k in state if k not in expected and k not in VGG16_UNUSED]
+    wrong += [
+        f"{k} is {tuple(state[k].shape)}, expected {shape}"
+        for k, shape in expected.items()
+        if k in state and tuple(state[k].shape) != shape
+    ]
+    if wrong:
+        raise UserError(
+            f"{path}: not a VGG16 classifier checkpoint in torchvision's layout (features.N.*, classifier.0/3.*): "
+            f"{len(wrong)} keys differ, e.g. {wrong[0]}"
+        )
+    return {f"{BACKBONE}.{k}": v for k, v in vgg16_to_backbone(state).items()}
+
+
+def check_vgg16_target(model: nn.Module, backbone: Mapping[str, torch.Tensor], what: str) -> None:
+    """``model`` has an FCN's VGG16 backbone (every key of ``backbone`` with its shape); UserError if not.
+
+    Decided by the model's parameters, not its name: a plugin's FCN with the same backbone qualifies.
+    """
+    own = model.state_dict()
+    for key, value in backbone.items():
+        shape = tuple(value.shape)
+        if key not in own or tuple(own[key].shape) != shape:
+            raise UserError(f"--init vgg16 fits models with an FCN's VGG16 backbone; {what} has no {key} of shape {shape}")
+
+
+def init_from_vgg16(model: nn.Module, path: str | Path) -> None:
+    """Net surgery: load a VGG16 classifier checkpoint into ``model``'s backbone (the rest untouched)."""
+    backbone = read_vgg16(path)
+    check_vgg16_target(model, backbone, type(model).__name__)
+    model.load_state_dict(backbone, strict=False)

@@ -23,7 +23,9 @@ import contextlib
 import itertools
 import math
 import random
+import statistics
 import time
+from copy import deepcopy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
@@ -37,6 +39,7 @@ from segbench.data.common import IGNORE_INDEX
 from segbench.errors import UserError
 from segbench.measure.accuracy import Accuracy, ConfusionMatrix
 from segbench.measure.checkpoints import load_weights, save_checkpoint
+from segbench.measure.convbackend import ONEDNN, Plan, parse_plan, probe, use_plan
 from segbench.measure.latency import main_output
 from segbench.measure.memory import MIB, cpu_peak_mb
 from segbench.measure import recipe
@@ -45,6 +48,12 @@ if TYPE_CHECKING:
     from segbench.measure.data_parallel import DataParallel
 
 StepCallback = Callable[[int, float], None]
+#: Timed steps (after one untimed) that measure a step's wall time for ``--train-time``.
+CALIBRATION_STEPS = 3
+
+
+class BudgetError(RuntimeError):
+    """A time budget too small for one training step (the model's row says so)."""
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -155,6 +164,30 @@ def _autocast(device: torch.device) -> Any:
     return contextlib.nullcontext()
 
 
+def _recipe_step(
+    model: nn.Module, *, steps: int, lr: float, device: torch.device, parallel: DataParallel | None = None
+) -> Callable[[torch.Tensor, torch.Tensor], float]:
+    """One optimiser step of the recipe on a batch (the poly schedule spans ``steps``); returns the loss
+    (under ``parallel``, the loss of the whole global batch)."""
+    optimiser = torch.optim.SGD(model.parameters(), lr=lr, momentum=recipe.MOMENTUM, weight_decay=recipe.WEIGHT_DECAY)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: (1 - s / steps) ** recipe.POLY_POWER)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+
+    def step(images: torch.Tensor, masks: torch.Tensor) -> float:
+        images = images.to(device, non_blocking=True)
+        masks = masks.to(device, non_blocking=True)
+        with _autocast(device):
+            loss = segmentation_loss(model(images), masks, parallel and parallel.pixels(masks))
+        optimiser.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimiser)
+        scaler.update()
+        schedule.step()
+        return float(loss.detach()) if parallel is None else parallel.mean(loss)
+
+    return step
+
+
 def fit(
     model: nn.Module,
     train_set: Dataset,
@@ -190,23 +223,8 @@ def fit(
         pin_memory=device.type == "cuda",
         drop_last=False,
     )
-    optimiser = torch.optim.SGD(model.parameters(), lr=lr, momentum=recipe.MOMENTUM, weight_decay=recipe.WEIGHT_DECAY)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: (1 - s / steps) ** recipe.POLY_POWER)
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    train_step = _recipe_step(model, steps=steps, lr=lr, device=device, parallel=parallel)
     model.train()
-
-    def train_step(images: torch.Tensor, masks: torch.Tensor) -> float:
-        images = images.to(device, non_blocking=True)
-        masks = masks.to(device, non_blocking=True)
-        with _autocast(device):
-            loss = segmentation_loss(model(images), masks, parallel and parallel.pixels(masks))
-        optimiser.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimiser)
-        scaler.update()
-        schedule.step()
-        return float(loss.detach()) if parallel is None else parallel.mean(loss)
-
     first_step_mb = None
     for step, (images, masks) in enumerate(loader, start=1):
         if step == 1 and device.type == "cpu":
@@ -220,6 +238,39 @@ def fit(
         if on_step:
             on_step(step, value)
     return first_step_mb
+
+
+def seconds_per_step(
+    model: nn.Module, train_set: Dataset, *, batch_size: int, size: tuple[int, int], lr: float, device: torch.device
+) -> float:
+    """Median wall time of a recipe step on a copy of ``model`` (left untouched), after an untimed one.
+
+    Uses the first ``batch_size`` training samples; the caller reseeds afterwards, so the RNG draws
+    made here (augmentation, dropout) change nothing that follows.
+    """
+    copy = deepcopy(model).train()
+    step = _recipe_step(copy, steps=CALIBRATION_STEPS + 1, lr=lr, device=device)
+    samples = _Augmented(train_set, size)
+    images, masks = (torch.stack(t) for t in zip(*(samples[i % len(samples)] for i in range(batch_size))))
+    times = []
+    for _ in range(CALIBRATION_STEPS + 1):
+        start = time.perf_counter()
+        step(images, masks)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
+def budget_steps(budget: float, spent: float, per_step: float) -> int:
+    """Optimiser steps that fit in what is left of ``budget`` seconds; at least one, or an error."""
+    steps = int((budget - spent) // per_step)
+    if steps < 1:
+        raise BudgetError(
+            f"--train-time {budget:g} s leaves no time for a step: {spent:.1f} s spent before training "
+            f"(conv probe and step timing), {per_step:.2f} s per step"
+        )
+    return steps
 
 
 @torch.no_grad()
@@ -266,7 +317,7 @@ def train_and_evaluate(
     train_set: Dataset,
     val_set: Dataset,
     *,
-    steps: int,
+    steps: int | None,
     batch_size: int,
     size: tuple[int, int] | None = None,
     lr: float | None = None,
@@ -277,9 +328,12 @@ def train_and_evaluate(
     save: str | Path | None = None,
     on_step: StepCallback | None = None,
     parallel: DataParallel | None = None,
+    time_budget: float | None = None,
+    conv_backend: str = ONEDNN,
 ) -> dict[str, Any]:
     """Train ``model`` briefly on ``train_set`` and measure it on ``val_set``; return result-row fields.
 
+    :param steps: optimiser steps; None with ``time_budget``.
     :param size: training (and evaluation) size (H, W); the train set's ``default_size`` when None.
     :param lr: peak learning rate; ``recipe.DEFAULT_LR`` when None.
     :param weights: a local state_dict to start from (``steps=0`` then only evaluates it).
@@ -287,30 +341,44 @@ def train_and_evaluate(
     :param on_step: called with (step, loss) after every step.
     :param parallel: train as one rank of a data-parallel job (`segbench.measure.data_parallel`):
         ``batch_size`` is the global batch, only rank 0 writes ``save``.
+    :param time_budget: seconds for the conv probe, the step timing and training together: the steps
+        that fit are run as ``steps`` would run them (poly schedule over them), so ``steps`` = the
+        row's ``train_steps`` reproduces the mIoU exactly.
+    :param conv_backend: CPU convolution backends while training and evaluating: ``auto`` (measured,
+        see `segbench.measure.convbackend`) or a plan's text (``onednn``, ``native``, ``native:LAYER,...``).
     :returns: ``dataset, train_steps, train_seconds, miou, pixel_acc, iou_per_class, peak_mem_mb``
         (training only: CUDA ``max_memory_allocated``; CPU the weights and buffers plus the allocator
-        peak of the first step, see `fit`), and the conditions ``batch_size, height, width,
-        num_classes, precision, threads``.
+        peak of the first step, see `fit`), ``train_budget_seconds, train_conv_backend,
+        conv_probe_seconds``, and the conditions ``batch_size, height, width, num_classes, precision,
+        threads``. ``train_seconds`` runs from the probe to the last step (evaluation excluded).
     """
-    if steps < 0 or batch_size < 1:
-        raise UserError(f"steps must be >= 0 and batch size >= 1 (got {steps} and {batch_size})")
-    if steps and not len(train_set):
+    if (steps is None) == (time_budget is None):
+        raise UserError("give either a number of steps or a time budget")
+    if (steps is not None and steps < 0) or batch_size < 1 or (time_budget is not None and not time_budget > 0):
+        raise UserError(f"steps must be >= 0, batch size >= 1 and the time budget > 0 (got {steps}, {batch_size}, {time_budget})")
+    if (steps or time_budget) and not len(train_set):
         raise UserError(f"dataset {train_set.name}: the train split is empty")
     if not len(val_set):
         raise UserError(f"dataset {val_set.name}: the val split is empty")
     size = tuple(size or getattr(train_set, "default_size", (256, 256)))
     dev = torch.device(device)
-    generator = seed_everything(seed)
-    if parallel is not None:  # augmentation from this rank's own seed; the data order stays the shared one
-        seed_everything(seed + parallel.rank)
+    lr = lr or recipe.DEFAULT_LR
     if weights:
         load_weights(model, weights)
     model.to(dev)
-    with _deterministic(dev):
+    start = time.perf_counter()
+    channels = val_set[0][0].shape[0]
+    plan, probe_seconds = _conv_plan(model, conv_backend, (batch_size, channels, *size)) if dev.type == "cpu" else (Plan(), None)
+    with _deterministic(dev), use_plan(model, plan):
+        if time_budget is not None:
+            per_step = seconds_per_step(model, train_set, batch_size=batch_size, size=size, lr=lr, device=dev)
+            steps = budget_steps(time_budget, time.perf_counter() - start, per_step)
+        generator = seed_everything(seed)
+        if parallel is not None:  # augmentation from this rank's own seed; the data order stays the shared one
+            seed_everything(seed + parallel.rank)
         with cuda_peak_memory(dev) as memory, _trained(model, parallel) as trained:
-            start = time.perf_counter()
-            first_step_mb = fit(trained, train_set, steps=steps, batch_size=batch_size, size=size, lr=lr or recipe.DEFAULT_LR,
-                device=dev, generator=generator, num_workers=num_workers, on_step=on_step, parallel=parallel)  # fmt: skip
+            first_step_mb = fit(trained, train_set, steps=steps, batch_size=batch_size, size=size, lr=lr, device=dev,
+                                generator=generator, num_workers=num_workers, on_step=on_step, parallel=parallel)  # fmt: skip
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             seconds = time.perf_counter() - start
@@ -322,6 +390,9 @@ def train_and_evaluate(
         "dataset": train_set.name,
         "train_steps": steps,
         "train_seconds": seconds,
+        "train_budget_seconds": time_budget,
+        "train_conv_backend": str(plan) if dev.type == "cpu" else None,
+        "conv_probe_seconds": probe_seconds,
         "miou": accuracy.miou,
         "pixel_acc": accuracy.pixel_acc,
         "iou_per_class": accuracy.iou_per_class,
@@ -338,6 +409,16 @@ def train_and_evaluate(
 def _trained(model: nn.Module, parallel: DataParallel | None) -> Any:
     """What `fit` trains: ``model``, or its data-parallel wrapper while training lasts."""
     return contextlib.nullcontext(model) if parallel is None else parallel.training(model)
+
+
+def _conv_plan(model: nn.Module, backend: str, input_shape: tuple[int, ...]) -> tuple[Plan, float | None]:
+    """The plan to train with on CPU and the probe's seconds (None when the plan was given)."""
+    plan = parse_plan(backend)
+    if plan is not None:
+        plan.layers(model)  # names checked before anything runs
+        return plan, None
+    found = probe(model, input_shape)
+    return found.plan, found.seconds
 
 
 @contextlib.contextmanager

@@ -25,7 +25,9 @@ uses the staged-training initialisation (skips zeroed, not the "at-once" 0.01 / 
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
+from typing import Mapping
 
 import torch
 from torch import nn
@@ -167,3 +169,52 @@ class FCN8s(_FCNBase):
         skip3 = self.score_pool3(pool3)
         fuse3 = _crop_like(self.upscore_pool4(fuse4), skip3) + skip3
         return _crop_like(self.upscore8(fuse3), x)
+
+
+# ---- net surgery: a VGG16 classifier's weights as the FCN backbone (FCN paper, section 3.1) ----------
+
+#: The attribute of every FCN that holds its `VGG16Features`.
+BACKBONE = "backbone"
+
+
+def _vgg16_pairs() -> list[tuple[str, str, tuple[int, ...]]]:
+    """(torchvision VGG16 key, `VGG16Features` key, torchvision shape) for every weight the surgery uses.
+
+    torchvision's ``features`` number each conv, ReLU and pool in turn; ``classifier.0`` and
+    ``classifier.3`` are the first two fully connected layers (``classifier.6`` scores ImageNet's
+    classes and is not used). Derived from the same block table as the backbone, on ``meta``.
+    """
+    with torch.device("meta"):
+        backbone = VGG16Features()
+    convs = [(name, m) for name, m in backbone.named_modules() if isinstance(m, nn.Conv2d)]
+    indices = []
+    index = 0
+    for n_convs, _ in _VGG16_BLOCKS:
+        for _ in range(n_convs):
+            indices.append(index)
+            index += 2  # conv, ReLU
+        index += 1  # max-pool
+    pairs = []
+    for (name, conv), torchvision_key in zip(convs, [f"features.{i}" for i in indices] + ["classifier.0", "classifier.3"]):
+        weight = tuple(conv.weight.shape)
+        linear = torchvision_key.startswith("classifier")
+        pairs.append((f"{torchvision_key}.weight", f"{name}.weight", (weight[0], math.prod(weight[1:])) if linear else weight))
+        pairs.append((f"{torchvision_key}.bias", f"{name}.bias", tuple(conv.bias.shape)))
+    return pairs
+
+
+def vgg16_classifier_shapes() -> dict[str, tuple[int, ...]]:
+    """The keys and shapes a torchvision-layout VGG16 checkpoint must hold for `vgg16_to_backbone`."""
+    return {key: shape for key, _, shape in _vgg16_pairs()}
+
+
+def vgg16_to_backbone(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`VGG16Features` weights from a VGG16 classifier's: convs copied, fc layers reshaped to convs.
+
+    ``classifier.0`` (4096 x 25088, the pool5 map flattened as C, H, W) becomes fc6's 4096 x 512 x 7 x 7
+    kernel and ``classifier.3`` fc7's 4096 x 4096 x 1 x 1: on a 7x7 pool5 map, fc6 at the centre then
+    computes exactly the classifier's first layer. ``state`` must match `vgg16_classifier_shapes`.
+    """
+    with torch.device("meta"):
+        target = VGG16Features().state_dict()
+    return {name: state[key].reshape(target[name].shape).clone() for key, name, _ in _vgg16_pairs()}

@@ -131,7 +131,8 @@ _BLOCK_GEOMETRY = ("block", "kernel_size", "in_channels", "out_channels", "strid
 #: Shown as columns only when rows differ in them; otherwise named once in an "all rows" note.
 CONTEXT_COLUMNS = (
     "device", "device_name", "hostname", "height", "width", "batch_size", "precision", "channels_last",
-    "compiled", "cuda_graph", "num_classes", "threads", "dataset", "train_steps", "torch_version",
+    "compiled", "cuda_graph", "num_classes", "threads", "dataset", "init", "train_budget_seconds", "train_steps",
+    "train_conv_backend", "torch_version",
     "cuda_version", "git_sha", "timestamp",
 )  # fmt: skip
 

@@ -14,9 +14,10 @@ ROW_FIELDS: tuple[str, ...] = (
     "compiled", "cuda_graph", "bn_folded", "tf32", "batch_size", "height", "width", "num_classes", "params",
     "params_trainable", "macs_fvcore", "macs_thop", "macs_analytic", "macs_other", "flops",
     "latency_ms_median", "latency_ms_mean", "latency_ms_p90", "latency_ms_min", "latency_ms_std",
-    "latency_ms_ci_low", "latency_ms_ci_high", "ci_target_met", "iters", "throughput_ips", "host_ms_median", "threads", "output_max_abs_diff",
-    "output_argmax_agreement", "compile_seconds", "peak_mem_mb", "trace_file", "dataset",
-    "train_steps", "train_seconds", "miou", "pixel_acc", "iou_per_class", "mac_notes",
+    "latency_ms_ci_low", "latency_ms_ci_high", "ci_target_met", "iters", "throughput_ips", "host_ms_median",
+    "threads", "output_max_abs_diff", "output_argmax_agreement", "compile_seconds", "peak_mem_mb", "trace_file",
+    "dataset", "init", "train_steps", "train_seconds", "train_budget_seconds", "train_conv_backend",
+    "conv_probe_seconds", "miou", "pixel_acc", "iou_per_class", "mac_notes",
     "block", "kernel_size", "in_channels", "out_channels", "stride", "mac_ratio", "mac_ratio_theory",
     "latency_speedup", "latency_speedup_ci_low", "latency_speedup_ci_high", "latency_samples_ms", "run_id",
     "world_size", "rank", "cores", "cell",
@@ -25,7 +26,8 @@ ROW_FIELDS: tuple[str, ...] = (
 #: Fields that hold text: never read back as numbers, whatever they look like.
 TEXT_FIELDS = frozenset({
     "model", "kind", "family", "plugin", "device", "device_name", "precision", "trace_file", "dataset", "block",
-    "runtime", "run_id", "init", "cores", "error", "segbench_version", "torch_version", "cuda_version", "timestamp",
+    "runtime", "run_id", "init", "cores", "train_conv_backend", "error", "segbench_version", "torch_version",
+    "cuda_version", "timestamp",
     "git_sha", "hostname",
 })  # fmt: skip
 #: Lists and mappings: kept in JSON, left out of CSV and tables.

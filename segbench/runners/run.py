@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 COUNT_FIELDS = ("params", "params_trainable", "macs_fvcore", "macs_thop", "macs_analytic", "macs_other", "flops",
                 "mac_notes")  # fmt: skip
 #: A training row's batch size, precision and peak memory describe training; the merged row's, inference.
-TRAIN_FIELDS = ("dataset", "train_steps", "train_seconds")
+TRAIN_FIELDS = ("dataset", "init", "train_steps", "train_seconds", "train_budget_seconds", "train_conv_backend",
+                "conv_probe_seconds")  # fmt: skip
 ACCURACY_FIELDS = ("miou", "pixel_acc", "iou_per_class")
 
 
@@ -67,6 +68,9 @@ class RunConfig(RunnerOptions):
     train_batch_size: int | None = None
     seed: int = defaults.SEED
     blocks: blocks_runner.BlocksConfig | None = None
+    train_time: float | None = None
+    conv_backend: str = train_runner.AUTO
+    init: str | None = None
 
     def __post_init__(self) -> None:
         check_positive(self.batch_size, "batch size")
@@ -91,10 +95,15 @@ class Plan:
         threads = f", {config.threads} threads" if config.threads else ""
         train_precision = "fp16 autocast" if config.device.startswith("cuda") else "fp32"
         rows = ", ".join(f"{r.name} {v.tag}" for r, v in self.latency.combos())
+        budget = f"{steps} steps" if steps is not None else f"as many steps as fit in {config.train_time:g} s"
+        start = "" if config.init is None else f", backbone from {config.init}"
+        backend = ""
+        if defaults.device_type(config.device) == "cpu":
+            backend = f"; CPU conv backend {config.conv_backend} (train_conv_backend)"
         return [
             f"Input {height}x{width} for counting, training and latency; models built for the dataset's classes",
-            f"Training: {steps} steps x batch {train_batch} ({train_precision}, seed {config.seed}) "
-            f"on {self.train.train_set.name} train, then mIoU on its val split",
+            f"Training: {budget} x batch {train_batch} ({train_precision}, seed {config.seed}{start}) "
+            f"on {self.train.train_set.name} train, then mIoU on its val split{backend}",
             f"Latency of the trained network: batch {config.batch_size}, {describe_protocol(protocol)} "
             f"on {config.device}{threads}, per model: {rows}; peak_mem_mb is inference memory",
         ]
@@ -106,13 +115,14 @@ def plan(specs: Sequence["ModelSpec"], config: RunConfig) -> Plan:
     prepared = train_runner.prepare(trained, train_runner.TrainConfig(
         dataset=config.dataset, num_classes=config.num_classes, device=config.device, steps=config.steps,
         batch_size=config.train_batch_size, size=config.size, seed=config.seed, progress=config.progress,
+        train_time=config.train_time, conv_backend=config.conv_backend, init=config.init,
     ))  # fmt: skip
     classes, size = prepared.train_set.num_classes, prepared.size
     latency = latency_runner.LatencyConfig(
         device=config.device, sizes=[size], batch_sizes=[config.batch_size], runtimes=config.runtimes,
         variants=config.variants, num_classes=classes, warmup=config.warmup, iters=config.iters,
-        budget_s=config.budget_s, target=config.target, threads=config.threads, dataset=config.dataset, seed=config.seed, progress=config.progress,
-        done=config.done, evaluate=partial(_evaluate, prepared),
+        budget_s=config.budget_s, target=config.target, threads=config.threads, dataset=config.dataset,
+        seed=config.seed, progress=config.progress, done=config.done, evaluate=partial(_evaluate, prepared),
     )  # fmt: skip
     count = count_runner.CountConfig(size=size, num_classes=classes, batch_size=config.batch_size,
                                      progress=config.progress)  # fmt: skip
@@ -142,7 +152,7 @@ def rows(checked: Plan) -> Iterator[Row]:
         built = {spec.name: Built(spec, seed=config.seed, **({"num_classes": classes} if classes else {}))}
         timing = list(latency_runner.cells([spec], checked.latency, built, stage="latency"))
         training = list(train_runner.cells(checked.train, [spec], built)) if spec.kind == "model" else []
-        context = {f: c.keys[0][f] for c in training for f in ("dataset", "train_steps")}
+        context = {f: c.keys[0][f] for c in training for f in train_runner.KEY_FIELDS if f in c.keys[0]}
         if config.is_done([{**key, **context} for cell in timing for key in cell.keys]):
             continue
         (counted,) = measure_cells(count_runner.cells([spec], checked.count, built))

@@ -2,12 +2,14 @@
 
 One cell per model: build it for the dataset's classes from the seed, train it under the recipe
 and budget of `segbench.measure.training` (the same for every model), evaluate on the val split.
-Everything that can be checked without training (the dataset's files, the ``--weights`` files,
-block specs given to a trainer) is checked when the runner is called, before the first cell.
+Everything that can be checked without training (the dataset's files, the ``--weights`` and
+``--init`` files, pinned conv layers, block specs given to a trainer) is checked when the runner is
+called, before the first cell.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -19,7 +21,7 @@ from segbench.rows.environment import device_name
 from segbench.rows.schema import spec_fields
 from segbench.runners import defaults
 from segbench.runners.cells import Built, Cell, Row, RunnerOptions, measure_cells
-from segbench.runners.weights import check_weights, per_model
+from segbench.runners.weights import per_model
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
@@ -27,13 +29,23 @@ if TYPE_CHECKING:
     from segbench.measure.data_parallel import DataParallel
     from segbench.registry import ModelSpec
 
+#: ``--conv-backend`` default: measure each layer's CPU backend (`segbench.measure.convbackend`).
+AUTO = "auto"
+#: The ``--init`` source kind: a VGG16 classifier checkpoint in torchvision's layout.
+VGG16 = "vgg16"
+#: The fields of a training row that say which training it was (``--resume`` matches on them).
+KEY_FIELDS = ("dataset", "init", "train_steps", "train_budget_seconds")
+
+
 @dataclass(frozen=True)
 class TrainConfig(RunnerOptions):
     """The dataset, the budget (None: the device type's defaults) and the files of a training run.
 
     ``weights`` and ``save`` are paths in which ``{model}`` stands for the model's name (required
-    when several models are trained). ``parallel``: train as one rank of a data-parallel job (torchrun);
-    the batch size is then the global batch, split over the ranks.
+    when several models are trained). ``train_time`` (seconds per model) replaces ``steps``;
+    ``conv_backend`` is ``auto`` or a row's ``train_conv_backend`` (CPU only); ``init`` is
+    ``vgg16:PATH`` (FCN backbones from a VGG16 classifier checkpoint). ``parallel``: train as one rank
+    of a data-parallel job (torchrun); the batch size is then the global batch, split over the ranks.
     """
 
     dataset: str = "synthetic"
@@ -46,9 +58,14 @@ class TrainConfig(RunnerOptions):
     seed: int = defaults.SEED
     weights: str | None = None
     save: str | None = None
+    train_time: float | None = None
+    conv_backend: str = AUTO
+    init: str | None = None
     parallel: "DataParallel | None" = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
+        from segbench.measure.convbackend import parse_plan
+
         check_device(self.device)
         check_nonnegative(self.steps, "steps")
         check_positive(self.batch_size, "batch size")
@@ -56,13 +73,25 @@ class TrainConfig(RunnerOptions):
         check_sizes([self.size] if self.size else None)
         if self.lr is not None and not self.lr > 0:
             raise UserError(f"bad learning rate {self.lr}: expected a number > 0")
+        if self.train_time is not None and not (self.train_time > 0 and math.isfinite(self.train_time)):
+            raise UserError(f"bad --train-time {self.train_time}: expected seconds > 0")
+        if self.train_time is not None and self.steps is not None:
+            raise UserError("--steps and --train-time both set the training budget: give one")
+        if parse_plan(self.conv_backend) is not None and defaults.device_type(self.device) != "cpu":
+            raise UserError(f"--conv-backend {self.conv_backend} chooses CPU kernels; on {self.device} use auto")
+        if self.init is not None and self.weights is not None:
+            raise UserError("--init and --weights both set the starting weights: give one")
+        init_source(self.init)
         if self.parallel is not None:
+            if self.train_time is not None:  # each rank would time its own steps: they must agree
+                raise UserError("--train-time under torchrun: give --steps, so every rank takes the same steps")
             self.parallel.local_batch(self.budget[1])
 
     @property
-    def budget(self) -> tuple[int, int]:
-        """(steps, batch size) in effect."""
-        return defaults.training(self.device, self.steps, self.batch_size)
+    def budget(self) -> tuple[int | None, int]:
+        """(steps, batch size) in effect; steps is None under ``train_time``."""
+        steps, batch = defaults.training(self.device, self.steps, self.batch_size)
+        return (None if self.train_time is not None else steps), batch
 
 
 @dataclass(frozen=True)
@@ -80,6 +109,22 @@ class Prepared:
     def size(self) -> tuple[int, int]:
         return tuple(self.config.size or getattr(self.train_set, "default_size", defaults.TRAIN_SIZE))  # type: ignore
 
+    def init(self, name: str) -> str:
+        """The row's ``init``: ``scratch``, ``vgg16:PATH`` or ``weights:PATH``."""
+        if self.config.init is not None:
+            return self.config.init
+        return "scratch" if self.weights[name] is None else f"weights:{self.weights[name]}"
+
+
+def init_source(init: str | None) -> str | None:
+    """The checkpoint path of ``--init vgg16:PATH`` (None without ``--init``); UserError for other text."""
+    if init is None:
+        return None
+    kind, _, path = init.partition(":")
+    if kind != VGG16 or not path:
+        raise UserError(f"bad --init {init!r}: accepted {VGG16}:PATH (a VGG16 classifier checkpoint, torchvision layout)")
+    return path
+
 
 def train(specs: Sequence["ModelSpec"], config: TrainConfig) -> Iterator[Row]:
     """One row per model, yielded as each is trained and evaluated (bad input raises first)."""
@@ -89,6 +134,7 @@ def train(specs: Sequence["ModelSpec"], config: TrainConfig) -> Iterator[Row]:
 def prepare(specs: Sequence["ModelSpec"], config: TrainConfig) -> Prepared:
     """Open the dataset's splits and check every model and file; UserError on bad input."""
     from segbench.data import open_datasets
+    from segbench.measure.checkpoints import read_vgg16
 
     for spec in specs:
         if spec.kind != "model":
@@ -100,10 +146,35 @@ def prepare(specs: Sequence["ModelSpec"], config: TrainConfig) -> Prepared:
         if path is not None:
             check_writable(Path(path), "--save file", folder=False)
     train_set, val_set = open_datasets(config.dataset, seed=config.seed, num_classes=config.num_classes)
+    init = init_source(config.init)
+    backbone = read_vgg16(init) if init is not None else None
     for spec in specs:
-        if weights[spec.name] is not None:
-            check_weights(spec, weights[spec.name], train_set.num_classes)
+        _check_model(spec, train_set.num_classes, weights[spec.name], backbone, config.conv_backend)
     return Prepared(config, tuple(specs), train_set, val_set, weights, save)
+
+
+def _check_model(spec: "ModelSpec", num_classes: int, weights: str | None, backbone: Any, conv_backend: str) -> None:
+    """The files and the pinned conv layers fit the model as it will be built (on ``meta``: no memory, no time)."""
+    import torch
+
+    from segbench.measure.checkpoints import check_fits, check_vgg16_target, read_state
+    from segbench.measure.convbackend import parse_plan
+
+    plan = parse_plan(conv_backend)
+    if weights is None and backbone is None and plan is None:
+        return
+    try:
+        with torch.device("meta"):
+            model = spec.build(num_classes=num_classes)
+    except Exception:  # a builder that fails here fails its training cell, whose row says why
+        return
+    what = f"{spec.name} with {num_classes} classes"
+    if weights is not None:
+        check_fits(model, read_state(weights), weights, what)
+    if backbone is not None:
+        check_vgg16_target(model, backbone, spec.name)
+    if plan is not None:
+        plan.layers(model)
 
 
 def cells(
@@ -120,29 +191,39 @@ def cells(
     for spec in prepared.specs if specs is None else specs:
         key = spec_fields(
             spec, device=config.device, device_name=device_name(config.device), dataset=prepared.train_set.name,
-            num_classes=prepared.train_set.num_classes, train_steps=steps, batch_size=batch, height=height,
-            width=width,
+            num_classes=prepared.train_set.num_classes, batch_size=batch, height=height, width=width,
+            init=prepared.init(spec.name),
+            **({"train_steps": steps} if steps is not None else {"train_budget_seconds": config.train_time}),
         )  # fmt: skip
         model = (built or {}).get(spec.name) or Built(spec, seed=config.seed, num_classes=prepared.train_set.num_classes)
         yield Cell([key], partial(_measure, spec, model, prepared), device=config.device, stage="train")
 
 
-def _measure(spec: "ModelSpec", model: Built, prepared: Prepared, keys: list[Row]) -> list[Row]:
+def _measure(spec: "ModelSpec", built: Built, prepared: Prepared, keys: list[Row]) -> list[Row]:
+    from segbench.measure.checkpoints import init_from_vgg16
     from segbench.measure.training import train_and_evaluate
 
     config = prepared.config
     steps, batch = config.budget
     config.progress(spec.name, "build")
-    network = model.get()
+    model = built.get()
+    init = init_source(config.init)
+    if init is not None:
+        init_from_vgg16(model, init)
+    if config.conv_backend == AUTO and defaults.device_type(config.device) == "cpu":
+        config.progress(spec.name, "conv backend probe")
+    of = f"/{steps}" if steps is not None else f" of {config.train_time:g} s"
 
     def on_step(step: int, loss: float) -> None:
-        config.progress(spec.name, f"train step {step}/{steps}, loss {loss:.3f}" if step < steps else "evaluate")
+        config.progress(spec.name, f"train step {step}{of}, loss {loss:.3f}" if step != steps else "evaluate")
 
     fields: dict[str, Any] = train_and_evaluate(
-        network, prepared.train_set, prepared.val_set, steps=steps, batch_size=batch, size=prepared.size,
+        model, prepared.train_set, prepared.val_set, steps=steps, batch_size=batch, size=prepared.size,
         lr=config.lr, device=config.device, seed=config.seed, weights=prepared.weights[spec.name],
-        save=prepared.save[spec.name], on_step=on_step, parallel=config.parallel,
+        save=prepared.save[spec.name], on_step=on_step, time_budget=config.train_time,
+        conv_backend=config.conv_backend, parallel=config.parallel,
     )  # fmt: skip
     if config.parallel is not None:
         fields["world_size"] = config.parallel.world_size
     return [fields]
+
