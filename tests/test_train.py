@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -228,7 +229,28 @@ def test_runner_records_and_replays_the_conv_backend(tiny_data: tuple) -> None:
 def test_trains_on_cuda_with_mixed_precision(tiny_data: tuple) -> None:
     fields, losses = run(tiny_data, steps=4, device="cuda")
     assert fields["precision"] == "amp_fp16" and fields["peak_mem_mb"] > 0
-    assert len(losses) == 4
+    assert len(losses) == 4 and all(np.isfinite(losses)), losses
+    # cross-entropy over pixels (nll_loss2d) has no deterministic CUDA kernel: the row must not claim one
+    assert fields["deterministic"] is False
+
+
+class PutNet(TinyNet):
+    """TinyNet plus ``Tensor.put_``, which has no deterministic kernel even on CPU, and a warning."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        warnings.warn("keeps going")
+        scratch = torch.zeros(4, device=x.device)
+        scratch.put_(torch.tensor([0, 0], device=x.device), torch.ones(2, device=x.device))
+        return super().forward(x) + scratch[0] * 0
+
+
+def test_row_says_whether_every_operation_was_deterministic(tiny_data: tuple) -> None:
+    plain, _ = run(tiny_data, steps=2)
+    assert plain["deterministic"] is True
+    with pytest.warns(UserWarning, match="keeps going"):  # other warnings pass through
+        put, _ = run(tiny_data, steps=2, model=PutNet(4))
+    assert put["deterministic"] is False
+    assert not torch.are_deterministic_algorithms_enabled()  # restored
 
 
 # --- the command line ------------------------------------------------------------------------------

@@ -13,8 +13,11 @@ Defaults (the same for every model, so the comparison is fair; each is a keyword
   mask's own size, argmax, `ConfusionMatrix`; so a model sees val images at the scale it trained at;
 - mixed precision (float16 autocast + gradient scaling) on CUDA, float32 on CPU;
 - determinism: the seed sets the weights (the train runner seeds the build), the data order and the
-  augmentation, so the same seed on the same machine gives the same mIoU on CPU (CUDA kernels such as
-  bilinear-upsampling backward use atomics and may differ in the last digits).
+  augmentation, and PyTorch's deterministic algorithms are on while training; the row's
+  ``deterministic`` says whether every operation that ran had a deterministic kernel. On CPU the
+  built-ins do, so the same seed on the same machine gives the same mIoU; on CUDA cross-entropy,
+  bilinear-upsampling backward and adaptive-pooling backward use atomics, so it is False there and the
+  mIoU may differ between runs.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import math
 import random
 import statistics
 import time
+import warnings
 from copy import deepcopy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
@@ -352,7 +356,7 @@ def train_and_evaluate(
     :returns: ``dataset, train_steps, train_seconds, miou, pixel_acc, iou_per_class, peak_mem_mb``
         (training only: CUDA ``max_memory_allocated``; CPU the weights and buffers plus the allocator
         peak of the first step, see `fit`), ``train_budget_seconds, train_conv_backend,
-        conv_probe_seconds``, and the conditions ``batch_size, height, width, num_classes, precision,
+        conv_probe_seconds, deterministic``, and the conditions ``batch_size, height, width, num_classes, precision,
         threads``. ``train_seconds`` runs from the probe to the last step (evaluation excluded).
     """
     if (steps is None) == (time_budget is None):
@@ -372,7 +376,7 @@ def train_and_evaluate(
     start = time.perf_counter()
     channels = val_set[0][0].shape[0]
     plan, probe_seconds = _conv_plan(model, conv_backend, (batch_size, channels, *size)) if dev.type == "cpu" else (Plan(), None)
-    with _deterministic(dev), use_plan(model, plan):
+    with _deterministic(dev) as determinism, use_plan(model, plan):
         if time_budget is not None:
             per_step = seconds_per_step(model, train_set, batch_size=batch_size, size=size, lr=lr, device=dev)
             steps = budget_steps(time_budget, time.perf_counter() - start, per_step)
@@ -396,6 +400,7 @@ def train_and_evaluate(
         "train_budget_seconds": time_budget,
         "train_conv_backend": str(plan) if dev.type == "cpu" else None,
         "conv_probe_seconds": probe_seconds,
+        "deterministic": not determinism.alerts,
         "miou": accuracy.miou,
         "pixel_acc": accuracy.pixel_acc,
         "iou_per_class": accuracy.iou_per_class,
@@ -424,15 +429,37 @@ def _conv_plan(model: nn.Module, backend: str, input_shape: tuple[int, ...]) -> 
     return found.plan, found.seconds
 
 
+class _Determinism:
+    """The operations that ran without a deterministic kernel (PyTorch's warnings), in order."""
+
+    def __init__(self) -> None:
+        self.alerts: list[str] = []
+
+
 @contextlib.contextmanager
-def _deterministic(device: torch.device) -> Iterator[None]:
-    """cuDNN in deterministic mode (no autotuning) while training; restored afterwards."""
-    if device.type != "cuda":
-        yield
-        return
-    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+def _deterministic(device: torch.device) -> Iterator[_Determinism]:
+    """PyTorch's deterministic algorithms (cuDNN without autotuning on CUDA) while training, in warn-only
+    mode so an operation without a deterministic kernel is recorded, not fatal; restored afterwards.
+    Other warnings pass through unchanged."""
+    determinism = _Determinism()
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.utils.deterministic.fill_uninitialized_memory)  # fmt: skip
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = False  # NaN-filling every allocation costs time, buys nothing here
+    cudnn = torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False, deterministic=True)
+    caught: list[warnings.WarningMessage] = []
     try:
-        yield
+        with cudnn if device.type == "cuda" else contextlib.nullcontext(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield determinism
     finally:
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.utils.deterministic.fill_uninitialized_memory = saved[2]
+        for warning in {(str(w.message), w.category, w.filename, w.lineno): w for w in caught}.values():
+            if _NONDETERMINISTIC in str(warning.message):
+                determinism.alerts.append(str(warning.message).split(_NONDETERMINISTIC)[0].strip())
+            else:
+                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+
+#: How PyTorch words the warning for an operation without a deterministic kernel (warn-only mode).
+_NONDETERMINISTIC = "does not have a deterministic implementation"

@@ -17,7 +17,7 @@ ROW_FIELDS: tuple[str, ...] = (
     "latency_ms_ci_low", "latency_ms_ci_high", "ci_target_met", "iters", "throughput_ips", "host_ms_median",
     "threads", "output_max_abs_diff", "output_argmax_agreement", "compile_seconds", "peak_mem_mb", "trace_file",
     "dataset", "init", "train_steps", "train_seconds", "train_budget_seconds", "train_conv_backend",
-    "conv_probe_seconds", "miou", "pixel_acc", "iou_per_class", "mac_notes",
+    "conv_probe_seconds", "deterministic", "miou", "pixel_acc", "iou_per_class", "mac_notes",
     "block", "kernel_size", "in_channels", "out_channels", "stride", "mac_ratio", "mac_ratio_theory",
     "latency_speedup", "latency_speedup_ci_low", "latency_speedup_ci_high", "latency_samples_ms", "run_id",
     "world_size", "rank", "cores", "cell",

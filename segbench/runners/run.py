@@ -41,7 +41,7 @@ COUNT_FIELDS = ("params", "params_trainable", "macs_fvcore", "macs_thop", "macs_
                 "mac_notes")  # fmt: skip
 #: A training row's batch size, precision and peak memory describe training; the merged row's, inference.
 TRAIN_FIELDS = ("dataset", "init", "train_steps", "train_seconds", "train_budget_seconds", "train_conv_backend",
-                "conv_probe_seconds")  # fmt: skip
+                "conv_probe_seconds", "deterministic")  # fmt: skip
 ACCURACY_FIELDS = ("miou", "pixel_acc", "iou_per_class")
 
 
