@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from segbench.checks import check_precisions, check_timing
+from segbench.measure.allocator import keep_freed_memory
 from segbench.measure.memory import cpu_peak_mb, cuda_peak_mb, cuda_reset_peak
 from segbench.measure.stats import median_ci, ratios, relative_half_width
 from segbench.runtimes.base import Session, Variant
@@ -312,7 +313,8 @@ def default_trace_name(model: nn.Module, example: torch.Tensor, tag: str) -> str
 @contextlib.contextmanager
 def measurement_settings(dev: torch.device, threads: int | None) -> Iterator[int]:
     """Set the thread count (and on CUDA the current device and cudnn.benchmark) for one
-    measurement; restore all three after."""
+    measurement; restore all three after. On CPU freed memory is kept in the process from now on
+    (`segbench.measure.allocator`)."""
     previous_threads = torch.get_num_threads()
     previous_benchmark = torch.backends.cudnn.benchmark
     previous_device = torch.cuda.current_device() if dev.type == "cuda" else None
@@ -322,6 +324,8 @@ def measurement_settings(dev: torch.device, threads: int | None) -> Iterator[int
         if dev.index is not None:
             torch.cuda.set_device(dev)
         torch.backends.cudnn.benchmark = True
+    else:
+        keep_freed_memory()
     try:
         yield torch.get_num_threads()
     finally:

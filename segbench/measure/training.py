@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from segbench.data.common import IGNORE_INDEX
 from segbench.errors import UserError
+from segbench.measure.allocator import keep_freed_memory
 from segbench.measure.accuracy import Accuracy, ConfusionMatrix
 from segbench.measure.checkpoints import load_weights, save_checkpoint
 from segbench.measure.convbackend import ONEDNN, Plan, parse_plan, probe, use_plan
@@ -369,6 +370,8 @@ def train_and_evaluate(
         raise UserError(f"dataset {val_set.name}: the val split is empty")
     size = tuple(size or getattr(train_set, "default_size", (256, 256)))
     dev = torch.device(device)
+    if dev.type == "cpu":
+        keep_freed_memory()
     lr = lr or recipe.DEFAULT_LR
     if weights:
         load_weights(model, weights)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from segbench._version import __version__
+from segbench.measure.allocator import glibc
 
 
 @functools.cache
@@ -79,6 +80,7 @@ def environment() -> dict[str, Any]:
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "cpu_memory_while_measuring": "freed memory kept (glibc: no mmap, no trim)" if glibc() else "C library default",
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
         "tf32_cudnn": torch.backends.cudnn.allow_tf32,
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
