@@ -7,7 +7,7 @@ choice, shared by both runtimes within a cell, and its int8 version.
   in, so each input size gets its own file. The exporter's progress lines and warnings are silenced.
 - int8: post-training static quantization with ONNX Runtime's tools (QDQ format, per-channel int8
   weights, uint8 activations, MinMax calibration) on images of the chosen dataset. Per-tensor
-  weights lost argmax agreement on Fast-SCNN; per-channel keeps it.
+  weights lost more argmax agreement on Fast-SCNN than per-channel.
 """
 
 from __future__ import annotations
