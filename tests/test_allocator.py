@@ -9,15 +9,18 @@ import pytest
 
 from segbench.measure.allocator import glibc
 
-# Page faults of the second of two 64 MiB tensors, each filled and dropped, in a fresh interpreter.
+# Page faults of ten 64 MiB tensors, each filled and dropped, after ten such warm-up rounds (the heap
+# may grow by a few blocks before freed ones line up for reuse), in a fresh interpreter.
 FAULTS = """
 import resource, sys, torch
 if sys.argv[1] == "kept":
     from segbench.measure.allocator import keep_freed_memory
     assert keep_freed_memory()
-torch.ones(16 * 2**20).sum()
+for _ in range(10):
+    torch.ones(16 * 2**20).sum()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-torch.ones(16 * 2**20).sum()
+for _ in range(10):
+    torch.ones(16 * 2**20).sum()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 PAGES = 64 * 2**20 // 4096  # what a 64 MiB block costs when it comes fresh from the kernel
@@ -29,8 +32,8 @@ def faults(mode: str) -> int:
 
 @pytest.mark.skipif(glibc() is None, reason="the setting is glibc's")
 def test_large_blocks_are_reused_instead_of_faulted_in_again() -> None:
-    assert faults("default") >= PAGES * 0.9  # glibc: fresh pages for a block over its mmap threshold
-    assert faults("kept") < PAGES * 0.1
+    assert faults("default") >= 10 * PAGES * 0.9  # glibc: fresh pages for every block over its mmap threshold
+    assert faults("kept") < PAGES * 0.1  # all ten served from memory the process already had
 
 
 def test_measurement_settings_apply_it_on_cpu() -> None:
