@@ -85,7 +85,7 @@ def plain_loop(seed: int, train_set, val_set) -> float:
     model = build(seed).train()
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.SGD(model.parameters(), lr=recipe.DEFAULT_LR, momentum=recipe.MOMENTUM,
-                                weight_decay=recipe.WEIGHT_DECAY)  # fmt: skip
+                                weight_decay=recipe.WEIGHT_DECAY, fused=True)  # fmt: skip
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: (1 - s / STEPS) ** recipe.POLY_POWER)
     for _ in range(STEPS):
         picks = torch.randint(len(train_set), (BATCH,), generator=generator).tolist()
