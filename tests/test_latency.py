@@ -384,6 +384,30 @@ def test_a_variant_runs_where_fp32_eager_fails() -> None:
     assert bf16["latency_speedup"] is None and bf16["output_argmax_agreement"] is None
 
 
+def test_a_variant_that_fits_only_without_fp32_beside_it_is_timed_alone() -> None:
+    """fp32 alone fits, bf16 alone fits, the two interleaved do not (pretend OOM when fp32 follows bf16):
+    the bf16 row is timed alone, not reported as out of memory, and still compared with the reference."""
+    last_dtype: list[torch.dtype] = []
+
+    class NoRoomForBoth(nn.Module):
+        def __init__(self, num_classes: int = 5) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, num_classes, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.dtype == torch.float32 and last_dtype[-1:] == [torch.bfloat16]:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (pretend: fp32 and bf16 do not fit together)")
+            last_dtype.append(x.dtype)
+            return self.conv(x)
+
+    spec = _spec("no_room_for_both", lambda num_classes: NoRoomForBoth(num_classes))
+    eager, bf16 = latency_rows([spec], device="cpu", variants=expand_variants(("bf16",)), warmup=1, iters=3)
+    assert eager["error"] is None and bf16["error"] is None
+    assert bf16["iters"] == 3 and bf16["latency_speedup"] is None
+    assert bf16["output_argmax_agreement"] is not None
+    assert last_dtype[-3:] == [torch.bfloat16] * 3  # the retry ran bf16 alone
+
+
 # --- the command line ----------------------------------------------------------------------------
 
 runner = CliRunner()
