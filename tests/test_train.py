@@ -244,12 +244,26 @@ class PutNet(TinyNet):
         return super().forward(x) + scratch[0] * 0
 
 
+class CublasNet(TinyNet):
+    """TinyNet warning as PyTorch does on CUDA for a cuBLAS call without CUBLAS_WORKSPACE_CONFIG."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        warnings.warn(
+            "Deterministic behavior was enabled with either `torch.use_deterministic_algorithms(True)` or "
+            "`at::Context::setDeterministicAlgorithms(true)`, but this operation is not deterministic because "
+            "it uses CuBLAS and you have CUDA >= 10.2."
+        )
+        return super().forward(x)
+
+
 def test_row_says_whether_every_operation_was_deterministic(tiny_data: tuple) -> None:
     plain, _ = run(tiny_data, steps=2)
     assert plain["deterministic"] is True
     with pytest.warns(UserWarning, match="keeps going"):  # other warnings pass through
         put, _ = run(tiny_data, steps=2, model=PutNet(4))
     assert put["deterministic"] is False
+    cublas, _ = run(tiny_data, steps=2, model=CublasNet(4))
+    assert cublas["deterministic"] is False
     assert not torch.are_deterministic_algorithms_enabled()  # restored
 
 

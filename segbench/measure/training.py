@@ -433,7 +433,7 @@ def _conv_plan(model: nn.Module, backend: str, input_shape: tuple[int, ...]) -> 
 
 
 class _Determinism:
-    """The operations that ran without a deterministic kernel (PyTorch's warnings), in order."""
+    """PyTorch's warnings for the operations that ran without a deterministic kernel, in order."""
 
     def __init__(self) -> None:
         self.alerts: list[str] = []
@@ -459,10 +459,11 @@ def _deterministic(device: torch.device) -> Iterator[_Determinism]:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         torch.utils.deterministic.fill_uninitialized_memory = saved[2]
         for warning in {(str(w.message), w.category, w.filename, w.lineno): w for w in caught}.values():
-            if _NONDETERMINISTIC in str(warning.message):
-                determinism.alerts.append(str(warning.message).split(_NONDETERMINISTIC)[0].strip())
+            if any(marker in str(warning.message) for marker in _NONDETERMINISTIC):
+                determinism.alerts.append(str(warning.message))
             else:
                 warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
-#: How PyTorch words the warning for an operation without a deterministic kernel (warn-only mode).
-_NONDETERMINISTIC = "does not have a deterministic implementation"
+#: How PyTorch words its warnings (warn-only mode) for an operation without a deterministic kernel, and
+#: for cuBLAS when CUBLAS_WORKSPACE_CONFIG was not set before the process started.
+_NONDETERMINISTIC = ("does not have a deterministic implementation", "is not deterministic because it uses CuBLAS")
