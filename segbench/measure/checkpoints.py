@@ -8,7 +8,7 @@ start an FCN from a VGG16 classifier checkpoint in torchvision's layout (``--ini
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -36,16 +36,24 @@ def read_state(path: str | Path) -> dict[str, torch.Tensor]:
 
 def check_fits(model: nn.Module, state: Mapping[str, torch.Tensor], path: str | Path, what: str = "this model") -> None:
     """Every key of ``model.state_dict()`` present in ``state`` with the same shape, and no other key."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    wrong = _differences(state, {k: tuple(v.shape) for k, v in model.state_dict().items()})
+    if wrong:
+        raise UserError(f"{path}: weights do not fit {what} ({len(wrong)} keys differ, e.g. {wrong[0]})")
+
+
+def _differences(
+    state: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]], ignored: Sequence[str] = ()
+) -> list[str]:
+    """How ``state`` differs from the expected key -> shape map: missing, unexpected (``ignored`` keys
+    aside) and misshapen keys, one line each."""
     wrong = [f"missing {k}" for k in expected if k not in state]
-    wrong += [f"unexpected {k}" for k in state if k not in expected]
+    wrong += [f"unexpected {k}" for k in state if k not in expected and k not in ignored]
     wrong += [
         f"{k} is {tuple(state[k].shape)}, expected {shape}"
         for k, shape in expected.items()
         if k in state and tuple(state[k].shape) != shape
     ]
-    if wrong:
-        raise UserError(f"{path}: weights do not fit {what} ({len(wrong)} keys differ, e.g. {wrong[0]})")
+    return wrong
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
@@ -65,14 +73,7 @@ def save_checkpoint(model: nn.Module, path: str | Path) -> None:
 def read_vgg16(path: str | Path) -> dict[str, torch.Tensor]:
     """A VGG16 classifier checkpoint (torchvision's layout) as FCN backbone weights; UserError otherwise."""
     state = read_state(path)
-    expected = vgg16_classifier_shapes()
-    wrong = [f"missing {k}" for k in expected if k not in state]
-    wrong += [f"unexpected {k}" for k in state if k not in expected and k not in VGG16_UNUSED]
-    wrong += [
-        f"{k} is {tuple(state[k].shape)}, expected {shape}"
-        for k, shape in expected.items()
-        if k in state and tuple(state[k].shape) != shape
-    ]
+    wrong = _differences(state, vgg16_classifier_shapes(), ignored=VGG16_UNUSED)
     if wrong:
         raise UserError(
             f"{path}: not a VGG16 classifier checkpoint in torchvision's layout (features.N.*, classifier.0/3.*): "
