@@ -20,19 +20,16 @@ lines are swallowed; each cause of disagreement becomes one footnote.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import itertools
-import logging
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import torch
 from torch import nn
 
+from segbench.measure.quiet import quiet
 from segbench.measure.analytic import PRIMARY, ROOT, AnalyticCount, analytic_count, operator_name
 
 FVCORE_PRIMARY = frozenset({"conv", "linear", "addmm", "matmul", "mm", "bmm", "einsum"})
@@ -67,19 +64,6 @@ THOP_MISSES = "thop sees modules only and misses functional {} (e.g. F.interpola
 THOP_ZERO = "thop counts {} as 0"
 THOP_OTHER_FORMULA = "thop's own formulas: {} (analytic: 1 per element, per window tap or bin read)"
 THOP_NONPRIMARY = "macs_thop also includes {} (analytic: in macs_other, not in macs_analytic)"
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Swallow what counters print, warn and log (it must never reach stdout or the user's stderr)."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.CRITICAL)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(previous)
 
 
 # ---- fvcore -----------------------------------------------------------------------------------------

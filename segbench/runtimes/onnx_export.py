@@ -12,18 +12,15 @@ choice, shared by both runtimes within a cell, and its int8 version.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
-import logging
-import warnings
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from segbench.measure.faults import VariantUnavailable
+from segbench.measure.quiet import quiet
 from segbench.runtimes.base import Variant
 from segbench.runtimes.batchnorm import fold_batchnorm
 
@@ -50,7 +47,7 @@ def export(model: nn.Module, example: torch.Tensor, workdir: Path, fold_bn: bool
     if fold_bn:
         network = copy.deepcopy(network)
         fold_batchnorm(network)
-    with _quiet():
+    with quiet():
         torch.onnx.export(
             network, (example.cpu(),), str(path), dynamo=True, external_data=False, opset_version=OPSET,
             input_names=[INPUT_NAME], verbose=False,
@@ -91,7 +88,7 @@ def quantize_int8(fp32: Path, calibration: Sequence[torch.Tensor], workdir: Path
             return None if x is None else {INPUT_NAME: x.cpu().numpy()}
 
     prepared = fp32.with_name(fp32.stem + "-pre.onnx")
-    with _quiet():
+    with quiet():
         quant_pre_process(str(fp32), str(prepared))
         quantize_static(
             str(prepared), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
@@ -99,16 +96,3 @@ def quantize_int8(fp32: Path, calibration: Sequence[torch.Tensor], workdir: Path
         )  # fmt: skip
     return path
 
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """The exporters' and quantizer's chatter (prints, log lines, warnings) kept off the terminal."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
