@@ -379,7 +379,7 @@ def train_and_evaluate(
     start = time.perf_counter()
     channels = val_set[0][0].shape[0]
     plan, probe_seconds = _conv_plan(model, conv_backend, (batch_size, channels, *size)) if dev.type == "cpu" else (Plan(), None)
-    with _deterministic(dev) as determinism, use_plan(model, plan):
+    with _deterministic(dev) as nondeterministic, use_plan(model, plan):
         if time_budget is not None:
             per_step = seconds_per_step(model, train_set, batch_size=batch_size, size=size, lr=lr, device=dev)
             steps = budget_steps(time_budget, time.perf_counter() - start, per_step)
@@ -403,7 +403,7 @@ def train_and_evaluate(
         "train_budget_seconds": time_budget,
         "train_conv_backend": str(plan) if dev.type == "cpu" else None,
         "conv_probe_seconds": probe_seconds,
-        "deterministic": not determinism.alerts,
+        "deterministic": not nondeterministic,
         "miou": accuracy.miou,
         "pixel_acc": accuracy.pixel_acc,
         "iou_per_class": accuracy.iou_per_class,
@@ -432,38 +432,36 @@ def _conv_plan(model: nn.Module, backend: str, input_shape: tuple[int, ...]) -> 
     return found.plan, found.seconds
 
 
-class _Determinism:
-    """PyTorch's warnings for the operations that ran without a deterministic kernel, in order."""
-
-    def __init__(self) -> None:
-        self.alerts: list[str] = []
+#: How PyTorch words its warnings (warn-only mode) for an operation without a deterministic kernel, and
+#: for cuBLAS when CUBLAS_WORKSPACE_CONFIG was not set before the process started.
+_NONDETERMINISTIC = ("does not have a deterministic implementation", "is not deterministic because it uses CuBLAS")
 
 
 @contextlib.contextmanager
-def _deterministic(device: torch.device) -> Iterator[_Determinism]:
+def _deterministic(device: torch.device) -> Iterator[list[str]]:
     """PyTorch's deterministic algorithms (cuDNN without autotuning on CUDA) while training, in warn-only
     mode so an operation without a deterministic kernel is recorded, not fatal; restored afterwards.
-    Other warnings pass through unchanged."""
-    determinism = _Determinism()
+
+    Yields the list that receives PyTorch's warnings for such operations (filled when the block ends);
+    other warnings pass through unchanged.
+    """
+    alerts: list[str] = []
     saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
              torch.utils.deterministic.fill_uninitialized_memory)  # fmt: skip
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.utils.deterministic.fill_uninitialized_memory = False  # NaN-filling every allocation costs time, buys nothing here
-    cudnn = torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False, deterministic=True)
+    cudnn = (torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False, deterministic=True)
+             if device.type == "cuda" else contextlib.nullcontext())  # fmt: skip
     caught: list[warnings.WarningMessage] = []
     try:
-        with cudnn if device.type == "cuda" else contextlib.nullcontext(), warnings.catch_warnings(record=True) as caught:
+        with cudnn, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            yield determinism
+            yield alerts
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         torch.utils.deterministic.fill_uninitialized_memory = saved[2]
         for warning in {(str(w.message), w.category, w.filename, w.lineno): w for w in caught}.values():
             if any(marker in str(warning.message) for marker in _NONDETERMINISTIC):
-                determinism.alerts.append(str(warning.message))
+                alerts.append(str(warning.message))
             else:
                 warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-
-#: How PyTorch words its warnings (warn-only mode) for an operation without a deterministic kernel, and
-#: for cuBLAS when CUBLAS_WORKSPACE_CONFIG was not set before the process started.
-_NONDETERMINISTIC = ("does not have a deterministic implementation", "is not deterministic because it uses CuBLAS")
