@@ -8,7 +8,7 @@ Every suite runs with ``BENCH_THREADS`` torch threads (default 1: least noise on
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 import torch

@@ -12,9 +12,9 @@ import statistics
 
 import pytest
 import torch
+from conftest import model_input
 from torch.utils.benchmark import Timer
 
-from conftest import model_input
 from segbench.measure.latency import measure_latency
 
 REPEATS = 7

@@ -20,8 +20,11 @@ TOLERANCE = 0.15
 
 def paired_run(threads: int) -> dict[tuple[int, int], float]:
     config = BlocksConfig(kernel_sizes=KERNELS, channels=CHANNELS, size=SIZE, threads=threads)
-    return {(r["kernel_size"], r["in_channels"]): r["latency_speedup"] for r in blocks(default_specs(), config)
-            if r["block"] == "dsconv"}  # fmt: skip
+    return {
+        (r["kernel_size"], r["in_channels"]): r["latency_speedup"]
+        for r in blocks(default_specs(), config)
+        if r["block"] == "dsconv"
+    }
 
 
 def sequential_run(threads: int) -> dict[tuple[int, int], float]:
@@ -34,10 +37,11 @@ def sequential_run(threads: int) -> dict[tuple[int, int], float]:
         for c in CHANNELS:
             x = torch.randn(1, c, *SIZE)
             medians = [
-                measure_latency(spec.build(**block_options(k, c)), x, device="cpu", warmup=3, iters=10,
-                                threads=threads)["latency_ms_median"]
+                measure_latency(
+                    spec.build(**block_options(k, c)), x, device="cpu", warmup=3, iters=10, threads=threads
+                )["latency_ms_median"]
                 for spec in (standard, dsconv)
-            ]  # fmt: skip
+            ]
             speedups[(k, c)] = medians[0] / medians[1]
     return speedups
 
@@ -53,9 +57,12 @@ def test_k2_speedups_agree_between_two_runs(bench_threads: int) -> None:
     print("| K, C | sequential run 1 | run 2 | apart | paired run 1 | run 2 | apart |")
     print("|---|---|---|---|---|---|---|")
     for cell in new[0]:
-        print(f"| {cell[0]}, {cell[1]} | {old[0][cell]:.2f} | {old[1][cell]:.2f} | {apart(old[0][cell], old[1][cell]):.0%} "
-              f"| {new[0][cell]:.2f} | {new[1][cell]:.2f} | {apart(new[0][cell], new[1][cell]):.0%} |")  # fmt: skip
+        print(
+            f"| {cell[0]}, {cell[1]} | {old[0][cell]:.2f} | {old[1][cell]:.2f} | {apart(old[0][cell], old[1][cell]):.0%} "
+            f"| {new[0][cell]:.2f} | {new[1][cell]:.2f} | {apart(new[0][cell], new[1][cell]):.0%} |"
+        )
     worst = max(apart(new[0][cell], new[1][cell]) for cell in new[0])
-    print(f"worst cell: paired {worst:.0%} apart, sequential "
-          f"{max(apart(old[0][c], old[1][c]) for c in old[0]):.0%} apart")  # fmt: skip
+    print(
+        f"worst cell: paired {worst:.0%} apart, sequential {max(apart(old[0][c], old[1][c]) for c in old[0]):.0%} apart"
+    )
     assert worst <= TOLERANCE

@@ -44,8 +44,9 @@ def read_png(source: Path, name: str) -> np.ndarray:
     """``image/N.png`` or ``label/N.png`` from the folder, or from the git repository's HEAD."""
     if (source / name).is_file():
         return np.array(Image.open(source / name))
-    blob = subprocess.run(["git", "-C", str(source), "show", f"HEAD:{MEMBRANE}/{name}"], capture_output=True,
-                          check=True).stdout  # fmt: skip
+    blob = subprocess.run(
+        ["git", "-C", str(source), "show", f"HEAD:{MEMBRANE}/{name}"], capture_output=True, check=True
+    ).stdout
     return np.array(Image.open(io.BytesIO(blob)))
 
 
@@ -70,7 +71,9 @@ def membrane(tmp_path_factory: pytest.TempPathFactory) -> Path:
             for left in starts:
                 crop = (slice(top, top + TILE), slice(left, left + TILE))
                 stem = f"{n:02d}_{top:03d}_{left:03d}"
-                Image.fromarray(np.repeat(image[crop][..., None], 3, axis=2)).save(root / "images" / split / f"{stem}.png")
+                Image.fromarray(np.repeat(image[crop][..., None], 3, axis=2)).save(
+                    root / "images" / split / f"{stem}.png"
+                )
                 Image.fromarray(label[crop]).save(root / "masks" / split / f"{stem}.png")
     return root
 
@@ -84,8 +87,9 @@ def plain_loop(seed: int, train_set, val_set) -> float:
     """SGD momentum 0.9, the recipe's lr and weight decay, poly decay, random horizontal flips only."""
     model = build(seed).train()
     generator = torch.Generator().manual_seed(seed)
-    optimiser = torch.optim.SGD(model.parameters(), lr=recipe.DEFAULT_LR, momentum=recipe.MOMENTUM,
-                                weight_decay=recipe.WEIGHT_DECAY, fused=True)  # fmt: skip
+    optimiser = torch.optim.SGD(
+        model.parameters(), lr=recipe.DEFAULT_LR, momentum=recipe.MOMENTUM, weight_decay=recipe.WEIGHT_DECAY, fused=True
+    )
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: (1 - s / STEPS) ** recipe.POLY_POWER)
     for _ in range(STEPS):
         picks = torch.randint(len(train_set), (BATCH,), generator=generator).tolist()
@@ -101,8 +105,9 @@ def plain_loop(seed: int, train_set, val_set) -> float:
 
 
 def segbench_recipe(seed: int, train_set, val_set) -> float:
-    fields = train_and_evaluate(build(seed), train_set, val_set, steps=STEPS, batch_size=BATCH, size=(TILE, TILE),
-                                seed=seed)  # fmt: skip
+    fields = train_and_evaluate(
+        build(seed), train_set, val_set, steps=STEPS, batch_size=BATCH, size=(TILE, TILE), seed=seed
+    )
     return fields["miou"]
 
 
@@ -114,11 +119,15 @@ def test_default_recipe_matches_a_plain_loop(membrane: Path) -> None:
         for name, loop in zip(results, (segbench_recipe, plain_loop)):
             results[name].append(loop(seed, train_set, val_set))
             print(f"seed {seed}: {name} mIoU {results[name][-1]:.4f}", flush=True)
-    print(f"\n{MODEL}, {STEPS} steps x batch {BATCH} at {TILE}x{TILE}, ISBI-2012 membrane tiles, "
-          f"{torch.get_num_threads()} threads, seeds 0-{SEEDS - 1}:")  # fmt: skip
+    print(
+        f"\n{MODEL}, {STEPS} steps x batch {BATCH} at {TILE}x{TILE}, ISBI-2012 membrane tiles, "
+        f"{torch.get_num_threads()} threads, seeds 0-{SEEDS - 1}:"
+    )
     for name, values in results.items():
-        print(f"  {name:24s} mIoU mean {statistics.mean(values):.4f} sd {statistics.stdev(values):.4f} "
-              f"range {min(values):.4f}-{max(values):.4f}  {[round(v, 4) for v in values]}")  # fmt: skip
+        print(
+            f"  {name:24s} mIoU mean {statistics.mean(values):.4f} sd {statistics.stdev(values):.4f} "
+            f"range {min(values):.4f}-{max(values):.4f}  {[round(v, 4) for v in values]}"
+        )
     ours, plain = results.values()
     noise = 2 * (statistics.variance(ours) / SEEDS + statistics.variance(plain) / SEEDS) ** 0.5
     assert statistics.mean(ours) >= statistics.mean(plain) - noise, (results, noise)

@@ -62,9 +62,13 @@ def test_step_time_auto_vs_fixed_backends(name: str) -> None:
             times[key].append(step(plans[key]))
         r += 1
     median = {key: statistics.median(values) for key, values in times.items()}
-    print(f"\n{name}: step at batch {batch}, {SIZE}x{SIZE}, {torch.get_num_threads()} threads, {r} rounds; "
-          f"probe {found.seconds:.1f} s -> {found.plan}")  # fmt: skip
+    print(
+        f"\n{name}: step at batch {batch}, {SIZE}x{SIZE}, {torch.get_num_threads()} threads, {r} rounds; "
+        f"probe {found.seconds:.1f} s -> {found.plan}"
+    )
     for key, values in times.items():
-        print(f"  {key:7s} median {median[key]:7.3f} s  ({median[key] / median['auto']:.2f} x auto)  "
-              f"{[round(v, 3) for v in values[:8]]}{' ...' if len(values) > 8 else ''}")  # fmt: skip
+        print(
+            f"  {key:7s} median {median[key]:7.3f} s  ({median[key] / median['auto']:.2f} x auto)  "
+            f"{[round(v, 3) for v in values[:8]]}{' ...' if len(values) > 8 else ''}"
+        )
     assert median["auto"] <= 1.25 * min(median["onednn"], median["native"]), median

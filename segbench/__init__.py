@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-def create_model(name: str, num_classes: int | None = None, **options: Any) -> "nn.Module":
+def create_model(name: str, num_classes: int | None = None, **options: Any) -> nn.Module:
     """Build a registered architecture by name, as a plain ``nn.Module``.
 
     :param name: a registered model or block name (see ``segbench list``).

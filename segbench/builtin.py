@@ -8,7 +8,8 @@ model code is imported inside the builders, so listing specs never imports or bu
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from segbench.hookspecs import hookimpl
 from segbench.registry import DatasetSpec, ModelSpec, RuntimeSpec
@@ -75,15 +76,29 @@ def register_models(register: Callable[[ModelSpec], None]) -> None:
 
 DATASETS = (
     # name, class, needs a path, fixed class count, description
-    ("synthetic", "SyntheticDataset", False, None,
-     "generated in memory from the seed: shapes and textures, fixed train/val split"),
-    ("folder", "FolderDataset", True, None,
-     "PATH/images + PATH/masks matched by file stem; masks are PNGs of class ids"),
-    ("voc", "VOCDataset", True, 21,
-     "PASCAL VOC 2012 layout (JPEGImages, SegmentationClass, ImageSets/Segmentation)"),
-    ("cityscapes", "CityscapesDataset", True, 19,
-     "Cityscapes leftImg8bit + gtFine labelIds, mapped to the 19 train ids"),
-)  # fmt: skip
+    (
+        "synthetic",
+        "SyntheticDataset",
+        False,
+        None,
+        "generated in memory from the seed: shapes and textures, fixed train/val split",
+    ),
+    (
+        "folder",
+        "FolderDataset",
+        True,
+        None,
+        "PATH/images + PATH/masks matched by file stem; masks are PNGs of class ids",
+    ),
+    ("voc", "VOCDataset", True, 21, "PASCAL VOC 2012 layout (JPEGImages, SegmentationClass, ImageSets/Segmentation)"),
+    (
+        "cityscapes",
+        "CityscapesDataset",
+        True,
+        19,
+        "Cityscapes leftImg8bit + gtFine labelIds, mapped to the 19 train ids",
+    ),
+)
 
 
 @hookimpl
@@ -102,13 +117,31 @@ def register_datasets(register: Callable[[DatasetSpec], None]) -> None:
 
 RUNTIMES = (
     # name, module, devices, precisions, switches, description
-    ("torch", "torch_runtime", ("cpu", "cuda"), ("fp32", "fp16", "bf16"),
-     ("channels_last", "compile", "cuda_graph", "fold_bn"), "PyTorch eager, with casts, channels_last, compile, CUDA graphs"),
-    ("onnxruntime", "onnxruntime_runtime", ("cpu", "cuda"), ("fp32", "int8"), ("fold_bn",),
-     "ONNX Runtime (dynamo ONNX export; CPU provider, CUDA provider with onnxruntime-gpu)"),
-    ("openvino", "openvino_runtime", ("cpu",), ("fp32", "int8"), ("fold_bn",),
-     "OpenVINO on the CPU, from the same ONNX export"),
-)  # fmt: skip
+    (
+        "torch",
+        "torch_runtime",
+        ("cpu", "cuda"),
+        ("fp32", "fp16", "bf16"),
+        ("channels_last", "compile", "cuda_graph", "fold_bn"),
+        "PyTorch eager, with casts, channels_last, compile, CUDA graphs",
+    ),
+    (
+        "onnxruntime",
+        "onnxruntime_runtime",
+        ("cpu", "cuda"),
+        ("fp32", "int8"),
+        ("fold_bn",),
+        "ONNX Runtime (dynamo ONNX export; CPU provider, CUDA provider with onnxruntime-gpu)",
+    ),
+    (
+        "openvino",
+        "openvino_runtime",
+        ("cpu",),
+        ("fp32", "int8"),
+        ("fold_bn",),
+        "OpenVINO on the CPU, from the same ONNX export",
+    ),
+)
 
 
 @hookimpl
@@ -125,4 +158,3 @@ def register_runtimes(register: Callable[[RuntimeSpec], None]) -> None:
                 prepare=_lazy(f"segbench.runtimes.{module}", "prepare"),
             )
         )
-

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from segbench.errors import UserError
 
@@ -59,7 +59,11 @@ def check_precisions(precisions: Sequence[str]) -> list[str]:
 
 
 def check_timing(
-    warmup: int | None, iters: int | None, threads: int | None, budget_s: float | None = None, target: float | None = None
+    warmup: int | None,
+    iters: int | None,
+    threads: int | None,
+    budget_s: float | None = None,
+    target: float | None = None,
 ) -> None:
     """The timing options: warmup >= 0, iters and threads >= 1, budget > 0, 0 < target < 1 (None: defaults)."""
     check_nonnegative(warmup, "warmup")

@@ -10,7 +10,8 @@ Arguments may be added over time but are never removed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pluggy
 
@@ -27,7 +28,7 @@ hookimpl = pluggy.HookimplMarker("segbench")
 
 
 @hookspec
-def register_models(register: Callable[["ModelSpec"], None]) -> None:
+def register_models(register: Callable[[ModelSpec], None]) -> None:
     """Register architectures (whole models and building blocks) with the harness.
 
     Called once, the first time the registry is needed (never at import time), for every plugin.
@@ -43,7 +44,7 @@ def register_models(register: Callable[["ModelSpec"], None]) -> None:
 
 
 @hookspec
-def register_datasets(register: Callable[["DatasetSpec"], None]) -> None:
+def register_datasets(register: Callable[[DatasetSpec], None]) -> None:
     """Register datasets that ``segbench train`` and ``segbench run`` can read.
 
     Called once, the first time the registry is needed, for every plugin.
@@ -57,7 +58,7 @@ def register_datasets(register: Callable[["DatasetSpec"], None]) -> None:
 
 
 @hookspec
-def register_runtimes(register: Callable[["RuntimeSpec"], None]) -> None:
+def register_runtimes(register: Callable[[RuntimeSpec], None]) -> None:
     """Register inference runtimes that ``segbench latency --runtime`` and ``segbench run --runtime`` time.
 
     Called once, the first time the registry is needed, for every plugin. PyTorch, ONNX Runtime and

@@ -14,9 +14,10 @@ import functools
 import os
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 
@@ -99,7 +100,7 @@ def _register_entry_points(manager: pluggy.PluginManager) -> list[PluginFailure]
             manager.check_pending()
         except KeyboardInterrupt:
             raise
-        except BaseException as exc:  # noqa: B036 - a broken plugin (even one calling sys.exit) must not break the harness
+        except BaseException as exc:
             if manager.has_plugin(name):
                 manager.unregister(name=name)
             failures.append(PluginFailure(name, f"failed to load: {_one_line(exc)}"))
@@ -127,7 +128,7 @@ def _call_registration(
             hook(register=register)
         except (DuplicateNameError, KeyboardInterrupt):
             raise
-        except BaseException as exc:  # noqa: B036 - see _register_entry_points
+        except BaseException as exc:
             failures.append(PluginFailure(name, f"{hook_name} raised {_one_line(exc)}"))
     return failures
 

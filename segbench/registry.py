@@ -9,8 +9,9 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 from segbench.errors import UserError
 
@@ -33,7 +34,7 @@ class ModelSpec:
 
     name: str
     family: str
-    builder: Callable[..., "nn.Module"]
+    builder: Callable[..., nn.Module]
     default_size: tuple[int, int]
     default_num_classes: int | None
     description: str
@@ -46,7 +47,7 @@ class ModelSpec:
         """The builder options in effect: defaults overridden by the caller's."""
         return {**self.default_options, **overrides}
 
-    def build(self, num_classes: int | None = None, **options: Any) -> "nn.Module":
+    def build(self, num_classes: int | None = None, **options: Any) -> nn.Module:
         options = self.options(**options)
         if self.kind == "block":
             return self.builder(**options)
@@ -78,15 +79,13 @@ class DatasetSpec:
     """
 
     name: str
-    builder: Callable[..., "Dataset"]
+    builder: Callable[..., Dataset]
     description: str
     needs_path: bool = False
     num_classes: int | None = None
     plugin: str = ""
 
-    def open(
-        self, path: str | None, split: str, seed: int = 0, num_classes: int | None = None
-    ) -> "Dataset":
+    def open(self, path: str | None, split: str, seed: int = 0, num_classes: int | None = None) -> Dataset:
         return self.builder(path=path, split=split, seed=seed, num_classes=num_classes)
 
     def validate(self) -> None:
@@ -174,9 +173,7 @@ class Registry:
         return [self.runtimes[n] for n in dict.fromkeys(names)]
 
     def names(self, kind: Kind | None = None) -> list[str]:
-        return sorted(
-            (n for n, s in self.models.items() if kind is None or s.kind == kind), key=natural_key
-        )
+        return sorted((n for n, s in self.models.items() if kind is None or s.kind == kind), key=natural_key)
 
     def model(self, name: str) -> ModelSpec:
         try:
@@ -192,7 +189,9 @@ class Registry:
         """
         known = self.names(kind)
         if selection is not None and not selection.strip(" ,"):
-            raise UserError(f"empty model selection {selection!r}: give names or globs, or 'all'; known: {', '.join(self.names())}")
+            raise UserError(
+                f"empty model selection {selection!r}: give names or globs, or 'all'; known: {', '.join(self.names())}"
+            )
         if selection is None or selection.strip() == "all":
             return [self.models[n] for n in known]
         chosen: list[str] = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import sys
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -27,10 +28,14 @@ CLASSES, SIZE, STEPS, GLOBAL_BATCH = 4, 32, 3, 4
 def network() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
         nn.Conv2d(8, CLASSES, 1),
-    )  # fmt: skip
+    )
 
 
 def samples(count: int, sizes: list[tuple[int, int]], seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -40,7 +45,9 @@ def samples(count: int, sizes: list[tuple[int, int]], seed: int) -> list[tuple[t
     for index in range(count):
         height, width = sizes[index % len(sizes)]
         mask = torch.randint(0, CLASSES, (height, width), generator=generator)
-        image = mask.float()[None].expand(3, -1, -1) / CLASSES + 0.3 * torch.randn(3, height, width, generator=generator)
+        image = mask.float()[None].expand(3, -1, -1) / CLASSES + 0.3 * torch.randn(
+            3, height, width, generator=generator
+        )
         mask[: index % 3 * 5] = 255  # 0, 5 or 10 ignored rows: the ranks' shares differ
         found.append((image, mask))
     return found
@@ -49,7 +56,7 @@ def samples(count: int, sizes: list[tuple[int, int]], seed: int) -> list[tuple[t
 class Recording(ConfusionMatrix):
     """The confusion matrix `evaluate` computes from, kept for the comparison."""
 
-    seen: list[torch.Tensor] = []
+    seen: ClassVar[list[torch.Tensor]] = []
 
     def compute(self):  # type: ignore[no-untyped-def]
         Recording.seen.append(self.matrix.clone())
@@ -74,8 +81,9 @@ def main(report: str) -> None:
     ranks = copy.deepcopy(initial)
     with team.parallel.training(ranks) as wrapped:
         training.fit(wrapped, train_set, generator=torch.Generator().manual_seed(0), parallel=team.parallel, **options)
-    together = training.evaluate(ranks.eval(), val_set, num_classes=CLASSES, size=(SIZE, SIZE), batch_size=2,
-                                 parallel=team.parallel)  # fmt: skip
+    together = training.evaluate(
+        ranks.eval(), val_set, num_classes=CLASSES, size=(SIZE, SIZE), batch_size=2, parallel=team.parallel
+    )
     flat = torch.cat([t.flatten().double() for t in ranks.state_dict().values()])
     everyone = [torch.empty_like(flat) for _ in range(2)]
     torch.distributed.all_gather(everyone, flat)

@@ -82,9 +82,9 @@ def test_bad_shapes_and_ids_raise() -> None:
     cm = ConfusionMatrix(3)
     with pytest.raises(ValueError, match="shape"):
         cm.update(torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 5, dtype=torch.long))
-    with pytest.raises(ValueError, match="0..2"):
+    with pytest.raises(ValueError, match=r"0..2"):
         cm.update(torch.tensor([3]), torch.tensor([0]))
-    with pytest.raises(ValueError, match="0..2"):
+    with pytest.raises(ValueError, match=r"0..2"):
         cm.update(torch.tensor([0]), torch.tensor([7]))
 
 

@@ -14,15 +14,26 @@ PACKAGE = Path(segbench.__file__).parent
 
 #: Bottom to top. A module may import from its own layer and the layers below, never above.
 LAYERS = (
-    ("contract", ("segbench._version", "segbench.errors", "segbench.checks", "segbench.hookspecs",
-                  "segbench.registry", "segbench.builtin", "segbench.plugins", "segbench.inventory")),
+    (
+        "contract",
+        (
+            "segbench._version",
+            "segbench.errors",
+            "segbench.checks",
+            "segbench.hookspecs",
+            "segbench.registry",
+            "segbench.builtin",
+            "segbench.plugins",
+            "segbench.inventory",
+        ),
+    ),
     ("models and data", ("segbench.models", "segbench.data")),
     ("measurement primitives", ("segbench.measure", "segbench.runtimes")),
     ("rows", ("segbench.rows",)),
     ("runners", ("segbench.runners",)),
     ("output", ("segbench.output",)),
     ("cli", ("segbench.cli", "segbench.__main__", "segbench")),
-)  # fmt: skip
+)
 
 
 def module_name(path: Path) -> str:
@@ -33,10 +44,14 @@ def module_name(path: Path) -> str:
 def layer_of(module: str) -> int:
     """The index of the most specific layer prefix that names ``module``."""
     best = max(
-        ((i, prefix) for i, (_, prefixes) in enumerate(LAYERS) for prefix in prefixes
-         if module == prefix or module.startswith(prefix + ".")),
+        (
+            (i, prefix)
+            for i, (_, prefixes) in enumerate(LAYERS)
+            for prefix in prefixes
+            if module == prefix or module.startswith(prefix + ".")
+        ),
         key=lambda item: len(item[1]),
-    )  # fmt: skip
+    )
     return best[0]
 
 
@@ -49,8 +64,12 @@ def imports_of(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             for alias in node.names:
                 candidate = f"{node.module}.{alias.name}"
-                found.add(candidate if (PACKAGE.parent / (candidate.replace(".", "/"))).exists()
-                          or (PACKAGE.parent / (candidate.replace(".", "/") + ".py")).exists() else node.module)
+                found.add(
+                    candidate
+                    if (PACKAGE.parent / (candidate.replace(".", "/"))).exists()
+                    or (PACKAGE.parent / (candidate.replace(".", "/") + ".py")).exists()
+                    else node.module
+                )
     return {m for m in found if m == "segbench" or m.startswith("segbench.")}
 
 
@@ -88,7 +107,7 @@ def test_no_import_cycles():
             if target == module:
                 continue
             if state.get(target) == "open":
-                cycles.append(stack[stack.index(target):] + [target] if target in stack else [module, target])
+                cycles.append([*stack[stack.index(target) :], target] if target in stack else [module, target])
             elif target not in state:
                 visit(target, [*stack, target])
         state[module] = "done"

@@ -20,6 +20,7 @@ def study_rows(kernel_sizes, channels, **options):
     """Every row of the K^2 runner over the built-in pair."""
     return list(blocks(default_specs(), BlocksConfig(kernel_sizes, channels, **options)))
 
+
 GRID_K = (1, 3, 5, 7)
 GRID_C = (32, 64, 128, 256)
 
@@ -59,8 +60,11 @@ def test_even_or_non_positive_kernel_sizes_are_rejected(bad: list[int]) -> None:
 def test_study_rows_pair_standard_and_dsconv() -> None:
     rows = study_rows([1, 3], [4], size=(8, 8), batch_size=2, warmup=0, iters=2)
     assert [(r["block"], r["kernel_size"]) for r in rows] == [
-        ("standard", 1), ("dsconv", 1), ("standard", 3), ("dsconv", 3)
-    ]  # fmt: skip
+        ("standard", 1),
+        ("dsconv", 1),
+        ("standard", 3),
+        ("dsconv", 3),
+    ]
     for row in rows:
         assert row["kind"] == "block" and row["error"] is None
         assert (row["in_channels"], row["out_channels"], row["stride"]) == (4, 4, 1)
@@ -109,8 +113,18 @@ def test_a_block_row_names_the_block_the_same_way_in_every_command() -> None:
         (row,) = [r for r in json.loads(result.stdout) if r["model"] == "block_dsconv"]
         identities[name] = {f: row[f] for f in (*IDENTITY_FIELDS, "family", "plugin")}
     expected = {
-        "model": "block_dsconv", "kind": "block", "block": "dsconv", "kernel_size": 3, "in_channels": 128,
-        "out_channels": 128, "stride": 1, "batch_size": 1, "height": 64, "width": 64, "num_classes": None,
-        "family": "conv_block", "plugin": "segbench",
-    }  # fmt: skip
+        "model": "block_dsconv",
+        "kind": "block",
+        "block": "dsconv",
+        "kernel_size": 3,
+        "in_channels": 128,
+        "out_channels": 128,
+        "stride": 1,
+        "batch_size": 1,
+        "height": 64,
+        "width": 64,
+        "num_classes": None,
+        "family": "conv_block",
+        "plugin": "segbench",
+    }
     assert identities == dict.fromkeys(commands, expected)

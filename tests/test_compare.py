@@ -20,14 +20,44 @@ def rows(**changes: dict) -> list[dict]:
     """Two model rows and one block row; ``changes`` maps a model name to fields to override."""
     common = dict(device="cpu", device_name="Xeon", precision="fp32", batch_size=1, height=256, width=512)
     out = [
-        make_row(model="fcn8s", kind="model", num_classes=21, params=134_489_759, macs_analytic=13_900_000_000,
-                 latency_ms_median=400.0, miou=0.40, dataset="synthetic", train_steps=20, **common),
-        make_row(model="fast_scnn", kind="model", num_classes=19, params=1_137_795, macs_analytic=210_000_000,
-                 latency_ms_median=20.0, miou=0.30, dataset="synthetic", train_steps=20, **common),
-        make_row(model="block_dsconv", kind="block", block="dsconv", kernel_size=3, in_channels=128,
-                 out_channels=128, stride=1, params=17_792, macs_analytic=71_827_456, latency_ms_median=1.0,
-                 **{**common, "height": 64, "width": 64}),
-    ]  # fmt: skip
+        make_row(
+            model="fcn8s",
+            kind="model",
+            num_classes=21,
+            params=134_489_759,
+            macs_analytic=13_900_000_000,
+            latency_ms_median=400.0,
+            miou=0.40,
+            dataset="synthetic",
+            train_steps=20,
+            **common,
+        ),
+        make_row(
+            model="fast_scnn",
+            kind="model",
+            num_classes=19,
+            params=1_137_795,
+            macs_analytic=210_000_000,
+            latency_ms_median=20.0,
+            miou=0.30,
+            dataset="synthetic",
+            train_steps=20,
+            **common,
+        ),
+        make_row(
+            model="block_dsconv",
+            kind="block",
+            block="dsconv",
+            kernel_size=3,
+            in_channels=128,
+            out_channels=128,
+            stride=1,
+            params=17_792,
+            macs_analytic=71_827_456,
+            latency_ms_median=1.0,
+            **{**common, "height": 64, "width": 64},
+        ),
+    ]
     return [{**r, **changes.get(r["model"], {})} for r in out]
 
 
@@ -127,8 +157,9 @@ def test_missing_or_failed_row_in_new_fails_and_extra_row_is_added(tmp_path):
 def test_rows_differing_in_a_key_field_do_not_match():
     checks = compare_rows(rows(), rows(fcn8s={"batch_size": 8}))
     assert [(c.row, c.status) for c in checks if c.check == "row"] == [
-        ("fcn8s 256x512 bs1 cpu fp32", "REGRESSION"), ("fcn8s 256x512 bs8 cpu fp32", "added"),
-    ]  # fmt: skip
+        ("fcn8s 256x512 bs1 cpu fp32", "REGRESSION"),
+        ("fcn8s 256x512 bs8 cpu fp32", "added"),
+    ]
 
 
 def test_duplicate_rows_in_one_file_are_refused():
@@ -160,8 +191,13 @@ def test_missing_file_is_exit_2(tmp_path):
 def _noisy_row(median_ms: float, rng: random.Random, samples: int = 100) -> dict:
     """A latency row whose per-call samples carry a shared machine's noise: lognormal spread, 3x spikes."""
     times = [median_ms * rng.lognormvariate(0, 0.3) * (3 if rng.random() < 0.1 else 1) for _ in range(samples)]
-    return make_row(model="m", device="cpu", device_name="cpu0", latency_ms_median=statistics.median(times),
-                    latency_samples_ms=times)  # fmt: skip
+    return make_row(
+        model="m",
+        device="cpu",
+        device_name="cpu0",
+        latency_ms_median=statistics.median(times),
+        latency_samples_ms=times,
+    )
 
 
 def test_the_gate_passes_an_unchanged_model_and_fails_a_20_percent_slowdown_under_noise():
@@ -175,9 +211,10 @@ def test_the_gate_passes_an_unchanged_model_and_fails_a_20_percent_slowdown_unde
     false_alarms = sum(any(c.status == "REGRESSION" for c in checks) for checks in unchanged)
     caught = sum(any(c.status == "REGRESSION" for c in checks) for checks in slower)
     medians_only = sum(
-        _noisy_row(10.0, random.Random(s))["latency_ms_median"] > 1.1 * _noisy_row(10.0, random.Random(s + 1000))[
-            "latency_ms_median"] for s in range(100)
-    )  # fmt: skip
+        _noisy_row(10.0, random.Random(s))["latency_ms_median"]
+        > 1.1 * _noisy_row(10.0, random.Random(s + 1000))["latency_ms_median"]
+        for s in range(100)
+    )
     assert false_alarms <= 2 < medians_only  # the medians alone would have failed more unchanged models
     assert caught >= 85
     (check,) = [c for c in slower[0] if c.check == "latency_ms_median"]

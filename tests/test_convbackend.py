@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import ClassVar
 
 import pytest
 import torch
@@ -18,9 +19,12 @@ def small_net() -> nn.Sequential:
     """FCN-style: each conv followed by an in-place ReLU (the case module backward hooks cannot handle)."""
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(inplace=True),
         nn.Conv2d(8, 4, 1),
-    )  # fmt: skip
+    )
 
 
 def conv_ops(model: nn.Module, plan: Plan) -> tuple[Counter, dict[str, torch.Tensor]]:
@@ -86,7 +90,7 @@ def test_small_layers_keep_onednn_untimed() -> None:
 class FakeChild:
     """Stands in for the child process: oneDNN seconds per input channel count (None: stopped)."""
 
-    onednn: dict[int, float | None] = {}
+    onednn: ClassVar[dict[int, float | None]] = {}
 
     def __init__(self) -> None:
         self.process = self
@@ -128,7 +132,9 @@ def test_native_wins_only_decisively(native: float, onednn: float | None, wins: 
 
 
 def test_child_call_past_its_timeout_is_stopped() -> None:
-    layer = conv_layers(nn.Sequential(nn.Conv2d(64, 64, 3)), (4, 64, 64, 64))["0"]  # tens of ms: longer than the timeout
+    layer = conv_layers(nn.Sequential(nn.Conv2d(64, 64, 3)), (4, 64, 64, 64))[
+        "0"
+    ]  # tens of ms: longer than the timeout
     child = convbackend._Child()
     assert child.time(layer, timeout=60.0) > 0  # answered
     assert child.time(layer, timeout=1e-4) is None

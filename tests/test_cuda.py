@@ -54,8 +54,14 @@ def test_an_out_of_memory_cell_on_the_gpu_is_a_row_error_and_its_memory_is_relea
                 torch.empty(2 * free, dtype=torch.uint8, device=x.device)  # twice what the GPU has free
             return self.conv(x)
 
-    spec = ModelSpec(name="greedy", family="t", builder=lambda num_classes: Greedy(num_classes), default_size=(16, 16),
-                     default_num_classes=3, description="t")  # fmt: skip
+    spec = ModelSpec(
+        name="greedy",
+        family="t",
+        builder=lambda num_classes: Greedy(num_classes),
+        default_size=(16, 16),
+        default_num_classes=3,
+        description="t",
+    )
     before = torch.cuda.memory_allocated()
     rows = list(latency([spec], LatencyConfig(device="cuda", sizes=[(64, 64), (32, 32)], warmup=1, iters=2)))
     assert [r["error"] for r in rows] == [OOM, None]
@@ -65,13 +71,20 @@ def test_an_out_of_memory_cell_on_the_gpu_is_a_row_error_and_its_memory_is_relea
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
 def test_a_cuda_graph_replays_real_work_on_its_static_input(precision: str, tmp_path: Path) -> None:
     model = tiny_net().cuda()
-    first, second = (torch.randn(2, 3, 16, 16, device="cuda", generator=torch.Generator("cuda").manual_seed(s))
-                     for s in (1, 2))  # fmt: skip
+    first, second = (
+        torch.randn(2, 3, 16, 16, device="cuda", generator=torch.Generator("cuda").manual_seed(s)) for s in (1, 2)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "The CUDA Graph is empty" would fail here
         with torch.inference_mode():
-            session = torch_runtime.prepare(model, first, device=torch.device("cuda"),
-                                            variant=Variant(precision, cuda_graph=True), threads=1, workdir=tmp_path)  # fmt: skip
+            session = torch_runtime.prepare(
+                model,
+                first,
+                device=torch.device("cuda"),
+                variant=Variant(precision, cuda_graph=True),
+                threads=1,
+                workdir=tmp_path,
+            )
             out_first = session.predict(first).clone()
             out_second = session.predict(second).clone()
             eager_second = model.to(torch_runtime.DTYPES[precision])(second.to(torch_runtime.DTYPES[precision]))
@@ -86,8 +99,9 @@ def test_a_model_that_breaks_capture_reports_its_own_error(tmp_path: Path) -> No
 
     x = torch.randn(1, 3, 8, 8, device="cuda")
     with pytest.raises(VariantUnavailable, match="cannot capture a CUDA graph") as info, torch.inference_mode():
-        torch_runtime.prepare(Syncs(), x, device=torch.device("cuda"), variant=Variant(cuda_graph=True), threads=1,
-                              workdir=tmp_path)  # fmt: skip
+        torch_runtime.prepare(
+            Syncs(), x, device=torch.device("cuda"), variant=Variant(cuda_graph=True), threads=1, workdir=tmp_path
+        )
     assert "invalidated" not in str(info.value)
     # the pool is clean: the next capture works
     row = measure_latency(tiny_net(), x, device="cuda", cuda_graph=True, warmup=1, iters=3)
@@ -117,6 +131,7 @@ def test_settings_restore_the_current_device_and_graphs_capture_on_the_second_gp
     assert row["error"] is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        row = measure_latency(tiny_net(), torch.randn(1, 3, 16, 16), device="cuda:1", cuda_graph=True, warmup=1,
-                              iters=3)  # fmt: skip
+        row = measure_latency(
+            tiny_net(), torch.randn(1, 3, 16, 16), device="cuda:1", cuda_graph=True, warmup=1, iters=3
+        )
     assert row["error"] is None and row["output_argmax_agreement"] == 1.0 and row["latency_ms_median"] > 0.001

@@ -79,9 +79,13 @@ def test_synthetic_defaults_and_class_count() -> None:
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"num_classes": 7}, "2 to 6"), ({"num_classes": 1}, "2 to 6"), ({"path": "x"}, "no path"),
-     ({"split": "test"}, "unknown split")],
-)  # fmt: skip
+    [
+        ({"num_classes": 7}, "2 to 6"),
+        ({"num_classes": 1}, "2 to 6"),
+        ({"path": "x"}, "no path"),
+        ({"split": "test"}, "unknown split"),
+    ],
+)
 def test_synthetic_rejects_bad_options(kwargs: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):
         SyntheticDataset(length=1, **kwargs)
@@ -127,11 +131,11 @@ def test_registry_opens_folder(tmp_path: Path) -> None:
 
 
 def test_folder_bad_inputs_name_the_file(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="missing.*not found"):
+    with pytest.raises(UserError, match=r"missing.*not found"):
         FolderDataset(str(tmp_path / "missing"))
     (tmp_path / "empty" / "images").mkdir(parents=True)
     (tmp_path / "empty" / "masks").mkdir()
-    with pytest.raises(UserError, match="images.*no images found"):
+    with pytest.raises(UserError, match=r"images.*no images found"):
         FolderDataset(str(tmp_path / "empty"))
 
     root = folder_tree(tmp_path / "a")

@@ -40,8 +40,13 @@ def faulty_plugin(monkeypatch):
 
 def torchrun(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc-per-node 2 ARGS`` with this checkout first on the path."""
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(PLUGINS)]),
-                   "SEGBENCH_DIST_TIMEOUT": "60", "OMP_NUM_THREADS": "1", **env}  # fmt: skip
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(PLUGINS)]),
+        "SEGBENCH_DIST_TIMEOUT": "60",
+        "OMP_NUM_THREADS": "1",
+        **env,
+    }
     return subprocess.run([*TORCHRUN, *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=240)
 
 
@@ -49,8 +54,9 @@ def torchrun(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProc
 
 
 def test_shards_measure_every_cell_exactly_once_and_stamp_their_rows():
-    cells = [Cell([{"model": f"m{i}", "batch_size": b} for b in (1, 2)], lambda keys: [{}] * len(keys))
-             for i in range(5)]  # fmt: skip
+    cells = [
+        Cell([{"model": f"m{i}", "batch_size": b} for b in (1, 2)], lambda keys: [{}] * len(keys)) for i in range(5)
+    ]
     alone = list(measure_cells(cells))
     parts = [list(measure_cells(cells, RunnerOptions(shard=Shard(rank, 3, cores=str(rank))))) for rank in range(3)]
     merged = in_cell_order([row for part in reversed(parts) for row in part])
@@ -109,14 +115,41 @@ def test_cores_are_named_as_taskset_does_and_a_bad_timeout_is_refused(monkeypatc
 @pytest.mark.slow
 def test_a_sharded_run_gives_the_rows_of_one_process(tmp_path, faulty_plugin):
     """Models and then the K^2 blocks' cells, round robin over 2 ranks, each on its own core."""
-    args = ["run", "-m", "fast_scnn,chatty_net", "--steps", "0", "--size", "32x32", "--blocks", "--kernel-sizes", "3",
-            "--channels", "8,16", "--block-size", "16x16", *FAST, "--format", "json"]  # fmt: skip
+    args = [
+        "run",
+        "-m",
+        "fast_scnn,chatty_net",
+        "--steps",
+        "0",
+        "--size",
+        "32x32",
+        "--blocks",
+        "--kernel-sizes",
+        "3",
+        "--channels",
+        "8,16",
+        "--block-size",
+        "16x16",
+        *FAST,
+        "--format",
+        "json",
+    ]
     sharded = torchrun(["-m", "segbench", *args, "--out", str(tmp_path / "out")], cwd=tmp_path)
     assert sharded.returncode == 0, sharded.stderr
     rows = json.loads(sharded.stdout)  # rank 1 printed nothing: stdout is rank 0's one JSON array
     alone = json.loads(runner.invoke(app, [*args, "--no-save"], catch_exceptions=False).stdout)
-    what = ("model", "block", "kernel_size", "in_channels", "height", "width", "params", "macs_analytic",
-            "macs_fvcore", "mac_ratio")  # fmt: skip
+    what = (
+        "model",
+        "block",
+        "kernel_size",
+        "in_channels",
+        "height",
+        "width",
+        "params",
+        "macs_analytic",
+        "macs_fvcore",
+        "mac_ratio",
+    )
     assert [[r[f] for f in what] for r in rows] == [[r[f] for f in what] for r in alone]
     assert [r["model"] for r in rows] == ["fast_scnn", "chatty_net", *["block_standard", "block_dsconv"] * 2]
     assert [(r["cell"], r["rank"]) for r in rows] == [(0, 0), (1, 1), (2, 0), (2, 0), (3, 1), (3, 1)]
@@ -131,23 +164,38 @@ def test_a_sharded_run_gives_the_rows_of_one_process(tmp_path, faulty_plugin):
 @pytest.mark.slow
 def test_a_rank_that_dies_leaves_its_rows_and_resume_measures_the_rest(tmp_path):
     """Rank 1 crashes hard in its second cell: rank 0 names it, merges its first row from its journal."""
-    args = ["-m", "segbench", "latency", "-m", "chatty_net,crashing_net", "--batch-size", "1,2", *FAST,
-            "--format", "json"]  # fmt: skip
+    args = [
+        "-m",
+        "segbench",
+        "latency",
+        "-m",
+        "chatty_net,crashing_net",
+        "--batch-size",
+        "1,2",
+        *FAST,
+        "--format",
+        "json",
+    ]
     crashed = torchrun([*args, "--out", str(tmp_path)], cwd=tmp_path, SEGBENCH_FAULTY_CRASH="5")
     assert crashed.returncode != 0
     assert "rank 1 did not finish" in crashed.stderr and "--resume" in crashed.stderr
     (saved,) = tmp_path.glob("latency-*.json")
     kept = load_rows([saved])
     assert [(r["model"], r["batch_size"], r["rank"]) for r in kept] == [
-        ("chatty_net", 1, 0), ("chatty_net", 2, 1), ("crashing_net", 1, 0),
-    ]  # fmt: skip
+        ("chatty_net", 1, 0),
+        ("chatty_net", 2, 1),
+        ("crashing_net", 1, 0),
+    ]
     assert not list(tmp_path.glob("*.jsonl"))
     resumed = torchrun([*args, "--resume", str(saved)], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     rows = load_rows([saved])
     assert [(r["model"], r["batch_size"], r["cell"]) for r in rows] == [
-        ("chatty_net", 1, 0), ("chatty_net", 2, 1), ("crashing_net", 1, 2), ("crashing_net", 2, 3),
-    ]  # fmt: skip
+        ("chatty_net", 1, 0),
+        ("chatty_net", 2, 1),
+        ("crashing_net", 1, 2),
+        ("crashing_net", 2, 3),
+    ]
     assert rows[3]["run_id"] != rows[0]["run_id"] == rows[1]["run_id"]  # only the missing cell was measured
     assert [r["cell"] for r in json.loads(resumed.stdout)] == [0, 1, 2, 3]
 
@@ -155,7 +203,9 @@ def test_a_rank_that_dies_leaves_its_rows_and_resume_measures_the_rest(tmp_path)
 @pytest.mark.slow
 def test_two_ranks_train_like_one_process_on_the_global_batch(tmp_path):
     """DDP + synchronised BatchNorm + the loss over the batch's labelled pixels vs one process, 3 steps."""
-    launched = torchrun([str(Path(__file__).parent / "distributed_worker.py"), str(tmp_path / "report.json")], cwd=tmp_path)
+    launched = torchrun(
+        [str(Path(__file__).parent / "distributed_worker.py"), str(tmp_path / "report.json")], cwd=tmp_path
+    )
     assert launched.returncode == 0, launched.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["ranks_agree"] == 0.0  # DDP: bitwise the same weights on both ranks
@@ -167,8 +217,25 @@ def test_two_ranks_train_like_one_process_on_the_global_batch(tmp_path):
 
 @pytest.mark.slow
 def test_train_under_torchrun_records_the_world_and_the_global_batch(tmp_path):
-    args = ["-m", "segbench", "train", "-m", "fast_scnn", "--steps", "2", "--batch-size", "4", "--size", "32x32",
-            "--save", str(tmp_path / "weights.pt"), "--format", "json", "--out", str(tmp_path / "out")]  # fmt: skip
+    args = [
+        "-m",
+        "segbench",
+        "train",
+        "-m",
+        "fast_scnn",
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--size",
+        "32x32",
+        "--save",
+        str(tmp_path / "weights.pt"),
+        "--format",
+        "json",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     launched = torchrun(args, cwd=tmp_path)
     assert launched.returncode == 0, launched.stderr
     (row,) = json.loads(launched.stdout)

@@ -41,9 +41,13 @@ def test_flops_batch_size_scales_macs() -> None:
 def test_flops_by_module_rows() -> None:
     rows = _json(["flops", "--models", "fast_scnn", "--size", "64x128", "--by", "module"])
     assert [r["module"] for r in rows] == [
-        "learning_to_downsample", "global_feature_extractor", "pyramid_pooling", "feature_fusion", "classifier",
+        "learning_to_downsample",
+        "global_feature_extractor",
+        "pyramid_pooling",
+        "feature_fusion",
+        "classifier",
         "(root)",
-    ]  # fmt: skip
+    ]
     assert all(r["macs_fvcore"] == r["macs_analytic"] for r in rows)  # conv MACs agree module by module
     assert rows[-1]["macs_analytic"] == 0 < rows[-1]["macs_other"]  # the final upsampling
     assert sum(r["params"] for r in rows) == 1_137_795
@@ -51,8 +55,9 @@ def test_flops_by_module_rows() -> None:
 
 
 def test_flops_by_operator_csv_and_saved_files(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["flops", "-m", "fcn32s", "--size", "40x40", "--by", "operator", "--format", "csv",
-                                 "--out", str(tmp_path)])  # fmt: skip
+    result = runner.invoke(
+        app, ["flops", "-m", "fcn32s", "--size", "40x40", "--by", "operator", "--format", "csv", "--out", str(tmp_path)]
+    )
     assert result.exit_code == 0, result.stderr
     rows = {r["operator"]: r for r in csv.DictReader(io.StringIO(result.stdout))}
     assert set(rows) == {"conv2d", "conv_transpose2d", "relu", "max_pool2d"}

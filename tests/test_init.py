@@ -28,11 +28,16 @@ def random_vgg16_state(seed: int = 0) -> dict[str, torch.Tensor]:
     for indices, channels in zip(CONV_INDICES, CHANNELS):
         for i in indices:
             fan_in = in_channels * 9
-            state[f"features.{i}.weight"] = torch.randn(channels, in_channels, 3, 3, generator=g) * math.sqrt(2 / fan_in)
+            state[f"features.{i}.weight"] = torch.randn(channels, in_channels, 3, 3, generator=g) * math.sqrt(
+                2 / fan_in
+            )
             state[f"features.{i}.bias"] = torch.randn(channels, generator=g) * 0.01
             in_channels = channels
-    for key, (out, inp) in {"classifier.0": (4096, 512 * 7 * 7), "classifier.3": (4096, 4096),
-                            "classifier.6": (1000, 4096)}.items():  # fmt: skip
+    for key, (out, inp) in {
+        "classifier.0": (4096, 512 * 7 * 7),
+        "classifier.3": (4096, 4096),
+        "classifier.6": (1000, 4096),
+    }.items():
         state[f"{key}.weight"] = torch.randn(out, inp, generator=g) * math.sqrt(2 / inp)
         state[f"{key}.bias"] = torch.randn(out, generator=g) * 0.01
     return state
@@ -111,8 +116,22 @@ def test_bad_init_is_exit_2_before_training(tmp_path: Path, vgg16_file, args: li
 
 def test_train_records_the_init(vgg16_file) -> None:
     path = vgg16_file[0]
-    args = ["train", "-m", "fcn8s", "--init", f"vgg16:{path}", "--steps", "0", "--size", "32x32",
-            "--conv-backend", "onednn", "--format", "json", "--no-save"]  # fmt: skip
+    args = [
+        "train",
+        "-m",
+        "fcn8s",
+        "--init",
+        f"vgg16:{path}",
+        "--steps",
+        "0",
+        "--size",
+        "32x32",
+        "--conv-backend",
+        "onednn",
+        "--format",
+        "json",
+        "--no-save",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
@@ -37,9 +38,7 @@ def latency_rows(specs, **options):
 def tiny_net(classes: int = 5) -> nn.Module:
     """A small conv net with non-trivial logits (random weights, BN with random statistics)."""
     torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, classes, 1)
-    )
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, classes, 1))
     with torch.no_grad():
         net[1].running_mean.uniform_(-0.5, 0.5)
         net[1].running_var.uniform_(0.5, 2.0)
@@ -145,9 +144,7 @@ def test_trace_file_is_written_and_named(example: torch.Tensor, tmp_path) -> Non
 
 
 def test_default_trace_name_says_model_shape_and_variant(example: torch.Tensor, tmp_path) -> None:
-    row = measure_latency(
-        tiny_net(), example, device="cpu", channels_last=True, warmup=0, iters=1, trace_dir=tmp_path
-    )
+    row = measure_latency(tiny_net(), example, device="cpu", channels_last=True, warmup=0, iters=1, trace_dir=tmp_path)
     assert row["trace_file"] == str(tmp_path / "sequential-2x3x16x16-fp32+cl.json")
 
 
@@ -253,11 +250,18 @@ def test_expand_variants_rule() -> None:
     assert [v.tag for v in expand_variants()] == ["fp32"]
     assert [v.tag for v in expand_variants(("fp16",))] == ["fp32", "fp16"]  # the baseline is always there
     assert [v.tag for v in expand_variants(("fp32", "fp16"), channels_last=True)] == [
-        "fp32", "fp32+cl", "fp16", "fp16+cl"
-    ]  # fmt: skip
+        "fp32",
+        "fp32+cl",
+        "fp16",
+        "fp16+cl",
+    ]
     assert [v.tag for v in expand_variants(("bf16",), compile=True, cuda_graph=True)] == [
-        "fp32", "bf16", "bf16+graph", "bf16+compile", "bf16+compile+graph"
-    ]  # fmt: skip
+        "fp32",
+        "bf16",
+        "bf16+graph",
+        "bf16+compile",
+        "bf16+compile+graph",
+    ]
     assert [v.tag for v in expand_variants(("int8",), fold_bn=True)] == ["fp32", "int8", "int8+foldbn"]
 
 
@@ -305,13 +309,16 @@ def test_failing_cells_become_row_errors_and_the_sweep_goes_on() -> None:
         ("broken", 1, True, "cuda graphs need --device cuda"),
         ("broken", 2, False, None),
         ("broken", 2, True, "cuda graphs need --device cuda"),
-        *[("unbuildable", b, g, "cannot build unbuildable: ZeroDivisionError: division by zero")
-          for b in (1, 2) for g in (False, True)],
+        *[
+            ("unbuildable", b, g, "cannot build unbuildable: ZeroDivisionError: division by zero")
+            for b in (1, 2)
+            for g in (False, True)
+        ],
         ("tiny", 1, False, None),
         ("tiny", 1, True, "cuda graphs need --device cuda"),
         ("tiny", 2, False, None),
         ("tiny", 2, True, "cuda graphs need --device cuda"),
-    ]  # fmt: skip
+    ]
     failed = next(r for r in rows if r["error"] == "out of memory")
     assert failed["latency_ms_median"] is None and failed["iters"] is None
 
@@ -343,24 +350,38 @@ def test_block_rows_carry_block_fields_and_input_channels() -> None:
 
 def test_default_protocol_depends_on_the_device_and_is_adaptive() -> None:
     cpu, cuda = timing("cpu"), timing("cuda:1")
-    assert (cpu.warmup, cpu.iters, cpu.min_samples, cpu.min_seconds, cpu.budget_s, cpu.target) == (3, None, 6, 1.0, 10.0, 0.02)
+    assert (cpu.warmup, cpu.iters, cpu.min_samples, cpu.min_seconds, cpu.budget_s, cpu.target) == (
+        3,
+        None,
+        6,
+        1.0,
+        10.0,
+        0.02,
+    )
     assert (cuda.warmup, cuda.iters, cuda.min_samples, cuda.budget_s) == (10, None, 20, 2.0)
     assert timing("cpu", iters=7).iters == 7
     (row,) = latency_rows([TINY], device="cpu", budget_s=0.5)
     assert row["iters"] >= 6 and len(row["latency_samples_ms"]) == row["iters"]
     assert row["latency_ms_ci_low"] <= row["latency_ms_median"] <= row["latency_ms_ci_high"]
-    half_width = max(row["latency_ms_median"] - row["latency_ms_ci_low"], row["latency_ms_ci_high"] - row["latency_ms_median"])
+    half_width = max(
+        row["latency_ms_median"] - row["latency_ms_ci_low"], row["latency_ms_ci_high"] - row["latency_ms_median"]
+    )
     assert row["ci_target_met"] == (half_width / row["latency_ms_median"] <= 0.02)
 
 
 def test_trace_files_are_named_after_the_cell(tmp_path) -> None:
     rows = latency_rows(
-        [TINY], device="cpu", batch_sizes=[2], variants=expand_variants(channels_last=True), warmup=0, iters=1,
+        [TINY],
+        device="cpu",
+        batch_sizes=[2],
+        variants=expand_variants(channels_last=True),
+        warmup=0,
+        iters=1,
         trace_dir=tmp_path,
-    )  # fmt: skip
+    )
     names = ["tiny-2x8x8-torch-fp32.json", "tiny-2x8x8-torch-fp32+cl.json"]
     assert [r["trace_file"] for r in rows] == [str(tmp_path / name) for name in names]
-    assert all(json.loads(open(r["trace_file"]).read())["traceEvents"] for r in rows)
+    assert all(json.loads(Path(r["trace_file"]).read_text())["traceEvents"] for r in rows)
 
 
 def test_a_variant_runs_where_fp32_eager_fails() -> None:
@@ -416,9 +437,27 @@ runner = CliRunner()
 def test_cli_json_output_parses_with_one_row_per_cell(tmp_path) -> None:
     result = runner.invoke(
         app,
-        ["latency", "--models", "block_dsconv", "--size", "8x8,4x6", "--batch-size", "1,2", "--warmup", "0",
-         "--iters", "2", "--threads", "1", "--channels-last", "--format", "json", "--out", str(tmp_path)],
-    )  # fmt: skip
+        [
+            "latency",
+            "--models",
+            "block_dsconv",
+            "--size",
+            "8x8,4x6",
+            "--batch-size",
+            "1,2",
+            "--warmup",
+            "0",
+            "--iters",
+            "2",
+            "--threads",
+            "1",
+            "--channels-last",
+            "--format",
+            "json",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     rows = json.loads(result.stdout)
     assert len(rows) == 2 * 2 * 2
@@ -432,9 +471,22 @@ def test_cli_json_output_parses_with_one_row_per_cell(tmp_path) -> None:
 def test_cli_row_errors_exit_1_and_keep_the_rows() -> None:
     result = runner.invoke(
         app,
-        ["latency", "-m", "block_dsconv", "--size", "8x8", "--iters", "1", "--warmup", "0", "--cuda-graph",
-         "--format", "json", "--no-save"],
-    )  # fmt: skip
+        [
+            "latency",
+            "-m",
+            "block_dsconv",
+            "--size",
+            "8x8",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--cuda-graph",
+            "--format",
+            "json",
+            "--no-save",
+        ],
+    )
     assert result.exit_code == 1
     rows = json.loads(result.stdout)
     assert [r["error"] for r in rows] == [None, "cuda graphs need --device cuda"]
@@ -444,8 +496,15 @@ def test_cli_ctrl_c_emits_finished_rows_and_exits_130(monkeypatch) -> None:
     import segbench.runners.latency
 
     def interrupted(specs, config):
-        yield make_row(model="first", batch_size=1, height=8, width=8, latency_ms_median=1.0, throughput_ips=1e3,
-                       **Variant().fields())
+        yield make_row(
+            model="first",
+            batch_size=1,
+            height=8,
+            width=8,
+            latency_ms_median=1.0,
+            throughput_ips=1e3,
+            **Variant().fields(),
+        )
         raise KeyboardInterrupt
 
     monkeypatch.setattr(segbench.runners.latency, "latency", interrupted)

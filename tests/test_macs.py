@@ -11,8 +11,8 @@ from segbench.measure.analytic import adaptive_pool_macs, analytic_count
 from segbench.measure.macs import (
     FV_SKIPS,
     THOP_MISSES,
-    MacCount,
     THOP_TRANSPOSED,
+    MacCount,
     count_model,
     count_spec,
     fvcore_count,

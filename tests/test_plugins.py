@@ -8,7 +8,7 @@ import pytest
 from segbench import hookspecs, plugins
 from segbench.errors import UserError
 
-GOOD = '''
+GOOD = """
 import segbench
 from segbench.registry import ModelSpec
 from torch import nn
@@ -17,21 +17,21 @@ from torch import nn
 def register_models(register):
     register(ModelSpec(name="tiny_net", family="tiny", builder=lambda num_classes: nn.Conv2d(3, num_classes, 1),
                        default_size=(8, 8), default_num_classes=3, description="1x1 conv"))
-'''
+"""
 
-BROKEN_IMPORT = '''
+BROKEN_IMPORT = """
 raise ImportError("missing dependency frobnicate")
-'''
+"""
 
-RAISES_IN_HOOK = '''
+RAISES_IN_HOOK = """
 import segbench
 
 @segbench.hookimpl
 def register_models(register):
     raise RuntimeError("model table corrupt")
-'''
+"""
 
-DUPLICATE = '''
+DUPLICATE = """
 import segbench
 from segbench.registry import ModelSpec
 from torch import nn
@@ -40,7 +40,7 @@ from torch import nn
 def register_models(register):
     register(ModelSpec(name="fcn8s", family="fake", builder=lambda num_classes: nn.Identity(),
                        default_size=(8, 8), default_num_classes=3, description="impostor"))
-'''
+"""
 
 
 def test_builtins_are_registered_by_the_builtin_plugin():
@@ -59,22 +59,22 @@ def test_entry_point_plugin_is_discovered_and_stamped(fake_plugins):
     assert "good-plugin" in plugins.plugin_names()
 
 
-MISSPELLED = '''
+MISSPELLED = """
 import segbench
 
 @segbench.hookimpl
 def register_model(register):  # the hook is register_models
     pass
-'''
+"""
 
-DATASETS_ONLY = '''
+DATASETS_ONLY = """
 import segbench
 from segbench.registry import DatasetSpec
 
 @segbench.hookimpl
 def register_datasets(register):
     register(DatasetSpec(name="tiny_set", builder=lambda **kw: [], description="empty"))
-'''
+"""
 
 
 def test_a_misspelled_hook_is_a_reported_plugin_failure(fake_plugins, capsys):
@@ -98,14 +98,17 @@ def test_a_distribution_with_two_entry_points_loads_both(fake_plugins):
 
 def test_hooks_are_called_through_pluggy_with_keyword_arguments(fake_plugins):
     """An implementation may take fewer arguments than the spec (pluggy's rule), so specs can grow."""
-    fake_plugins("no-args", '''
+    fake_plugins(
+        "no-args",
+        """
 import segbench
 CALLED = []
 
 @segbench.hookimpl
 def register_models():
     CALLED.append(True)
-''')
+""",
+    )
     plugins.get_registry()
     import no_args
 

@@ -73,15 +73,26 @@ def test_dataset_selection_parses_paths():
 
 
 def _spec(**overrides):
-    fields = dict(name="ok", family="f", builder=lambda num_classes: None, default_size=(4, 4),
-                  default_num_classes=2, description="d")
+    fields = dict(
+        name="ok",
+        family="f",
+        builder=lambda num_classes: None,
+        default_size=(4, 4),
+        default_num_classes=2,
+        description="d",
+    )
     return ModelSpec(**{**fields, **overrides})
 
 
 @pytest.mark.parametrize(
     "overrides, problem",
-    [({"name": "Bad-Name"}, "snake case"), ({"kind": "layer"}, "kind"), ({"builder": 3}, "callable"),
-     ({"default_size": (0, 4)}, "default_size"), ({"default_num_classes": 0}, "default_num_classes")],
+    [
+        ({"name": "Bad-Name"}, "snake case"),
+        ({"kind": "layer"}, "kind"),
+        ({"builder": 3}, "callable"),
+        ({"default_size": (0, 4)}, "default_size"),
+        ({"default_num_classes": 0}, "default_num_classes"),
+    ],
 )
 def test_malformed_specs_are_rejected(overrides, problem):
     with pytest.raises(ValueError, match=problem):

@@ -28,13 +28,27 @@ MODELS = {  # name: (latency ms on the CPU, GMAC, mIoU)
 def model_rows(device: str, device_name: str, hostname: str, speed: float) -> list[dict]:
     return [
         make_row(
-            model=name, kind="model", family=name.rstrip("0123456789s"), device=device, device_name=device_name,
-            hostname=hostname, precision="fp32", batch_size=1, height=256, width=512, num_classes=21,
-            params=1_000 + i, macs_analytic=int(gmac * 1e9), macs_fvcore=int(gmac * 1e9),
-            latency_ms_median=latency / speed, dataset="synthetic", train_steps=20, miou=miou,
+            model=name,
+            kind="model",
+            family=name.rstrip("0123456789s"),
+            device=device,
+            device_name=device_name,
+            hostname=hostname,
+            precision="fp32",
+            batch_size=1,
+            height=256,
+            width=512,
+            num_classes=21,
+            params=1_000 + i,
+            macs_analytic=int(gmac * 1e9),
+            macs_fvcore=int(gmac * 1e9),
+            latency_ms_median=latency / speed,
+            dataset="synthetic",
+            train_steps=20,
+            miou=miou,
         )
         for i, (name, (latency, gmac, miou)) in enumerate(MODELS.items())
-    ]  # fmt: skip
+    ]
 
 
 def block_rows() -> list[dict]:
@@ -43,11 +57,24 @@ def block_rows() -> list[dict]:
         for c in (32, 128):
             for block, latency in (("standard", 2.0 * k * k), ("dsconv", 1.0 * k)):
                 macs = k * k * c * c * 64 * 64 if block == "standard" else (k * k * c + c * c) * 64 * 64
-                rows.append(make_row(
-                    model=f"block_{block}", kind="block", block=block, kernel_size=k, in_channels=c,
-                    out_channels=c, stride=1, device="cpu", device_name="Xeon", batch_size=1, height=64,
-                    width=64, macs_analytic=macs, latency_ms_median=latency,
-                ))  # fmt: skip
+                rows.append(
+                    make_row(
+                        model=f"block_{block}",
+                        kind="block",
+                        block=block,
+                        kernel_size=k,
+                        in_channels=c,
+                        out_channels=c,
+                        stride=1,
+                        device="cpu",
+                        device_name="Xeon",
+                        batch_size=1,
+                        height=64,
+                        width=64,
+                        macs_analytic=macs,
+                        latency_ms_median=latency,
+                    )
+                )
     return rows
 
 
@@ -93,10 +120,26 @@ def test_sections_show_varying_context_as_columns_and_the_rest_as_a_note():
     rows = model_rows("cpu", "Xeon", "laptop", 1.0) + model_rows("cuda", "H100", "gpubox", 20.0) + block_rows()
     (models_title, models, model_cols, model_notes), (blocks_title, blocks, block_cols, block_notes) = sections(rows)
     assert (models_title, len(models), blocks_title, len(blocks)) == ("Models", 6, "Blocks", 8)
-    assert model_cols == ["model", "device", "device_name", "hostname", "params", "macs_analytic",
-                          "latency_ms_median", "miou"]  # fmt: skip
-    assert block_cols == ["model", "block", "kernel_size", "in_channels", "out_channels", "stride", "macs_analytic",
-                          "latency_ms_median"]  # fmt: skip
+    assert model_cols == [
+        "model",
+        "device",
+        "device_name",
+        "hostname",
+        "params",
+        "macs_analytic",
+        "latency_ms_median",
+        "miou",
+    ]
+    assert block_cols == [
+        "model",
+        "block",
+        "kernel_size",
+        "in_channels",
+        "out_channels",
+        "stride",
+        "macs_analytic",
+        "latency_ms_median",
+    ]
     assert "device=cpu, device_name=Xeon" in block_notes[0]
     assert "height=256, width=512, batch_size=1, precision=fp32, num_classes=21" in model_notes[0]
     assert "dataset=synthetic, train_steps=20" in model_notes[0]
@@ -166,8 +209,10 @@ def test_plots_without_their_fields_are_skipped_with_a_note(tmp_path):
     assert not plot_dir.exists() or not list(plot_dir.iterdir())
     notes = result.stderr.strip().splitlines()
     assert [n.split(":")[1].strip() for n in notes] == [
-        "skipped plot miou_vs_latency", "skipped plot macs_vs_latency", "skipped plot k2_study",
-    ]  # fmt: skip
+        "skipped plot miou_vs_latency",
+        "skipped plot macs_vs_latency",
+        "skipped plot k2_study",
+    ]
 
 
 def test_html_is_self_contained_with_tables_and_plots(result_files, tmp_path):
@@ -215,7 +260,10 @@ def test_unwritable_plot_folder_is_one_line_exit_2(result_files, tmp_path):
 
 
 def test_error_bars_come_from_the_intervals_in_the_rows():
-    rows = [make_row(latency_ms_median=10.0, latency_ms_ci_low=9.0, latency_ms_ci_high=12.5), make_row(latency_ms_median=4.0)]
+    rows = [
+        make_row(latency_ms_median=10.0, latency_ms_ci_low=9.0, latency_ms_ci_high=12.5),
+        make_row(latency_ms_median=4.0),
+    ]
     assert interval(rows, "latency_ms_median") == [(1.0, 2.5), (0, 0)]  # a row without an interval: no bar
     assert interval(rows[1:], "latency_ms_median") is None  # older files: no bars at all
     paired = block_rows()

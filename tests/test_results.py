@@ -11,12 +11,60 @@ from segbench.errors import UserError
 from segbench.rows.files import load_rows, save_rows, to_json
 from segbench.rows.schema import ROW_FIELDS, make_row
 
-DESIGN_FIELDS = """model kind family plugin device device_name precision channels_last compiled cuda_graph
-batch_size height width num_classes params params_trainable macs_fvcore macs_thop macs_analytic flops
-latency_ms_median latency_ms_mean latency_ms_p90 latency_ms_min latency_ms_std iters throughput_ips
-host_ms_median threads output_max_abs_diff output_argmax_agreement compile_seconds peak_mem_mb trace_file
-dataset train_steps train_seconds miou pixel_acc iou_per_class block kernel_size in_channels out_channels
-stride error segbench_version torch_version cuda_version timestamp git_sha hostname""".split()
+DESIGN_FIELDS = [
+    "model",
+    "kind",
+    "family",
+    "plugin",
+    "device",
+    "device_name",
+    "precision",
+    "channels_last",
+    "compiled",
+    "cuda_graph",
+    "batch_size",
+    "height",
+    "width",
+    "num_classes",
+    "params",
+    "params_trainable",
+    "macs_fvcore",
+    "macs_thop",
+    "macs_analytic",
+    "flops",
+    "latency_ms_median",
+    "latency_ms_mean",
+    "latency_ms_p90",
+    "latency_ms_min",
+    "latency_ms_std",
+    "iters",
+    "throughput_ips",
+    "host_ms_median",
+    "threads",
+    "output_max_abs_diff",
+    "output_argmax_agreement",
+    "compile_seconds",
+    "peak_mem_mb",
+    "trace_file",
+    "dataset",
+    "train_steps",
+    "train_seconds",
+    "miou",
+    "pixel_acc",
+    "iou_per_class",
+    "block",
+    "kernel_size",
+    "in_channels",
+    "out_channels",
+    "stride",
+    "error",
+    "segbench_version",
+    "torch_version",
+    "cuda_version",
+    "timestamp",
+    "git_sha",
+    "hostname",
+]
 
 
 def test_schema_holds_every_design_field_once():

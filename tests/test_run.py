@@ -43,11 +43,35 @@ def register_models(register):
 TINY = ["--size", "32x32", "--steps", "2", "--train-batch-size", "2", "--warmup", "0", "--iters", "3"]
 #: Every field `segbench run` measures for a model; each must be filled in a successful row.
 MEASURED = (
-    "params", "params_trainable", "macs_fvcore", "macs_thop", "macs_analytic", "flops", "latency_ms_median",
-    "latency_ms_mean", "latency_ms_p90", "latency_ms_min", "latency_ms_std", "iters", "throughput_ips",
-    "host_ms_median", "threads", "peak_mem_mb", "dataset", "train_steps", "train_seconds", "miou", "pixel_acc",
-    "iou_per_class", "device_name", "height", "width", "batch_size", "num_classes", "precision",
-)  # fmt: skip
+    "params",
+    "params_trainable",
+    "macs_fvcore",
+    "macs_thop",
+    "macs_analytic",
+    "flops",
+    "latency_ms_median",
+    "latency_ms_mean",
+    "latency_ms_p90",
+    "latency_ms_min",
+    "latency_ms_std",
+    "iters",
+    "throughput_ips",
+    "host_ms_median",
+    "threads",
+    "peak_mem_mb",
+    "dataset",
+    "train_steps",
+    "train_seconds",
+    "miou",
+    "pixel_acc",
+    "iou_per_class",
+    "device_name",
+    "height",
+    "width",
+    "batch_size",
+    "num_classes",
+    "precision",
+)
 # Tiny at 32x32 with 6 classes: conv 3->8 3x3 (216 + 8 bias), BN (8 + 8), head 8->6 1x1 (48 + 6)
 TINY_PARAMS = 216 + 8 + 16 + 48 + 6
 TINY_MACS = (9 * 3 * 8 + 8 * 6) * 32 * 32
@@ -125,8 +149,9 @@ def test_same_seed_same_row(test_models, tmp_path):
 def test_train_time_budget_and_its_steps_give_the_same_row(test_models):
     at = TINY.index("--steps")
     timed_args = TINY[:at] + TINY[at + 2 :]
-    result = runner.invoke(app, ["run", "-m", "tiny_net", *timed_args, "--train-time", "2", "--format", "json",
-                                 "--no-save"])  # fmt: skip
+    result = runner.invoke(
+        app, ["run", "-m", "tiny_net", *timed_args, "--train-time", "2", "--format", "json", "--no-save"]
+    )
     assert result.exit_code == 0, result.output
     (timed,) = json.loads(result.stdout)
     assert timed["train_budget_seconds"] == 2 and timed["train_steps"] >= 1 and timed["init"] == "scratch"
@@ -197,7 +222,7 @@ def test_run_with_blocks_feeds_report_plots(test_models, tmp_path):
     assert result.exit_code == 0, result.output
     assert "### segbench run - Blocks" in result.stdout
     (saved,) = out.glob("run-*.json")
-    tiny, standard, dsconv = load_rows([saved])
+    _tiny, standard, dsconv = load_rows([saved])
     assert (standard["block"], dsconv["block"]) == ("standard", "dsconv")
     assert (dsconv["kernel_size"], dsconv["in_channels"], dsconv["out_channels"]) == (3, 8, 8)
     assert standard["macs_analytic"] == 9 * 8 * 8 * 16 * 16

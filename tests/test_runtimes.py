@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -64,8 +63,9 @@ def test_onnx_runtimes_agree_with_pytorch_at_an_odd_size(name, tmp_path):
     runtime = get_registry().runtimes[name]
     with torch.inference_mode():
         reference = model(x)
-        session = runtime.prepare(model, x, device=torch.device("cpu"), variant=Variant(), threads=1,
-                                  workdir=tmp_path, calibration=[])  # fmt: skip
+        session = runtime.prepare(
+            model, x, device=torch.device("cpu"), variant=Variant(), threads=1, workdir=tmp_path, calibration=[]
+        )
         output = session.predict(x)
     assert output.shape == reference.shape == (1, 5, 97, 131)
     assert (output - reference).abs().max() < 1e-4
@@ -83,24 +83,50 @@ def test_int8_is_calibrated_and_close_to_fp32(tmp_path):
     runtime = get_registry().runtimes["onnxruntime"]
     with torch.inference_mode():
         reference = model(x)
-        session = runtime.prepare(model, x, device=torch.device("cpu"), variant=Variant("int8"), threads=1,
-                                  workdir=tmp_path, calibration=calibration)  # fmt: skip
+        session = runtime.prepare(
+            model,
+            x,
+            device=torch.device("cpu"),
+            variant=Variant("int8"),
+            threads=1,
+            workdir=tmp_path,
+            calibration=calibration,
+        )
         output = session.predict(x)
     assert (tmp_path / "model-int8.onnx").is_file()
     error = (output - reference).abs().max() / reference.abs().max()
     assert 0 < error < 0.25  # int8: not exact, not garbage
     (tmp_path / "model-int8.onnx").unlink()
     with pytest.raises(Exception, match="int8 needs calibration images"):
-        runtime.prepare(model, x, device=torch.device("cpu"), variant=Variant("int8"), threads=1,
-                        workdir=tmp_path, calibration=[])  # fmt: skip
+        runtime.prepare(
+            model, x, device=torch.device("cpu"), variant=Variant("int8"), threads=1, workdir=tmp_path, calibration=[]
+        )
 
 
 @ONNX
 def test_latency_rows_per_runtime_and_variant():
-    result = runner.invoke(app, [
-        "latency", "-m", "fast_scnn", "--size", "64x64", "--runtime", "torch,onnxruntime,openvino", "--fold-bn",
-        "--warmup", "0", "--iters", "2", "--threads", "1", "--format", "json", "--no-save",
-    ])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "latency",
+            "-m",
+            "fast_scnn",
+            "--size",
+            "64x64",
+            "--runtime",
+            "torch,onnxruntime,openvino",
+            "--fold-bn",
+            "--warmup",
+            "0",
+            "--iters",
+            "2",
+            "--threads",
+            "1",
+            "--format",
+            "json",
+            "--no-save",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert [(r["runtime"], r["bn_folded"]) for r in rows] == [
@@ -121,7 +147,7 @@ def test_a_variant_no_selected_runtime_runs_is_bad_input():
     assert "no runtime of onnxruntime runs fp32+compile" in result.stderr
 
 
-RUNTIME_PLUGIN = '''
+RUNTIME_PLUGIN = """
 import time
 import torch
 import segbench
@@ -145,18 +171,33 @@ def register_runtimes(register):
                          precisions=("fp32",), switches=frozenset(),
                          unavailable=lambda device: "vendor_sdk not installed: pip install segbench-vendor",
                          prepare=prepare))
-'''
+"""
 
 
 def test_a_runtime_plugin_adds_rows_and_a_missing_one_says_how_to_install(fake_plugins):
     fake_plugins("segbench-torchscript", RUNTIME_PLUGIN)
     assert get_registry().runtimes["torchscript"].plugin == "segbench-torchscript"
-    result = runner.invoke(app, [
-        "latency", "-m", "block_dsconv", "--size", "8x8", "--runtime", "torch,torchscript,vendor_sdk",
-        "--warmup", "0", "--iters", "1", "--format", "json", "--no-save",
-    ])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "latency",
+            "-m",
+            "block_dsconv",
+            "--size",
+            "8x8",
+            "--runtime",
+            "torch,torchscript,vendor_sdk",
+            "--warmup",
+            "0",
+            "--iters",
+            "1",
+            "--format",
+            "json",
+            "--no-save",
+        ],
+    )
     assert result.exit_code == 1
-    torch_row, script, missing = json.loads(result.stdout)
+    _torch_row, script, missing = json.loads(result.stdout)
     assert (script["runtime"], script["error"], script["output_max_abs_diff"]) == ("torchscript", None, 0.0)
     assert script["compile_seconds"] > 0 and script["output_argmax_agreement"] == 1.0
     assert missing["error"] == "vendor_sdk not installed: pip install segbench-vendor"
@@ -168,16 +209,38 @@ def test_a_runtime_plugin_adds_rows_and_a_missing_one_says_how_to_install(fake_p
 @pytest.mark.slow
 def test_run_gives_each_runtime_row_its_own_miou(fake_plugins, tmp_path):
     """int8 next to fp32: agreement and mIoU of the trained network, through each runtime's session."""
-    result = runner.invoke(app, [
-        "run", "-m", "fast_scnn", "--size", "64x64", "--steps", "20", "--train-batch-size", "4",
-        "--runtime", "torch,onnxruntime", "--precision", "fp32,int8", "--warmup", "0", "--iters", "2",
-        "--format", "json", "--no-save",
-    ])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "-m",
+            "fast_scnn",
+            "--size",
+            "64x64",
+            "--steps",
+            "20",
+            "--train-batch-size",
+            "4",
+            "--runtime",
+            "torch,onnxruntime",
+            "--precision",
+            "fp32,int8",
+            "--warmup",
+            "0",
+            "--iters",
+            "2",
+            "--format",
+            "json",
+            "--no-save",
+        ],
+    )
     assert result.exit_code == 0, result.output
     eager, ort_fp32, ort_int8 = json.loads(result.stdout)
     assert [(r["runtime"], r["precision"]) for r in (eager, ort_fp32, ort_int8)] == [
-        ("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")
-    ]  # fmt: skip
+        ("torch", "fp32"),
+        ("onnxruntime", "fp32"),
+        ("onnxruntime", "int8"),
+    ]
     assert eager["train_steps"] == ort_int8["train_steps"] == 20 and eager["miou"] > 0
     assert ort_fp32["output_argmax_agreement"] > 0.999
     assert ort_fp32["miou"] == pytest.approx(eager["miou"], abs=0.005)  # the same network, another runtime

@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -31,8 +30,9 @@ runner = CliRunner()
 def start(args: list[str], **env: str) -> subprocess.Popen:
     """The console script in its own process, with the faulty plugin installed."""
     environment = {**os.environ, "PYTHONPATH": str(PLUGINS), "SEGBENCH_FAULTY_SLEEP": "60", **env}
-    return subprocess.Popen([SEGBENCH, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=environment)  # fmt: skip
+    return subprocess.Popen(
+        [SEGBENCH, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment
+    )
 
 
 def wait_for_rows(folder: Path, count: int, timeout: float = 120) -> Path:
@@ -62,8 +62,10 @@ def test_sigkill_loses_only_the_cell_in_progress_and_resume_finishes_the_sweep(t
     report = runner.invoke(app, ["report", str(journal), "--format", "json"])
     assert report.exit_code == 0 and [r["batch_size"] for r in json.loads(report.stdout)] == [1]
 
-    resumed = start(["latency", "-m", "sleepy_net", "--batch-size", "1,2,3", *FAST, "--resume", str(journal),
-                     "--format", "json"], SEGBENCH_FAULTY_SLEEP="0")  # fmt: skip
+    resumed = start(
+        ["latency", "-m", "sleepy_net", "--batch-size", "1,2,3", *FAST, "--resume", str(journal), "--format", "json"],
+        SEGBENCH_FAULTY_SLEEP="0",
+    )
     stdout, stderr = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, stderr
     rows = json.loads(stdout)
@@ -90,8 +92,9 @@ def test_sigterm_keeps_the_finished_rows_and_exits_143(tmp_path):
 
 def test_ctrl_c_in_flops_keeps_the_finished_rows(tmp_path):
     out = tmp_path / "results"
-    process = start(["flops", "-m", "chatty_net,fcn32s,fcn16s,fcn8s", "--size", "512x512", "--out", str(out),
-                     "--format", "json"])  # fmt: skip
+    process = start(
+        ["flops", "-m", "chatty_net,fcn32s,fcn16s,fcn8s", "--size", "512x512", "--out", str(out), "--format", "json"]
+    )
     wait_for_rows(out, 1)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
@@ -127,14 +130,18 @@ def test_a_printing_plugin_cannot_corrupt_json_on_stdout(tmp_path):
     [("exiting_net", "SystemExit: 3"), ("usererror_net", "UserError: a plugin raised segbench's own error type")],
 )
 def test_plugin_exceptions_of_any_kind_become_row_errors(model, error):
-    process = start(["latency", "-m", f"chatty_net,{model}", "--batch-size", "1,2", *FAST, "--format", "json",
-                     "--no-save"])  # fmt: skip
+    process = start(
+        ["latency", "-m", f"chatty_net,{model}", "--batch-size", "1,2", *FAST, "--format", "json", "--no-save"]
+    )
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 1, stderr
     rows = json.loads(stdout)
     assert [(r["model"], r["batch_size"], r["error"]) for r in rows] == [
-        ("chatty_net", 1, None), ("chatty_net", 2, None), (model, 1, None), (model, 2, error),
-    ]  # fmt: skip
+        ("chatty_net", 1, None),
+        ("chatty_net", 2, None),
+        (model, 1, None),
+        (model, 2, error),
+    ]
 
 
 # --- checked before anything is measured -----------------------------------------------------------
@@ -154,7 +161,9 @@ def _folder(root: Path, masks: list[np.ndarray]) -> Path:
 def test_bad_input_found_before_measuring_writes_nothing(tmp_path, fake_plugins):
     import torch
 
-    fake_plugins("two-nets", """
+    fake_plugins(
+        "two-nets",
+        """
 import segbench
 from segbench.registry import ModelSpec
 from torch import nn
@@ -164,7 +173,8 @@ def register_models(register):
     for name, width in (("net_a", 4), ("net_b", 8)):
         register(ModelSpec(name=name, family="t", default_size=(16, 16), default_num_classes=2, description="t",
                            builder=lambda num_classes, width=width: nn.Conv2d(3, width * num_classes, 1)))
-""")
+""",
+    )
     weights = tmp_path / "w"
     weights.mkdir()
     torch.save({"weight": torch.zeros(8, 3, 1, 1), "bias": torch.zeros(8)}, weights / "net_a.pt")
@@ -179,14 +189,16 @@ def register_models(register):
     out = tmp_path / "out"
     train = ["train", "-m", "net_a,net_b", "--steps", "1", "--out", str(out)]
     cases = [
-        ([*train, "--dataset", f"folder:{data}", "--weights", str(weights / "{model}.pt")],
-         "net_b.pt: weights do not fit net_b with 2 classes"),
+        (
+            [*train, "--dataset", f"folder:{data}", "--weights", str(weights / "{model}.pt")],
+            "net_b.pt: weights do not fit net_b with 2 classes",
+        ),
         ([*train, "--dataset", f"folder:{broken}"], "4.png"),
         ([*train, "--dataset", f"folder:{data}", "--save", str(a_file / "{model}.pt")], "--save file"),
         (["latency", "-m", "net_a", "--trace", str(a_file), "--out", str(out)], "cannot write trace folder"),
         (["flops", "-m", "net_a", "--out", str(a_file / "sub")], "a_file"),
         (["run", "-m", "", "--out", str(out)], "empty model selection"),
-    ]  # fmt: skip
+    ]
     for args, message in cases:
         result = runner.invoke(app, args)
         assert result.exit_code == 2, (args, result.output)
@@ -209,9 +221,13 @@ def test_binary_masks_of_0_and_255_are_refused_with_how_to_remap(tmp_path):
 
 @pytest.mark.parametrize(
     ("value", "reason"),
-    [(float("nan"), "new value is NaN"), (float("inf"), "new value is infinite"), (-1.0, "new value is negative"),
-     ("fast", "new value is not a number ('fast')")],
-)  # fmt: skip
+    [
+        (float("nan"), "new value is NaN"),
+        (float("inf"), "new value is infinite"),
+        (-1.0, "new value is negative"),
+        ("fast", "new value is not a number ('fast')"),
+    ],
+)
 def test_compare_flags_unusable_numbers(tmp_path, value, reason):
     base = make_row(model="m", device="cpu", device_name="cpu0", latency_ms_median=10.0, miou=0.5, dataset="d")
     for field in ("latency_ms_median", "miou"):
@@ -258,6 +274,7 @@ def test_an_overflowing_variant_is_an_error_and_inf_not_null():
     except RuntimeError as exc:  # no fp16 multiply on this CPU: nothing to check
         pytest.skip(str(exc))
     assert fields["output_max_abs_diff"] == float("inf") and fields["error"] == NON_FINITE
-    assert json.loads(to_json([make_row(output_max_abs_diff=fields["output_max_abs_diff"])]))[0][
-        "output_max_abs_diff"
-    ] == "inf"
+    assert (
+        json.loads(to_json([make_row(output_max_abs_diff=fields["output_max_abs_diff"])]))[0]["output_max_abs_diff"]
+        == "inf"
+    )

@@ -13,7 +13,6 @@ from torch import nn
 
 from segbench.data.synthetic import SyntheticDataset
 from segbench.errors import UserError
-from segbench.registry import ModelSpec
 from segbench.measure import recipe
 from segbench.measure.training import (
     BudgetError,
@@ -23,6 +22,7 @@ from segbench.measure.training import (
     tensor_mib,
     train_and_evaluate,
 )
+from segbench.registry import ModelSpec
 from segbench.runners.cells import measure_cells
 from segbench.runners.train import Prepared, TrainConfig, cells, prepare
 
@@ -35,9 +35,12 @@ class TinyNet(nn.Module):
     def __init__(self, num_classes: int, aux: bool = False) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-            nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
-        )  # fmt: skip
+            nn.Conv2d(3, 16, 3, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.Conv2d(16, 16, 3, padding=1),
+            nn.ReLU(),
+        )
         self.head = nn.Conv2d(16, num_classes, 1)
         self.aux_head = nn.Conv2d(16, num_classes, 1) if aux else None
 
@@ -61,9 +64,16 @@ def run(data: tuple, seed: int = 0, steps: int | None = 40, **kwargs: object) ->
     model = kwargs.pop("model", None) or TinyNet(data[0].num_classes)
     losses: list[float] = []
     fields = train_and_evaluate(
-        model, *data, steps=steps, batch_size=4, size=SIZE, lr=0.1, seed=seed,
-        on_step=lambda step, loss: losses.append(loss), **kwargs,
-    )  # fmt: skip
+        model,
+        *data,
+        steps=steps,
+        batch_size=4,
+        size=SIZE,
+        lr=0.1,
+        seed=seed,
+        on_step=lambda step, loss: losses.append(loss),
+        **kwargs,
+    )
     return fields, losses
 
 
@@ -139,13 +149,13 @@ def test_checkpoint_round_trip_and_bad_weights(tiny_data: tuple, tmp_path: Path)
     evaluated, losses = run(tiny_data, seed=9, steps=0, weights=path)
     assert losses == [] and evaluated["peak_mem_mb"] is None
     assert evaluated["miou"] == trained["miou"]
-    with pytest.raises(UserError, match="nope.pt: weights file not found"):
+    with pytest.raises(UserError, match=r"nope.pt: weights file not found"):
         run(tiny_data, steps=0, weights=tmp_path / "nope.pt")
     torch.save({"other.weight": torch.zeros(1)}, tmp_path / "other.pt")
-    with pytest.raises(UserError, match="other.pt: weights do not fit this model"):
+    with pytest.raises(UserError, match=r"other.pt: weights do not fit this model"):
         run(tiny_data, steps=0, weights=tmp_path / "other.pt")
     (tmp_path / "junk.pt").write_text("junk")
-    with pytest.raises(UserError, match="junk.pt: not a readable torch checkpoint"):
+    with pytest.raises(UserError, match=r"junk.pt: not a readable torch checkpoint"):
         run(tiny_data, steps=0, weights=tmp_path / "junk.pt")
 
 
@@ -172,8 +182,16 @@ def test_fast_scnn_aux_training_step() -> None:
 
 
 def _spec(builder: object, name: str = "tiny", kind: str = "model") -> ModelSpec:
-    return ModelSpec(name=name, family="test", builder=builder, default_size=SIZE, default_num_classes=4,
-                     description="test model", kind=kind, plugin="tests")  # fmt: skip
+    return ModelSpec(
+        name=name,
+        family="test",
+        builder=builder,
+        default_size=SIZE,
+        default_num_classes=4,
+        description="test model",
+        kind=kind,
+        plugin="tests",
+    )
 
 
 def train_rows(specs: list[ModelSpec], data: tuple, **options: object) -> list[dict]:
@@ -212,7 +230,7 @@ def test_train_time_records_the_steps_that_reproduce_it(tiny_data: tuple) -> Non
 
 def test_budget_steps_fit_what_is_left_or_say_why_not() -> None:
     assert budget_steps(10.0, 4.0, 2.0) == 3
-    with pytest.raises(BudgetError, match="--train-time 5 s leaves no time for a step: 4.5 s spent"):
+    with pytest.raises(BudgetError, match=r"--train-time 5 s leaves no time for a step: 4.5 s spent"):
         budget_steps(5.0, 4.5, 1.0)
 
 
@@ -238,7 +256,7 @@ class PutNet(TinyNet):
     """TinyNet plus ``Tensor.put_``, which has no deterministic kernel even on CPU, and a warning."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        warnings.warn("keeps going")
+        warnings.warn("keeps going", stacklevel=2)
         scratch = torch.zeros(4, device=x.device)
         scratch.put_(torch.tensor([0, 0], device=x.device), torch.ones(2, device=x.device))
         return super().forward(x) + scratch[0] * 0
@@ -251,7 +269,8 @@ class CublasNet(TinyNet):
         warnings.warn(
             "Deterministic behavior was enabled with either `torch.use_deterministic_algorithms(True)` or "
             "`at::Context::setDeterministicAlgorithms(true)`, but this operation is not deterministic because "
-            "it uses CuBLAS and you have CUDA >= 10.2."
+            "it uses CuBLAS and you have CUDA >= 10.2.",
+            stacklevel=2,
         )
         return super().forward(x)
 
@@ -293,17 +312,55 @@ def test_cli_trains_and_writes_rows(tmp_path: Path) -> None:
 
     data = _folder(tmp_path / "data")
     ckpt = tmp_path / "ckpt" / "{model}.pt"
-    result = _invoke(["--models", "fast_scnn", "--dataset", f"folder:{data}", "--steps", "2", "--size", "32x32",
-                      "--batch-size", "2", "--format", "json", "--out", str(tmp_path / "out"), "--save", str(ckpt)])  # fmt: skip
+    result = _invoke(
+        [
+            "--models",
+            "fast_scnn",
+            "--dataset",
+            f"folder:{data}",
+            "--steps",
+            "2",
+            "--size",
+            "32x32",
+            "--batch-size",
+            "2",
+            "--format",
+            "json",
+            "--out",
+            str(tmp_path / "out"),
+            "--save",
+            str(ckpt),
+        ]
+    )
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)
-    assert (row["model"], row["dataset"], row["train_steps"], row["num_classes"]) == ("fast_scnn", f"folder:{data}", 2, 2)
+    assert (row["model"], row["dataset"], row["train_steps"], row["num_classes"]) == (
+        "fast_scnn",
+        f"folder:{data}",
+        2,
+        2,
+    )
     assert (row["height"], row["width"], row["batch_size"], row["device"]) == (32, 32, 2, "cpu")
     assert 0 <= row["miou"] <= 1 and len(row["iou_per_class"]) == 2 and row["error"] is None
     assert sorted(p.suffix for p in (tmp_path / "out").iterdir()) == [".csv", ".json", ".md"]
     assert (tmp_path / "ckpt" / "fast_scnn.pt").is_file()
-    again = _invoke(["--models", "fast_scnn", "--dataset", f"folder:{data}", "--steps", "0", "--size", "32x32",
-                     "--weights", str(ckpt), "--format", "json", "--no-save"])  # fmt: skip
+    again = _invoke(
+        [
+            "--models",
+            "fast_scnn",
+            "--dataset",
+            f"folder:{data}",
+            "--steps",
+            "0",
+            "--size",
+            "32x32",
+            "--weights",
+            str(ckpt),
+            "--format",
+            "json",
+            "--no-save",
+        ]
+    )
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)[0]["miou"] == row["miou"]
 
@@ -312,7 +369,10 @@ def test_cli_trains_and_writes_rows(tmp_path: Path) -> None:
     "args, message",
     [
         (["--dataset", "folder:{tmp}/missing"], "missing: dataset folder not found"),
-        (["--dataset", "folder:{tmp}/data", "--num-classes", "1"], "0.png: mask holds class id(s) [1] but the class count is 1"),
+        (
+            ["--dataset", "folder:{tmp}/data", "--num-classes", "1"],
+            "0.png: mask holds class id(s) [1] but the class count is 1",
+        ),
         (["--dataset", "nope"], "unknown dataset 'nope'"),
         (["--weights", "{tmp}/none.pt"], "none.pt: weights file not found"),
         (["--models", "fcn8s,fast_scnn", "--save", "{tmp}/x.pt"], "put {model} in the path"),
@@ -355,8 +415,22 @@ def test_cli_failing_model_gets_error_row_and_exit_1(tmp_path: Path, fake_plugin
         """,
     )
     data = _folder(tmp_path / "data")
-    result = _invoke(["--models", "broken", "--dataset", f"folder:{data}", "--steps", "1", "--size", "16x16",
-                      "--format", "json", "--out", str(tmp_path / "out")])  # fmt: skip
+    result = _invoke(
+        [
+            "--models",
+            "broken",
+            "--dataset",
+            f"folder:{data}",
+            "--steps",
+            "1",
+            "--size",
+            "16x16",
+            "--format",
+            "json",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert result.exit_code == 1, result.output
     (row,) = json.loads(result.stdout)
     assert row["error"] == "cannot build broken: RuntimeError: cannot build on purpose"

@@ -4,15 +4,15 @@ Importing a command module registers it; the order below is the order of ``segbe
 """
 
 from segbench.cli import (  # noqa: F401
-    run,
+    blocks,
+    compare,
+    env_cmd,
     flops,
     latency,
-    blocks,
-    train,
-    report,
-    compare,
     list_cmd,
-    env_cmd,
+    report,
+    run,
+    train,
 )
 from segbench.cli.app import app
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -28,11 +28,21 @@ from segbench.cli.options import (
 from segbench.cli.output import Progress, collect, emit, open_journal, resumed_rows
 
 COLUMNS = (
-    "block", "kernel_size", "in_channels", "params", "macs_analytic", "mac_ratio", "mac_ratio_theory",
-    "latency_ms_median", "latency_speedup", "latency_speedup_ci_low", "latency_speedup_ci_high", "ci_target_met",
-)  # fmt: skip
+    "block",
+    "kernel_size",
+    "in_channels",
+    "params",
+    "macs_analytic",
+    "mac_ratio",
+    "mac_ratio_theory",
+    "latency_ms_median",
+    "latency_speedup",
+    "latency_speedup_ci_low",
+    "latency_speedup_ci_high",
+    "ci_target_met",
+)
 
-Size = Annotated[Optional[str], typer.Option("--size", help="HxW input size. Default: the blocks' own (64x64).")]
+Size = Annotated[str | None, typer.Option("--size", help="HxW input size. Default: the blocks' own (64x64).")]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Batch size.")]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,10 +15,10 @@ COLUMNS = ("model", "height", "width", "params", "macs_analytic", "macs_other", 
 BREAKDOWN_COLUMNS = ("params", "macs_analytic", "macs_other", "macs_fvcore", "macs_thop", "flops", "share")
 SHARE_NOTE = "share = (macs_analytic + macs_other) / the model's total of both"
 
-Size = Annotated[Optional[str], typer.Option("--size", help="HxW input size. Default: each model's own.")]
+Size = Annotated[str | None, typer.Option("--size", help="HxW input size. Default: each model's own.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Batch size of the counted input.")]
 By = Annotated[
-    Optional[str], typer.Option("--by", help="Break each model down per 'operator' type or top-level 'module'.")
+    str | None, typer.Option("--by", help="Break each model down per 'operator' type or top-level 'module'.")
 ]
 
 
@@ -48,9 +48,15 @@ def flops(
     team = join("cpu")  # first: a rank's cores are pinned before torch starts its threads
     check_format(fmt)
     progress, previous = Progress(), resumed_rows(resume, "flops")
-    config = CountConfig(size=parse_size(size) if size is not None else None, num_classes=num_classes,
-                         batch_size=batch_size, by=by, progress=progress, done=previous,
-                         shard=team and team.shard)  # fmt: skip
+    config = CountConfig(
+        size=parse_size(size) if size is not None else None,
+        num_classes=num_classes,
+        batch_size=batch_size,
+        by=by,
+        progress=progress,
+        done=previous,
+        shard=team and team.shard,
+    )
     counted = count(get_registry().select(models, kind="model"), config)
     journal = open_journal(None if no_save else out, "flops", resume, previous, team)
     rows, stopped = collect(counted, progress, journal, team=team)

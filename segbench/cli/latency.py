@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -35,14 +35,30 @@ from segbench.cli.options import (
 from segbench.cli.output import Progress, collect, emit, note, open_journal, resumed_rows
 
 COLUMNS = (
-    "model", "batch_size", "height", "width", "runtime", "precision", "channels_last", "compiled", "cuda_graph",
+    "model",
+    "batch_size",
+    "height",
+    "width",
+    "runtime",
+    "precision",
+    "channels_last",
+    "compiled",
+    "cuda_graph",
     "bn_folded",
-    "latency_ms_median", "latency_speedup", "host_ms_median", "throughput_ips", "peak_mem_mb",
-    "output_max_abs_diff", "output_argmax_agreement", "compile_seconds", "trace_file", "error",
-)  # fmt: skip
+    "latency_ms_median",
+    "latency_speedup",
+    "host_ms_median",
+    "throughput_ips",
+    "peak_mem_mb",
+    "output_max_abs_diff",
+    "output_argmax_agreement",
+    "compile_seconds",
+    "trace_file",
+    "error",
+)
 
 Sizes = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--size", help="HxW or a comma list (512x1024,256x512). Default: each model's own."),
 ]
 BatchSizes = Annotated[str, typer.Option("--batch-size", "-b", help="Batch size or a comma list (1,8).")]
@@ -54,11 +70,10 @@ Images = Annotated[
     ),
 ]
 Weights = Annotated[
-    Optional[str], typer.Option("--weights", help="Time this local state_dict ({model} = model name), not the seeded init.")
+    str | None,
+    typer.Option("--weights", help="Time this local state_dict ({model} = model name), not the seeded init."),
 ]
-Trace = Annotated[
-    Optional[Path], typer.Option("--trace", help="Write a torch.profiler Chrome trace per row here.")
-]
+Trace = Annotated[Path | None, typer.Option("--trace", help="Write a torch.profiler Chrome trace per row here.")]
 
 
 @command("latency")
@@ -125,8 +140,15 @@ def latency_command(
     timed = latency(specs, config)
     journal = open_journal(None if no_save else out, "latency", resume, previous, team)
     rows, stopped = collect(timed, progress, journal, on_row=_summary, team=team)
-    emit(rows, fmt, journal, _columns(rows, device), title="segbench latency",
-         footnotes=_footnotes(protocol, device, rows), stopped=stopped)  # fmt: skip
+    emit(
+        rows,
+        fmt,
+        journal,
+        _columns(rows, device),
+        title="segbench latency",
+        footnotes=_footnotes(protocol, device, rows),
+        stopped=stopped,
+    )
 
 
 def _columns(rows: list[dict[str, Any]], device: str) -> list[str]:

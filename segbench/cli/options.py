@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from segbench.errors import UserError
-from segbench.runners.defaults import TARGET, TIMING, TRAIN
 from segbench.output.tables import FORMATS
+from segbench.runners.defaults import TARGET, TIMING, TRAIN
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 
 Models = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--models", "-m", help="Comma list of names or globs (fcn*), or 'all'. Default: all models."),
 ]
 Format = Annotated[str, typer.Option("--format", "-f", help=f"Output format: {', '.join(FORMATS)}.")]
@@ -28,7 +28,7 @@ Out = Annotated[
 ]
 NoSave = Annotated[bool, typer.Option("--no-save", help="Do not write result files.")]
 Resume = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(
         "--resume",
         help="A result file (.json, .csv or a killed run's .jsonl) of this command: measure only the cells "
@@ -36,21 +36,20 @@ Resume = Annotated[
     ),
 ]
 Device = Annotated[str, typer.Option("--device", "-d", help="cpu, cuda or cuda:N.")]
-NumClasses = Annotated[
-    Optional[int], typer.Option("--num-classes", help="Class count (default: each model's own).")
-]
+NumClasses = Annotated[int | None, typer.Option("--num-classes", help="Class count (default: each model's own).")]
 Warmup = Annotated[
-    Optional[int],
+    int | None,
     typer.Option(
-        "--warmup", help=f"Untimed calls per row. Default: {TIMING['cpu']['warmup']} CPU, {TIMING['cuda']['warmup']} CUDA."
+        "--warmup",
+        help=f"Untimed calls per row. Default: {TIMING['cpu']['warmup']} CPU, {TIMING['cuda']['warmup']} CUDA.",
     ),
 ]
 Iters = Annotated[
-    Optional[int],
+    int | None,
     typer.Option("--iters", help="Timed calls per row, exactly. Default: adaptive (see --target and --budget)."),
 ]
 Budget = Annotated[
-    Optional[float],
+    float | None,
     typer.Option(
         "--budget",
         help=f"Adaptive timing: seconds of timed calls per row at most. Default: {TIMING['cpu']['budget_s']:g} CPU, "
@@ -58,38 +57,37 @@ Budget = Annotated[
     ),
 ]
 Target = Annotated[
-    Optional[float],
+    float | None,
     typer.Option(
         "--target",
         help=f"Adaptive timing: stop when the 95% interval of each median (and speed-up) is within +-TARGET "
         f"(relative). Default: {TARGET:g}.",
     ),
 ]
-Threads = Annotated[
-    Optional[int], typer.Option("--threads", help="torch CPU threads (default: torch's own).")
-]
+Threads = Annotated[int | None, typer.Option("--threads", help="torch CPU threads (default: torch's own).")]
 Dataset = Annotated[
     str, typer.Option("--dataset", help="synthetic, folder:PATH, voc:PATH, cityscapes:PATH (or a plugin's).")
 ]
 DatasetClasses = Annotated[
-    Optional[int],
+    int | None,
     typer.Option("--num-classes", help="Class count of the dataset (folder: inferred from the masks when not given)."),
 ]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the weights, data order and augmentation.")]
 Steps = Annotated[
-    Optional[int],
-    typer.Option("--steps", help=f"Training steps; 0 only evaluates. Default: {TRAIN['cpu'][0]} CPU, {TRAIN['cuda'][0]} CUDA."),
+    int | None,
+    typer.Option(
+        "--steps", help=f"Training steps; 0 only evaluates. Default: {TRAIN['cpu'][0]} CPU, {TRAIN['cuda'][0]} CUDA."
+    ),
 ]
 Precisions = Annotated[
     str,
     typer.Option(
-        "--precision", help="Comma list of fp32, fp16, bf16 (torch: model and input cast), int8 (onnxruntime, openvino)."
+        "--precision",
+        help="Comma list of fp32, fp16, bf16 (torch: model and input cast), int8 (onnxruntime, openvino).",
     ),
 ]
 ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="Add channels_last rows.")]
-Compile = Annotated[
-    bool, typer.Option("--compile", help="Add torch.compile rows (compile time reported apart).")
-]
+Compile = Annotated[bool, typer.Option("--compile", help="Add torch.compile rows (compile time reported apart).")]
 CudaGraph = Annotated[bool, typer.Option("--cuda-graph", help="Add CUDA-graph rows (CUDA only).")]
 
 
@@ -99,8 +97,9 @@ def variants_of(precision: str, channels_last: bool, compile: bool, cuda_graph: 
     from segbench.runtimes.base import expand_variants
 
     precisions = check_precisions([p.strip() for p in precision.split(",") if p.strip()])
-    return expand_variants(precisions, channels_last=channels_last, compile=compile, cuda_graph=cuda_graph,
-                           fold_bn=fold_bn)  # fmt: skip
+    return expand_variants(
+        precisions, channels_last=channels_last, compile=compile, cuda_graph=cuda_graph, fold_bn=fold_bn
+    )
 
 
 def parse_names(text: str) -> list[str]:
@@ -110,11 +109,15 @@ def parse_names(text: str) -> list[str]:
 
 Runtimes = Annotated[
     str,
-    typer.Option("--runtime", "-r", help="Comma list of runtimes (see segbench list), or 'all'. fp32 PyTorch eager is the reference."),
+    typer.Option(
+        "--runtime",
+        "-r",
+        help="Comma list of runtimes (see segbench list), or 'all'. fp32 PyTorch eager is the reference.",
+    ),
 ]
 FoldBN = Annotated[bool, typer.Option("--fold-bn", help="Add rows with BatchNorm folded into the conv before it.")]
 TrainTime = Annotated[
-    Optional[float],
+    float | None,
     typer.Option(
         "--train-time",
         help="Train each model for this many seconds (conv probe, step timing and steps; not evaluation) "
@@ -130,7 +133,7 @@ ConvBackend = Annotated[
     ),
 ]
 Init = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--init",
         help="vgg16:PATH: start FCN backbones from a VGG16 classifier checkpoint (torchvision layout); "

@@ -14,8 +14,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -56,13 +57,18 @@ class Progress:
         from rich.progress import Progress as Bar
         from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        self.bar = Bar(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                       console=Console(stderr=True, quiet=not speaks()), transient=True,
-                       disable=not speaks())  # fmt: skip
+        self.bar = Bar(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True, quiet=not speaks()),
+            transient=True,
+            disable=not speaks(),
+        )
         self.task = self.bar.add_task("starting", total=None)
         self.started: dict[str, float] = {}
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         self.bar.start()
         return self
 
@@ -97,8 +103,8 @@ def resumed_rows(resume: Path | None, command: str) -> list[Row]:
 
 
 def open_journal(
-    out_dir: Path | None, command: str, resume: Path | None, previous: list[Row], team: "Team | None" = None
-) -> "Journal | None":
+    out_dir: Path | None, command: str, resume: Path | None, previous: list[Row], team: Team | None = None
+) -> Journal | None:
     """The journal of this run: under --out, or the resumed file's; None with --no-save.
 
     Opened only once every option has been checked, so bad input writes nothing. Under torchrun each
@@ -137,9 +143,9 @@ def _sigterm_stops() -> Iterator[None]:
 def collect(
     rows: Iterator[Row],
     progress: Progress,
-    journal: "Journal | None",
+    journal: Journal | None,
     on_row: Callable[[Row], str | None] | None = None,
-    team: "Team | None" = None,
+    team: Team | None = None,
 ) -> tuple[list[Row], int | None]:
     """Gather a runner's rows as they finish, journaling each, with the ``progress`` display running.
 
@@ -167,7 +173,7 @@ def collect(
     return _meet(team, done, code, journal)
 
 
-def _meet(team: "Team", rows: list[Row], code: int | None, journal: "Journal | None") -> tuple[list[Row], int | None]:
+def _meet(team: Team, rows: list[Row], code: int | None, journal: Journal | None) -> tuple[list[Row], int | None]:
     """The end of a run under torchrun: rank 0 gets every rank's rows; the others leave (exit 0, or 1 on failure).
 
     From here on SIGTERM (which torchrun sends when a rank fails) no longer stops rank 0: it writes the
@@ -188,7 +194,7 @@ def _meet(team: "Team", rows: list[Row], code: int | None, journal: "Journal | N
 def emit(
     rows: list[Row],
     fmt: str,
-    journal: "Journal | None",
+    journal: Journal | None,
     columns: Sequence[str] | None = None,
     title: str | None = None,
     footnotes: Iterable[str] = (),
@@ -202,7 +208,7 @@ def emit(
     finish(rows, stopped)
 
 
-def save(rows: list[Row], journal: "Journal | None", markdown: str | None) -> None:
+def save(rows: list[Row], journal: Journal | None, markdown: str | None) -> None:
     """Write the final result files of the journaled run and name them."""
     if journal is not None and not rows:
         journal.discard()

@@ -6,8 +6,9 @@ import contextlib
 import html
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -24,15 +25,13 @@ def report(
     files: Annotated[
         list[Path], typer.Argument(help="Result files (.json, .csv, or a killed run's .jsonl) of any segbench command.")
     ],
-    fmt: Annotated[
-        str, typer.Option("--format", "-f", help=f"Output format: {', '.join(REPORT_FORMATS)}.")
-    ] = "table",
+    fmt: Annotated[str, typer.Option("--format", "-f", help=f"Output format: {', '.join(REPORT_FORMATS)}.")] = "table",
     plot: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--plot", help="Folder for PNG plots: miou_vs_latency, macs_vs_latency, k2_study."),
     ] = None,
     out: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(
             "--out",
             help="Write the report to this file ('-' = stdout). Default: stdout, except html, which goes "

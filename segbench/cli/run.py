@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -13,12 +13,14 @@ from segbench.cli.options import (
     Channels,
     ChannelsLast,
     Compile,
+    ConvBackend,
     CudaGraph,
     Dataset,
     DatasetClasses,
     Device,
     FoldBN,
     Format,
+    Init,
     Iters,
     KernelSizes,
     NoSave,
@@ -29,10 +31,8 @@ from segbench.cli.options import (
     Seed,
     Steps,
     Target,
-    TrainTime,
-    ConvBackend,
-    Init,
     Threads,
+    TrainTime,
     Warmup,
     check_format,
     parse_int_list,
@@ -48,15 +48,15 @@ Models = Annotated[
     typer.Option("--models", "-m", help="Comma list of names or globs (fcn*), or 'all'. Default: fcn8s,fast_scnn."),
 ]
 Size = Annotated[
-    Optional[str], typer.Option("--size", help="HxW for counting, latency and training. Default: the dataset's.")
+    str | None, typer.Option("--size", help="HxW for counting, latency and training. Default: the dataset's.")
 ]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Batch size of counting and latency.")]
 Blocks = Annotated[bool, typer.Option("--blocks", help="Add the K^2 block table (see segbench blocks).")]
 BlockSize = Annotated[
-    Optional[str], typer.Option("--block-size", help="HxW input of the block table. Default: the blocks' (64x64).")
+    str | None, typer.Option("--block-size", help="HxW input of the block table. Default: the blocks' (64x64).")
 ]
 TrainBatchSize = Annotated[
-    Optional[int],
+    int | None,
     typer.Option(
         "--train-batch-size", help=f"Training batch size. Default: {TRAIN['cpu'][1]} CPU, {TRAIN['cuda'][1]} CUDA."
     ),
@@ -120,13 +120,29 @@ def run_command(
         size=parse_size(block_size) if block_size else None,
     )
     config = RunConfig(
-        device=team.device if team else device, size=parse_size(size) if size else None, batch_size=batch_size,
-        runtimes=parse_names(runtime), variants=variants_of(precision, channels_last, compile, cuda_graph, fold_bn),
-        warmup=warmup, iters=iters, budget_s=budget, target=target,
-        threads=threads, dataset=dataset, num_classes=num_classes, steps=steps, train_batch_size=train_batch_size,
-        seed=seed, blocks=block_study if blocks else None, progress=progress, done=previous,
-        shard=team and team.shard, train_time=train_time, conv_backend=conv_backend, init=init,
-    )  # fmt: skip
+        device=team.device if team else device,
+        size=parse_size(size) if size else None,
+        batch_size=batch_size,
+        runtimes=parse_names(runtime),
+        variants=variants_of(precision, channels_last, compile, cuda_graph, fold_bn),
+        warmup=warmup,
+        iters=iters,
+        budget_s=budget,
+        target=target,
+        threads=threads,
+        dataset=dataset,
+        num_classes=num_classes,
+        steps=steps,
+        train_batch_size=train_batch_size,
+        seed=seed,
+        blocks=block_study if blocks else None,
+        progress=progress,
+        done=previous,
+        shard=team and team.shard,
+        train_time=train_time,
+        conv_backend=conv_backend,
+        init=init,
+    )
     checked = plan(get_registry().select(models, kind="model"), config)
     journal = open_journal(None if no_save else out, "run", resume, previous, team)
     settings = checked.describe()

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from segbench.cli.app import command
 from segbench.cli.options import (
+    ConvBackend,
     Dataset,
     DatasetClasses,
     Device,
     Format,
+    Init,
     Models,
     NoSave,
     Out,
@@ -20,8 +22,6 @@ from segbench.cli.options import (
     Seed,
     Steps,
     TrainTime,
-    ConvBackend,
-    Init,
     check_format,
     parse_size,
 )
@@ -30,25 +30,38 @@ from segbench.measure.recipe import AUX_WEIGHT, DEFAULT_LR, MOMENTUM, POLY_POWER
 from segbench.runners.defaults import TRAIN
 
 COLUMNS = (
-    "model", "dataset", "init", "train_steps", "train_budget_seconds", "batch_size", "height", "width",
-    "train_seconds", "train_conv_backend", "miou", "pixel_acc", "peak_mem_mb", "device", "precision",
-)  # fmt: skip
+    "model",
+    "dataset",
+    "init",
+    "train_steps",
+    "train_budget_seconds",
+    "batch_size",
+    "height",
+    "width",
+    "train_seconds",
+    "train_conv_backend",
+    "miou",
+    "pixel_acc",
+    "peak_mem_mb",
+    "device",
+    "precision",
+)
 
 Size = Annotated[
-    Optional[str], typer.Option("--size", help="Training and evaluation HxW. Default: the dataset's (synthetic 128x128).")
+    str | None, typer.Option("--size", help="Training and evaluation HxW. Default: the dataset's (synthetic 128x128).")
 ]
 BatchSize = Annotated[
-    Optional[int],
-    typer.Option("--batch-size", "-b", help=f"Training batch size. Default: {TRAIN['cpu'][1]} CPU, {TRAIN['cuda'][1]} CUDA."),
+    int | None,
+    typer.Option(
+        "--batch-size", "-b", help=f"Training batch size. Default: {TRAIN['cpu'][1]} CPU, {TRAIN['cuda'][1]} CUDA."
+    ),
 ]
 LearningRate = Annotated[
-    Optional[float], typer.Option("--lr", help=f"Peak learning rate (SGD, poly decay). Default: {DEFAULT_LR:g}.")
+    float | None, typer.Option("--lr", help=f"Peak learning rate (SGD, poly decay). Default: {DEFAULT_LR:g}.")
 ]
-Save = Annotated[
-    Optional[str], typer.Option("--save", help="Write the trained state_dict here ({model} = model name).")
-]
+Save = Annotated[str | None, typer.Option("--save", help="Write the trained state_dict here ({model} = model name).")]
 Weights = Annotated[
-    Optional[str], typer.Option("--weights", help="Start from this local state_dict ({model} = model name).")
+    str | None, typer.Option("--weights", help="Start from this local state_dict ({model} = model name).")
 ]
 
 
@@ -87,11 +100,23 @@ def train_command(
     check_format(fmt)
     progress, previous = Progress(), resumed_rows(resume, "train")
     config = TrainConfig(
-        dataset=dataset, num_classes=num_classes, device=team.device if team else device, steps=steps,
-        batch_size=batch_size, size=parse_size(size) if size else None, lr=lr, seed=seed, weights=weights, save=save,
-        progress=progress, done=previous, parallel=team and team.parallel, train_time=train_time,
-        conv_backend=conv_backend, init=init,
-    )  # fmt: skip
+        dataset=dataset,
+        num_classes=num_classes,
+        device=team.device if team else device,
+        steps=steps,
+        batch_size=batch_size,
+        size=parse_size(size) if size else None,
+        lr=lr,
+        seed=seed,
+        weights=weights,
+        save=save,
+        progress=progress,
+        done=previous,
+        parallel=team and team.parallel,
+        train_time=train_time,
+        conv_backend=conv_backend,
+        init=init,
+    )
     prepared = prepare(get_registry().select(models, kind="model"), config)
     train_set, val_set = prepared.train_set, prepared.val_set
     journal = open_journal(None if no_save else out, "train", resume, previous, team)

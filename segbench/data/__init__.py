@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
 
-def open_datasets(selection: str, seed: int = 0, num_classes: int | None = None) -> tuple["Dataset", "Dataset"]:
+def open_datasets(selection: str, seed: int = 0, num_classes: int | None = None) -> tuple[Dataset, Dataset]:
     """The train and val splits named by ``selection`` (``name`` or ``name:PATH``)."""
     from segbench.plugins import get_registry
 

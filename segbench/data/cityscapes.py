@@ -9,7 +9,6 @@ at construction; masks (2048x1024 each) are decoded, mapped and checked when loa
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from segbench.data.common import IGNORE_INDEX, PairedImageDataset, check_pair, check_request, require_dir
@@ -21,8 +20,27 @@ IMAGE_SUFFIX = "_leftImg8bit.png"
 MASK_SUFFIX = "_gtFine_labelIds.png"
 #: label id -> train id for the 19 classes: road, sidewalk, building, wall, fence, pole, traffic light,
 #: traffic sign, vegetation, terrain, sky, person, rider, car, truck, bus, train, motorcycle, bicycle.
-TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
-             24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}  # fmt: skip
+TRAIN_IDS = {
+    7: 0,
+    8: 1,
+    11: 2,
+    12: 3,
+    13: 4,
+    17: 5,
+    19: 6,
+    20: 7,
+    21: 8,
+    22: 9,
+    23: 10,
+    24: 11,
+    25: 12,
+    26: 13,
+    27: 14,
+    28: 15,
+    31: 16,
+    32: 17,
+    33: 18,
+}
 
 
 def label_map() -> np.ndarray:
@@ -38,9 +56,7 @@ class CityscapesDataset(PairedImageDataset):
 
     default_size = (256, 512)
 
-    def __init__(
-        self, path: str | None, split: str = "train", seed: int = 0, num_classes: int | None = None
-    ) -> None:
+    def __init__(self, path: str | None, split: str = "train", seed: int = 0, num_classes: int | None = None) -> None:
         root = require_dir(
             check_request("cityscapes", path, split, SPLITS, num_classes, NUM_CLASSES), "Cityscapes folder"
         )

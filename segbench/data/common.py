@@ -8,8 +8,8 @@ that decode every mask up front (folder, VOC) therefore fail at construction on 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -52,8 +52,7 @@ def check_pair(image_path: Path, mask_path: Path, decode: bool = False) -> None:
                     raise UserError(f"{path}: unreadable ({exc}); the file is damaged or cut short") from None
         if mask.mode not in MASK_MODES:
             raise UserError(
-                f"{mask_path}: mask has mode {mask.mode}; expected a single-channel PNG of class ids "
-                "(mode L, P or I)"
+                f"{mask_path}: mask has mode {mask.mode}; expected a single-channel PNG of class ids (mode L, P or I)"
             )
         if image.size != mask.size:
             raise UserError(
@@ -111,7 +110,11 @@ def list_images(folder: Path) -> dict[str, Path]:
 
 
 def check_request(
-    name: str, path: str | None, split: str, splits: Sequence[str], num_classes: int | None = None,
+    name: str,
+    path: str | None,
+    split: str,
+    splits: Sequence[str],
+    num_classes: int | None = None,
     fixed_classes: int | None = None,
 ) -> Path:
     """The checks every on-disk format starts with: a path given, a known split, a class count that fits.

@@ -69,9 +69,7 @@ def _largest_id(ids: np.ndarray) -> int:
 class FolderDataset(PairedImageDataset):
     """Images and masks from ``PATH/images`` and ``PATH/masks``; see the module docstring."""
 
-    def __init__(
-        self, path: str | None, split: str = "train", seed: int = 0, num_classes: int | None = None
-    ) -> None:
+    def __init__(self, path: str | None, split: str = "train", seed: int = 0, num_classes: int | None = None) -> None:
         root = require_dir(check_request("folder", path, split, SPLITS), "dataset folder")
         splits = _splits(root)
         everything = [p for s in SPLITS for p in splits[s]]

@@ -35,9 +35,7 @@ class VOCDataset(PairedImageDataset):
 
     default_size = (320, 320)
 
-    def __init__(
-        self, path: str | None, split: str = "train", seed: int = 0, num_classes: int | None = None
-    ) -> None:
+    def __init__(self, path: str | None, split: str = "train", seed: int = 0, num_classes: int | None = None) -> None:
         root = find_root(require_dir(check_request("voc", path, split, SPLITS, num_classes, NUM_CLASSES), "VOC folder"))
         listing = root / "ImageSets" / "Segmentation" / f"{split}.txt"
         if not listing.is_file():

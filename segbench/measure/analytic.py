@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,8 +49,9 @@ CONVENTION_NOTE = (
     "(N*H_in*W_in*C_in*C_out/groups*K_h*K_w), Linear/matmul; macs_other: BN, activations, add, "
     "pooling, interpolation (per output element / window tap); flops = 2 x macs_fvcore"
 )
-PRIMARY = frozenset({"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
-                     "conv_transpose3d", "linear", "matmul"})  # fmt: skip
+PRIMARY = frozenset(
+    {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "linear", "matmul"}
+)
 ROOT = "(root)"  # per-module name of ops in the model's own forward
 _INTERPOLATION_TAPS = {"nearest": 1, "nearest-exact": 1, "linear": 2, "bilinear": 4, "bicubic": 16, "trilinear": 8}
 
@@ -133,12 +135,30 @@ def adaptive_pool_macs(in_shape: torch.Size, out_shape: torch.Size) -> int:
     return total
 
 
-_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid,
-                nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Mish)  # fmt: skip
+_ACTIVATIONS = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Mish,
+)
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 _POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
-_ADAPTIVE = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-             nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)  # fmt: skip
+_ADAPTIVE = (
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+)
 _FREE = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
 
 
@@ -248,8 +268,14 @@ def _functional_table() -> dict[Callable[..., Any], tuple[str, Callable[[tuple, 
     for fn in (torch.matmul, T.matmul, T.__matmul__, torch.bmm, T.bmm, torch.mm, T.mm):
         table[fn] = ("matmul", _matmul_macs)
     for op, dunder in (("add", "add"), ("sub", "sub"), ("mul", "mul"), ("div", "truediv")):
-        for fn in (getattr(torch, op), getattr(T, op), getattr(T, f"{op}_"), getattr(T, f"__{dunder}__"),
-                   getattr(T, f"__r{dunder}__"), getattr(T, f"__i{dunder}__")):  # fmt: skip
+        for fn in (
+            getattr(torch, op),
+            getattr(T, op),
+            getattr(T, f"{op}_"),
+            getattr(T, f"__{dunder}__"),
+            getattr(T, f"__r{dunder}__"),
+            getattr(T, f"__i{dunder}__"),
+        ):
             table[fn] = (op, _elementwise)
     for name in ("relu", "relu6", "gelu", "silu", "hardswish", "sigmoid", "tanh", "leaky_relu"):
         table[getattr(F, name)] = (name, _elementwise)
@@ -264,7 +290,7 @@ def _functional_table() -> dict[Callable[..., Any], tuple[str, Callable[[tuple, 
 class _FunctionalCounter(TorchFunctionMode):
     """Counts the table's functional calls made while no counted layer is running."""
 
-    def __init__(self, counter: "_Tracker") -> None:
+    def __init__(self, counter: _Tracker) -> None:
         super().__init__()
         self.counter = counter
         self.table = _functional_table()

@@ -7,8 +7,8 @@ start an FCN from a VGG16 classifier checkpoint in torchvision's layout (``--ini
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -91,7 +91,9 @@ def check_vgg16_target(model: nn.Module, backbone: Mapping[str, torch.Tensor], w
     for key, value in backbone.items():
         shape = tuple(value.shape)
         if key not in own or tuple(own[key].shape) != shape:
-            raise UserError(f"--init vgg16 fits models with an FCN's VGG16 backbone; {what} has no {key} of shape {shape}")
+            raise UserError(
+                f"--init vgg16 fits models with an FCN's VGG16 backbone; {what} has no {key} of shape {shape}"
+            )
 
 
 def init_from_vgg16(model: nn.Module, path: str | Path) -> None:

@@ -30,9 +30,10 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -169,8 +170,13 @@ class Layer:
     output_shape: tuple[int, ...]
 
     def job(self) -> dict[str, Any]:
-        return {"cls": self.cls, "options": dict(self.options), "input": self.input_shape,
-                "grad": self.input_grad, "output": self.output_shape}  # fmt: skip
+        return {
+            "cls": self.cls,
+            "options": dict(self.options),
+            "input": self.input_shape,
+            "grad": self.input_grad,
+            "output": self.output_shape,
+        }
 
     @property
     def macs(self) -> int:
@@ -188,10 +194,16 @@ class Layer:
 
 def _options(conv: nn.modules.conv._ConvNd) -> tuple[tuple[str, Any], ...]:
     options = {
-        "in_channels": conv.in_channels, "out_channels": conv.out_channels, "kernel_size": conv.kernel_size,
-        "stride": conv.stride, "padding": conv.padding, "dilation": conv.dilation, "groups": conv.groups,
-        "bias": conv.bias is not None, "padding_mode": conv.padding_mode,
-    }  # fmt: skip
+        "in_channels": conv.in_channels,
+        "out_channels": conv.out_channels,
+        "kernel_size": conv.kernel_size,
+        "stride": conv.stride,
+        "padding": conv.padding,
+        "dilation": conv.dilation,
+        "groups": conv.groups,
+        "bias": conv.bias is not None,
+        "padding_mode": conv.padding_mode,
+    }
     if conv.transposed:
         options["output_padding"] = conv.output_padding
     return tuple(options.items())
@@ -205,8 +217,16 @@ def conv_layers(model: nn.Module, input_shape: Sequence[int]) -> dict[str, Layer
     names = {id(m): name for name, m in twin.named_modules()}
 
     def record(module: nn.Module, args: tuple, output: Any) -> None:
-        found.setdefault(names[id(module)], Layer(type(module).__name__, _options(module), tuple(args[0].shape),
-                                                  args[0].requires_grad, tuple(output.shape)))  # fmt: skip
+        found.setdefault(
+            names[id(module)],
+            Layer(
+                type(module).__name__,
+                _options(module),
+                tuple(args[0].shape),
+                args[0].requires_grad,
+                tuple(output.shape),
+            ),
+        )
 
     handles = [m.register_forward_hook(record) for m in twin.modules() if type(m) in CONV_CLASSES.values()]
     try:
@@ -244,9 +264,12 @@ class _Child:
         path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "segbench.measure.convbackend", str(torch.get_num_threads())],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
             env={**os.environ, "PYTHONPATH": path},
-        )  # fmt: skip
+        )
         self.pending = b""  # read from the pipe, not yet split into lines
         if self.read(timeout=None) is None:  # it writes a line once torch is imported
             raise RuntimeError("the conv-backend probe's child process failed to start")
@@ -344,8 +367,13 @@ def _serve(threads: int) -> None:
     A small conv first starts the thread pool and oneDNN, so no layer's first call pays for them.
     """
     torch.set_num_threads(threads)
-    warm_up = {"cls": "Conv2d", "options": {"in_channels": 8, "out_channels": 8, "kernel_size": 3},
-               "input": (2, 8, 16, 16), "grad": True, "output": (2, 8, 14, 14)}  # fmt: skip
+    warm_up = {
+        "cls": "Conv2d",
+        "options": {"in_channels": 8, "out_channels": 8, "kernel_size": 3},
+        "input": (2, 8, 16, 16),
+        "grad": True,
+        "output": (2, 8, 14, 14),
+    }
     list(_time_layer(warm_up, onednn=True))
     print("{}", flush=True)
     for line in sys.stdin:

@@ -27,7 +27,8 @@ recipe is unchanged.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Sized
+from collections.abc import Iterator, Sized
+from typing import Any
 
 import torch
 import torch.distributed as dist

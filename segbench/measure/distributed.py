@@ -19,12 +19,14 @@ the others' collectives fail within about a second (and torchrun stops the remai
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
 import os
 import pickle
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -124,7 +126,9 @@ def core_list(cores: tuple[int, ...] | None) -> str | None:
 
 def _own_gpu(device: str, local_rank: int, local_world_size: int) -> str:
     if device != "cuda" and local_world_size > 1:
-        raise UserError(f"--device {device} under torchrun: each rank uses its own GPU (cuda:LOCAL_RANK); pass --device cuda")
+        raise UserError(
+            f"--device {device} under torchrun: each rank uses its own GPU (cuda:LOCAL_RANK); pass --device cuda"
+        )
     if not torch.cuda.is_available() or torch.cuda.device_count() < local_world_size:
         raise UserError(
             f"{local_world_size} ranks on this machine but {torch.cuda.device_count()} CUDA device(s): "
@@ -184,10 +188,8 @@ def take_over(place: Place, timeout_s: float, receive: Callable[[int, Any], None
             failed[rank] = _first_line(exc)
             continue
         receive(rank, pickle.loads(payload.numpy().tobytes()))
-        try:
+        with contextlib.suppress(RuntimeError):  # that rank keeps its journal, as after any failure
             dist.send(torch.ones(1, dtype=torch.int64), dst=rank, group=place.control)
-        except RuntimeError:
-            pass  # that rank keeps its journal, as after any failure: nothing is lost
     return failed
 
 

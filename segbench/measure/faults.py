@@ -26,8 +26,10 @@ def error_reason(exc: BaseException) -> str:
     text = str(exc).strip()
     if isinstance(exc, CellError):
         return text
-    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in text.lower() or (
-        "can't allocate memory" in text.lower()
+    if (
+        isinstance(exc, torch.cuda.OutOfMemoryError)
+        or "out of memory" in text.lower()
+        or ("can't allocate memory" in text.lower())
     ):
         return OOM
     first = text.splitlines()[0] if text else ""

@@ -34,9 +34,10 @@ import re
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -147,7 +148,11 @@ def speedup_fields(baseline_ms: list[float], device_ms: list[float]) -> dict[str
     """How many times faster than the baseline: median of the paired ratios and its 95 % interval."""
     paired = ratios(baseline_ms, device_ms)
     low, high = median_ci(paired)
-    return {"latency_speedup": statistics.median(paired), "latency_speedup_ci_low": low, "latency_speedup_ci_high": high}
+    return {
+        "latency_speedup": statistics.median(paired),
+        "latency_speedup_ci_low": low,
+        "latency_speedup_ci_high": high,
+    }
 
 
 def measure_session(
@@ -240,14 +245,16 @@ def measure_latency(
         with strict_fp32():
             reference = None if variant == Variant() else main_output(model(example)).float().cpu()
         with tempfile.TemporaryDirectory() as workdir:
-            session = torch_runtime.prepare(model, example, device=dev, variant=variant, threads=used_threads,
-                                            workdir=Path(workdir))  # fmt: skip
+            session = torch_runtime.prepare(
+                model, example, device=dev, variant=variant, threads=used_threads, workdir=Path(workdir)
+            )
             trace = None
             if trace_dir is not None:
                 name = trace_name or default_trace_name(model, example, variant.tag)
                 trace = Path(trace_dir) / f"{name}.json"
-            fields = measure_session(session, example, reference, device=dev, protocol=Protocol(warmup, iters),
-                                     trace=trace)  # fmt: skip
+            fields = measure_session(
+                session, example, reference, device=dev, protocol=Protocol(warmup, iters), trace=trace
+            )
     return {**fields, **variant.fields()}
 
 

@@ -23,23 +23,34 @@ from __future__ import annotations
 import copy
 import itertools
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
-from segbench.measure.quiet import quiet
 from segbench.measure.analytic import PRIMARY, ROOT, AnalyticCount, analytic_count, operator_name
+from segbench.measure.quiet import quiet
 
 FVCORE_PRIMARY = frozenset({"conv", "linear", "addmm", "matmul", "mm", "bmm", "einsum"})
 # fvcore operator names -> segbench operator names (ops fvcore finds outside counted layers)
 _FVCORE_OPERATOR = {
-    "conv": "conv2d", "linear": "linear", "addmm": "linear", "matmul": "matmul", "mm": "matmul",
-    "bmm": "matmul", "einsum": "matmul", "batch_norm": "batch_norm", "upsample_bilinear2d": "interpolate",
-    "upsample_nearest2d": "interpolate", "adaptive_avg_pool2d": "adaptive_avg_pool2d",
-    "group_norm": "group_norm", "layer_norm": "layer_norm", "instance_norm": "instance_norm2d",
-}  # fmt: skip
+    "conv": "conv2d",
+    "linear": "linear",
+    "addmm": "linear",
+    "matmul": "matmul",
+    "mm": "matmul",
+    "bmm": "matmul",
+    "einsum": "matmul",
+    "batch_norm": "batch_norm",
+    "upsample_bilinear2d": "interpolate",
+    "upsample_nearest2d": "interpolate",
+    "adaptive_avg_pool2d": "adaptive_avg_pool2d",
+    "group_norm": "group_norm",
+    "layer_norm": "layer_norm",
+    "instance_norm": "instance_norm2d",
+}
 _FVCORE_HINTS = {
     "batch_norm": "batch_norm as 2 per element (scale and shift not folded)",
     "adaptive_avg_pool2d": "adaptive_avg_pool2d as 1 per input element (overlapping bins once)",
@@ -111,8 +122,10 @@ def fvcore_count(model: nn.Module, *inputs: Any) -> FvcoreCount:
 
             analysis = FlopCountAnalysis(model, inputs)
             analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-            by_module = {k: Counter({op: int(v) for op, v in ops.items()})
-                         for k, ops in analysis.by_module_and_operator().items()}  # fmt: skip
+            by_module = {
+                k: Counter({op: int(v) for op, v in ops.items()})
+                for k, ops in analysis.by_module_and_operator().items()
+            }
             skipped = Counter(analysis.unsupported_ops())
     finally:
         model.train(training)
@@ -205,16 +218,18 @@ class MacCount:
         for name in sorted(names, key=lambda n: (n not in PRIMARY, -analytic.get(n, 0), n)):
             macs = analytic.get(name, 0)
             fv = self.fvcore_by_operator.get(name, 0)
-            rows.append({
-                "operator": name,
-                "params": self.operator_params.get(name, 0),
-                "macs_analytic": macs if name in PRIMARY else None,
-                "macs_other": None if name in PRIMARY else macs,
-                "macs_fvcore": fv,
-                "macs_thop": self.thop_by_operator.get(name, 0),
-                "flops": 2 * fv,
-                "share": macs / self.total_counted if self.total_counted else None,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "operator": name,
+                    "params": self.operator_params.get(name, 0),
+                    "macs_analytic": macs if name in PRIMARY else None,
+                    "macs_other": None if name in PRIMARY else macs,
+                    "macs_fvcore": fv,
+                    "macs_thop": self.thop_by_operator.get(name, 0),
+                    "flops": 2 * fv,
+                    "share": macs / self.total_counted if self.total_counted else None,
+                }
+            )
         return rows
 
     def module_rows(self) -> list[dict[str, Any]]:
@@ -230,16 +245,18 @@ class MacCount:
             macs = primary.get(name, 0)
             fv = own_root if name == ROOT else self.fvcore.primary(name)
             thop = sum(v for leaf, v in self.thop.by_leaf.items() if leaf.split(".", 1)[0] == name)
-            rows.append({
-                "module": name,
-                "params": self.module_params.get(name, 0),
-                "macs_analytic": macs,
-                "macs_other": other.get(name, 0),
-                "macs_fvcore": fv,
-                "macs_thop": thop,
-                "flops": 2 * fv,
-                "share": (macs + other.get(name, 0)) / self.total_counted if self.total_counted else None,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "module": name,
+                    "params": self.module_params.get(name, 0),
+                    "macs_analytic": macs,
+                    "macs_other": other.get(name, 0),
+                    "macs_fvcore": fv,
+                    "macs_thop": thop,
+                    "flops": 2 * fv,
+                    "share": (macs + other.get(name, 0)) / self.total_counted if self.total_counted else None,
+                }
+            )
         return rows
 
     def fvcore_root_primary(self) -> int:
@@ -333,9 +350,7 @@ def count_spec(
     return _assemble(model, twin, analytic, fvcore_count(model, torch.zeros(shape)), thop)
 
 
-def _assemble(
-    model: nn.Module, twin: nn.Module, analytic: AnalyticCount, fv: FvcoreCount, thop: ThopCount
-) -> MacCount:
+def _assemble(model: nn.Module, twin: nn.Module, analytic: AnalyticCount, fv: FvcoreCount, thop: ThopCount) -> MacCount:
     count = MacCount(
         params=sum(p.numel() for p in model.parameters()),
         params_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),

@@ -7,7 +7,7 @@ import contextlib
 import io
 import logging
 import warnings
-from typing import Iterator
+from collections.abc import Iterator
 
 
 @contextlib.contextmanager

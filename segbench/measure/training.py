@@ -29,9 +29,11 @@ import random
 import statistics
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from copy import deepcopy
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -41,13 +43,13 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from segbench.data.common import IGNORE_INDEX
 from segbench.errors import UserError
-from segbench.measure.allocator import keep_freed_memory
+from segbench.measure import recipe
 from segbench.measure.accuracy import Accuracy, ConfusionMatrix
+from segbench.measure.allocator import keep_freed_memory
 from segbench.measure.checkpoints import load_weights, save_checkpoint
 from segbench.measure.convbackend import ONEDNN, Plan, parse_plan, probe, use_plan
 from segbench.measure.latency import main_output
 from segbench.measure.memory import MIB, cpu_peak_mb
-from segbench.measure import recipe
 
 if TYPE_CHECKING:
     from segbench.measure.data_parallel import DataParallel
@@ -169,6 +171,11 @@ def _autocast(device: torch.device) -> Any:
     return contextlib.nullcontext()
 
 
+def _append_loss(losses: list[float], step: Callable[..., float], *batch: torch.Tensor) -> None:
+    """One training step whose loss is kept (the step runs inside a memory-profiled call)."""
+    losses.append(step(*batch))
+
+
 def _recipe_step(
     model: nn.Module, *, steps: int, lr: float, device: torch.device, parallel: DataParallel | None = None
 ) -> Callable[[torch.Tensor, torch.Tensor], float]:
@@ -176,8 +183,9 @@ def _recipe_step(
     (under ``parallel``, the loss of the whole global batch)."""
     # fused: one pass over weights, gradients and momentum instead of several; the update is
     # memory-bound, and FCN-8s's 134 M parameters took 0.47 s a step unfused, 0.10 s fused (2 CPU cores)
-    optimiser = torch.optim.SGD(model.parameters(), lr=lr, momentum=recipe.MOMENTUM, weight_decay=recipe.WEIGHT_DECAY,
-                                fused=True)  # fmt: skip
+    optimiser = torch.optim.SGD(
+        model.parameters(), lr=lr, momentum=recipe.MOMENTUM, weight_decay=recipe.WEIGHT_DECAY, fused=True
+    )
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: (1 - s / steps) ** recipe.POLY_POWER)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
 
@@ -237,7 +245,7 @@ def fit(
     for step, (images, masks) in enumerate(loader, start=1):
         if step == 1 and device.type == "cpu":
             losses: list[float] = []
-            first_step_mb = cpu_peak_mb(lambda: losses.append(train_step(images, masks)))
+            first_step_mb = cpu_peak_mb(partial(_append_loss, losses, train_step, images, masks))
             value = losses[0]
         else:
             value = train_step(images, masks)
@@ -363,7 +371,9 @@ def train_and_evaluate(
     if (steps is None) == (time_budget is None):
         raise UserError("give either a number of steps or a time budget")
     if (steps is not None and steps < 0) or batch_size < 1 or (time_budget is not None and not time_budget > 0):
-        raise UserError(f"steps must be >= 0, batch size >= 1 and the time budget > 0 (got {steps}, {batch_size}, {time_budget})")
+        raise UserError(
+            f"steps must be >= 0, batch size >= 1 and the time budget > 0 (got {steps}, {batch_size}, {time_budget})"
+        )
     if (steps or time_budget) and not len(train_set):
         raise UserError(f"dataset {train_set.name}: the train split is empty")
     if not len(val_set):
@@ -378,7 +388,9 @@ def train_and_evaluate(
     model.to(dev)
     start = time.perf_counter()
     channels = val_set[0][0].shape[0]
-    plan, probe_seconds = _conv_plan(model, conv_backend, (batch_size, channels, *size)) if dev.type == "cpu" else (Plan(), None)
+    plan, probe_seconds = (
+        _conv_plan(model, conv_backend, (batch_size, channels, *size)) if dev.type == "cpu" else (Plan(), None)
+    )
     with _deterministic(dev) as nondeterministic, use_plan(model, plan):
         if time_budget is not None:
             per_step = seconds_per_step(model, train_set, batch_size=batch_size, size=size, lr=lr, device=dev)
@@ -387,13 +399,32 @@ def train_and_evaluate(
         if parallel is not None:  # augmentation from this rank's own seed; the data order stays the shared one
             seed_everything(seed + parallel.rank)
         with cuda_peak_memory(dev) as memory, _trained(model, parallel) as trained:
-            first_step_mb = fit(trained, train_set, steps=steps, batch_size=batch_size, size=size, lr=lr, device=dev,
-                                generator=generator, num_workers=num_workers, on_step=on_step, parallel=parallel)  # fmt: skip
+            first_step_mb = fit(
+                trained,
+                train_set,
+                steps=steps,
+                batch_size=batch_size,
+                size=size,
+                lr=lr,
+                device=dev,
+                generator=generator,
+                num_workers=num_workers,
+                on_step=on_step,
+                parallel=parallel,
+            )
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             seconds = time.perf_counter() - start
-        accuracy = evaluate(model.eval(), val_set, num_classes=train_set.num_classes, size=size, device=dev,
-                            batch_size=batch_size, num_workers=num_workers, parallel=parallel)  # fmt: skip
+        accuracy = evaluate(
+            model.eval(),
+            val_set,
+            num_classes=train_set.num_classes,
+            size=size,
+            device=dev,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            parallel=parallel,
+        )
     if save and (parallel is None or parallel.rank == 0):
         save_checkpoint(model, save)
     return {
@@ -446,12 +477,20 @@ def _deterministic(device: torch.device) -> Iterator[list[str]]:
     other warnings pass through unchanged.
     """
     alerts: list[str] = []
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.utils.deterministic.fill_uninitialized_memory)  # fmt: skip
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.utils.deterministic.fill_uninitialized_memory,
+    )
     torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.utils.deterministic.fill_uninitialized_memory = False  # NaN-filling every allocation costs time, buys nothing here
-    cudnn = (torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False, deterministic=True)
-             if device.type == "cuda" else contextlib.nullcontext())  # fmt: skip
+    torch.utils.deterministic.fill_uninitialized_memory = (
+        False  # NaN-filling every allocation costs time, buys nothing here
+    )
+    cudnn = (
+        torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False, deterministic=True)
+        if device.type == "cuda"
+        else contextlib.nullcontext()
+    )
     caught: list[warnings.WarningMessage] = []
     try:
         with cudnn, warnings.catch_warnings(record=True) as caught:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -195,10 +195,14 @@ def _vgg16_pairs() -> list[tuple[str, str, tuple[int, ...]]]:
             index += 2  # conv, ReLU
         index += 1  # max-pool
     pairs = []
-    for (name, conv), torchvision_key in zip(convs, [f"features.{i}" for i in indices] + ["classifier.0", "classifier.3"]):
+    for (name, conv), torchvision_key in zip(
+        convs, [f"features.{i}" for i in indices] + ["classifier.0", "classifier.3"]
+    ):
         weight = tuple(conv.weight.shape)
         linear = torchvision_key.startswith("classifier")
-        pairs.append((f"{torchvision_key}.weight", f"{name}.weight", (weight[0], math.prod(weight[1:])) if linear else weight))
+        pairs.append(
+            (f"{torchvision_key}.weight", f"{name}.weight", (weight[0], math.prod(weight[1:])) if linear else weight)
+        )
         pairs.append((f"{torchvision_key}.bias", f"{name}.bias", tuple(conv.bias.shape)))
     return pairs
 

@@ -18,8 +18,9 @@ Per matched pair:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from segbench.errors import UserError
 from segbench.measure.stats import mann_whitney_greater

@@ -8,8 +8,9 @@ one-line note on stderr and no file is written.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from segbench.errors import UserError
 from segbench.rows.schema import pair_ratios
@@ -17,8 +18,17 @@ from segbench.rows.schema import pair_ratios
 Row = dict[str, Any]
 
 #: Fields that tell otherwise identical rows apart in labels, when the rows differ in them.
-_DISTINGUISHING = ("device_name", "hostname", "precision", "channels_last", "compiled", "cuda_graph",
-                   "batch_size", "height", "width")  # fmt: skip
+_DISTINGUISHING = (
+    "device_name",
+    "hostname",
+    "precision",
+    "channels_last",
+    "compiled",
+    "cuda_graph",
+    "batch_size",
+    "height",
+    "width",
+)
 
 
 def number(value: Any) -> float | None:
@@ -49,16 +59,21 @@ def interval(rows: Sequence[Row], field: str) -> list[tuple[float, float]] | Non
     bars = []
     for row in rows:
         value, low, high = number(row.get(field)), number(row.get(f"{stem}_ci_low")), number(row.get(f"{stem}_ci_high"))
-        bars.append((value - low, high - value) if value is not None and low is not None and high is not None else (0, 0))
+        bars.append(
+            (value - low, high - value) if value is not None and low is not None and high is not None else (0, 0)
+        )
     return bars if any(b != (0, 0) for b in bars) else None
 
 
-def _errorbars(ax: Any, xs: Sequence[float], ys: Sequence[float], color: str, xerr: Any = None, yerr: Any = None) -> None:
+def _errorbars(
+    ax: Any, xs: Sequence[float], ys: Sequence[float], color: str, xerr: Any = None, yerr: Any = None
+) -> None:
     """Error bars of 95 % intervals (``[(below, above), ...]``), where there are any."""
     if xerr is None and yerr is None:
         return
-    ax.errorbar(xs, ys, xerr=_columns(xerr), yerr=_columns(yerr), fmt="none", ecolor=color, alpha=0.6, capsize=3,
-                zorder=2)  # fmt: skip
+    ax.errorbar(
+        xs, ys, xerr=_columns(xerr), yerr=_columns(yerr), fmt="none", ecolor=color, alpha=0.6, capsize=3, zorder=2
+    )
 
 
 def _columns(bars: list[tuple[float, float]] | None) -> list[tuple[float, ...]] | None:
@@ -118,9 +133,10 @@ def draw_plots(rows: Sequence[Row], out_dir: str | Path) -> list[Path]:
 
 def _model_rows(rows: Sequence[Row], *fields: str) -> list[Row]:
     return [
-        r for r in rows
+        r
+        for r in rows
         if r.get("kind", "model") == "model" and not r.get("error") and all(number(r.get(f)) for f in fields)
-    ]  # fmt: skip
+    ]
 
 
 def _figure(ncols: int = 1, width: float = 8.0) -> tuple[Any, Any]:
@@ -255,8 +271,17 @@ def block_speedups(rows: Sequence[Row]) -> list[dict[str, Any]]:
             continue
         if not (number(r.get("kernel_size")) and number(r.get("in_channels")) and number(r.get("latency_ms_median"))):
             continue
-        key = (r.get("device_name"), r["kernel_size"], r["in_channels"], r.get("out_channels") or r["in_channels"],
-               r.get("stride"), r.get("height"), r.get("width"), r.get("batch_size"), r.get("precision"))  # fmt: skip
+        key = (
+            r.get("device_name"),
+            r["kernel_size"],
+            r["in_channels"],
+            r.get("out_channels") or r["in_channels"],
+            r.get("stride"),
+            r.get("height"),
+            r.get("width"),
+            r.get("batch_size"),
+            r.get("precision"),
+        )
         cells.setdefault(key, {})[r["block"]] = r
     pairs = []
     for key, cell in cells.items():
@@ -295,8 +320,10 @@ def plot_k2_study(rows: Sequence[Row], path: Path) -> str | None:
         ax.set_xticks(all_k)
         ax.set_xlabel("kernel size K")
         ax.set_ylabel("speed-up of depthwise-separable over standard (x)")
-        ax.set_title(f"K^2 study on {device}\ndashed: theory 1/(1/N + 1/K^2), solid: measured speed-up (bars: 95% interval)",
-                     fontsize=10)  # fmt: skip
+        ax.set_title(
+            f"K^2 study on {device}\ndashed: theory 1/(1/N + 1/K^2), solid: measured speed-up (bars: 95% interval)",
+            fontsize=10,
+        )
         ax.grid(True, which="both", alpha=0.3)
         ax.plot([], [], "--", color="gray", label="theory (MAC ratio)")
         ax.plot([], [], "o-", color="gray", label="measured (latency ratio)")

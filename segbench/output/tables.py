@@ -6,7 +6,8 @@ Tables show a chosen subset of columns with readable units; the files always hol
 from __future__ import annotations
 
 import sys
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from segbench.rows.files import to_csv, to_json
 from segbench.rows.schema import JSON_ONLY_FIELDS, MACS_NOTE, ROW_FIELDS
@@ -121,20 +122,52 @@ def _terminal_cell(column: str, value: Any) -> str:
 
 # Comparison tables (run, report): model rows and block rows apart, with the columns that tell them apart.
 _MODEL_COLUMNS = (
-    "params", "macs_analytic", "macs_fvcore", "latency_ms_median", "latency_ms_p90", "throughput_ips",
-    "peak_mem_mb", "train_seconds", "miou", "pixel_acc", "error",
-)  # fmt: skip
+    "params",
+    "macs_analytic",
+    "macs_fvcore",
+    "latency_ms_median",
+    "latency_ms_p90",
+    "throughput_ips",
+    "peak_mem_mb",
+    "train_seconds",
+    "miou",
+    "pixel_acc",
+    "error",
+)
 _BLOCK_COLUMNS = (
-    "params", "macs_analytic", "latency_ms_median", "mac_ratio", "mac_ratio_theory", "latency_speedup", "error",
-)  # fmt: skip  (the ratios are segbench.rows.schema.pair_ratios', on the dsconv row of each pair)
+    "params",
+    "macs_analytic",
+    "latency_ms_median",
+    "mac_ratio",
+    "mac_ratio_theory",
+    "latency_speedup",
+    "error",
+)  # (the ratios are segbench.rows.schema.pair_ratios', on the dsconv row of each pair)
 _BLOCK_GEOMETRY = ("block", "kernel_size", "in_channels", "out_channels", "stride")
 #: Shown as columns only when rows differ in them; otherwise named once in an "all rows" note.
 CONTEXT_COLUMNS = (
-    "device", "device_name", "hostname", "height", "width", "batch_size", "precision", "channels_last",
-    "compiled", "cuda_graph", "num_classes", "threads", "dataset", "init", "train_budget_seconds", "train_steps",
-    "train_conv_backend", "torch_version",
-    "cuda_version", "git_sha", "timestamp",
-)  # fmt: skip
+    "device",
+    "device_name",
+    "hostname",
+    "height",
+    "width",
+    "batch_size",
+    "precision",
+    "channels_last",
+    "compiled",
+    "cuda_graph",
+    "num_classes",
+    "threads",
+    "dataset",
+    "init",
+    "train_budget_seconds",
+    "train_steps",
+    "train_conv_backend",
+    "torch_version",
+    "cuda_version",
+    "git_sha",
+    "timestamp",
+)
 
 
 def sections(rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]], list[str], list[str]]]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from segbench.output.tables import format_cell, header_notes, is_number, visible_columns
 

@@ -12,8 +12,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from segbench.errors import UserError
 from segbench.rows.schema import JSON_ONLY_FIELDS, ROW_FIELDS, TEXT_FIELDS
@@ -112,8 +113,10 @@ def _read(path: Path) -> list[dict[str, Any]]:
 
 def _typed(row: dict[str, Any]) -> dict[str, Any]:
     """Non-finite numbers, written as strings, back to floats (text fields stay text)."""
-    return {k: _NON_FINITE[v] if k not in TEXT_FIELDS and isinstance(v, str) and v in _NON_FINITE else v
-            for k, v in row.items()}  # fmt: skip
+    return {
+        k: _NON_FINITE[v] if k not in TEXT_FIELDS and isinstance(v, str) and v in _NON_FINITE else v
+        for k, v in row.items()
+    }
 
 
 def _columns(rows: list[dict[str, Any]]) -> list[str]:

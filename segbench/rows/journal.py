@@ -47,9 +47,14 @@ class Journal:
     """
 
     def __init__(
-        self, out_dir: Path, command: str, resume: Path | None = None, previous: list[Row] | None = None,
-        rank: int | None = None, run_id: str | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        out_dir: Path,
+        command: str,
+        resume: Path | None = None,
+        previous: list[Row] | None = None,
+        rank: int | None = None,
+        run_id: str | None = None,
+    ) -> None:
         self.previous: list[Row] = [] if resume is None else previous if previous is not None else load_rows([resume])
         self.suffix = ".jsonl" if rank is None else f".rank{rank}.jsonl"
         if resume is not None:
@@ -144,8 +149,11 @@ def stem_of(path: Path) -> Path:
 def journal_paths(stem: Path) -> list[Path]:
     """Every journal of a run: one process's ``<stem>.jsonl`` and the ranks' ``<stem>.rank<k>.jsonl``, by rank."""
     pattern = re.compile(re.escape(stem.name) + r"\.rank(\d+)\.jsonl")
-    ranks = sorted((int(m[1]), path) for path in stem.parent.glob(f"{glob.escape(stem.name)}.rank*.jsonl")
-                   if (m := pattern.fullmatch(path.name)))  # fmt: skip
+    ranks = sorted(
+        (int(m[1]), path)
+        for path in stem.parent.glob(f"{glob.escape(stem.name)}.rank*.jsonl")
+        if (m := pattern.fullmatch(path.name))
+    )
     plain = stem.with_name(stem.name + ".jsonl")
     return ([plain] if plain.is_file() else []) + [path for _, path in ranks]
 
@@ -153,4 +161,3 @@ def journal_paths(stem: Path) -> list[Path]:
 def in_cell_order(rows: list[Row]) -> list[Row]:
     """Rows merged from several ranks in the order of the sweep's cells (rows without a cell first, as they came)."""
     return sorted(rows, key=lambda row: -1 if row.get("cell") is None else row["cell"])
-

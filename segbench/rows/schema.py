@@ -6,30 +6,115 @@ did not measure, plus the environment fingerprint.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from fractions import Fraction
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 ROW_FIELDS: tuple[str, ...] = (
-    "model", "kind", "family", "plugin", "device", "device_name", "runtime", "precision", "channels_last",
-    "compiled", "cuda_graph", "bn_folded", "tf32", "batch_size", "height", "width", "num_classes", "params",
-    "params_trainable", "macs_fvcore", "macs_thop", "macs_analytic", "macs_other", "flops",
-    "latency_ms_median", "latency_ms_mean", "latency_ms_p90", "latency_ms_min", "latency_ms_std",
-    "latency_ms_ci_low", "latency_ms_ci_high", "ci_target_met", "iters", "throughput_ips", "host_ms_median",
-    "threads", "output_max_abs_diff", "output_argmax_agreement", "compile_seconds", "peak_mem_mb", "trace_file",
-    "dataset", "init", "train_steps", "train_seconds", "train_budget_seconds", "train_conv_backend",
-    "conv_probe_seconds", "deterministic", "miou", "pixel_acc", "iou_per_class", "mac_notes",
-    "block", "kernel_size", "in_channels", "out_channels", "stride", "mac_ratio", "mac_ratio_theory",
-    "latency_speedup", "latency_speedup_ci_low", "latency_speedup_ci_high", "latency_samples_ms", "run_id",
-    "world_size", "rank", "cores", "cell",
-    "error", "segbench_version", "torch_version", "cuda_version", "timestamp", "git_sha", "hostname",
-)  # fmt: skip
+    "model",
+    "kind",
+    "family",
+    "plugin",
+    "device",
+    "device_name",
+    "runtime",
+    "precision",
+    "channels_last",
+    "compiled",
+    "cuda_graph",
+    "bn_folded",
+    "tf32",
+    "batch_size",
+    "height",
+    "width",
+    "num_classes",
+    "params",
+    "params_trainable",
+    "macs_fvcore",
+    "macs_thop",
+    "macs_analytic",
+    "macs_other",
+    "flops",
+    "latency_ms_median",
+    "latency_ms_mean",
+    "latency_ms_p90",
+    "latency_ms_min",
+    "latency_ms_std",
+    "latency_ms_ci_low",
+    "latency_ms_ci_high",
+    "ci_target_met",
+    "iters",
+    "throughput_ips",
+    "host_ms_median",
+    "threads",
+    "output_max_abs_diff",
+    "output_argmax_agreement",
+    "compile_seconds",
+    "peak_mem_mb",
+    "trace_file",
+    "dataset",
+    "init",
+    "train_steps",
+    "train_seconds",
+    "train_budget_seconds",
+    "train_conv_backend",
+    "conv_probe_seconds",
+    "deterministic",
+    "miou",
+    "pixel_acc",
+    "iou_per_class",
+    "mac_notes",
+    "block",
+    "kernel_size",
+    "in_channels",
+    "out_channels",
+    "stride",
+    "mac_ratio",
+    "mac_ratio_theory",
+    "latency_speedup",
+    "latency_speedup_ci_low",
+    "latency_speedup_ci_high",
+    "latency_samples_ms",
+    "run_id",
+    "world_size",
+    "rank",
+    "cores",
+    "cell",
+    "error",
+    "segbench_version",
+    "torch_version",
+    "cuda_version",
+    "timestamp",
+    "git_sha",
+    "hostname",
+)
 #: Fields that hold text: never read back as numbers, whatever they look like.
-TEXT_FIELDS = frozenset({
-    "model", "kind", "family", "plugin", "device", "device_name", "precision", "trace_file", "dataset", "block",
-    "runtime", "run_id", "init", "cores", "train_conv_backend", "error", "segbench_version", "torch_version",
-    "cuda_version", "timestamp",
-    "git_sha", "hostname",
-})  # fmt: skip
+TEXT_FIELDS = frozenset(
+    {
+        "model",
+        "kind",
+        "family",
+        "plugin",
+        "device",
+        "device_name",
+        "precision",
+        "trace_file",
+        "dataset",
+        "block",
+        "runtime",
+        "run_id",
+        "init",
+        "cores",
+        "train_conv_backend",
+        "error",
+        "segbench_version",
+        "torch_version",
+        "cuda_version",
+        "timestamp",
+        "git_sha",
+        "hostname",
+    }
+)
 #: Lists and mappings: kept in JSON, left out of CSV and tables.
 JSON_ONLY_FIELDS = frozenset({"iou_per_class", "mac_notes", "latency_samples_ms"})
 #: Extra fields of breakdown rows (``segbench flops --by operator|module``): what the row is a part of.
@@ -37,11 +122,28 @@ BREAKDOWN_FIELDS = ("operator", "module", "share")
 #: What was measured: the network, its block geometry and its input. Equal for the same block or
 #: model at the same size in the rows of every command (a test checks latency, blocks, flops, run).
 IDENTITY_FIELDS: tuple[str, ...] = (
-    "model", "kind", "block", "kernel_size", "in_channels", "out_channels", "stride", "batch_size", "height",
-    "width", "num_classes",
-)  # fmt: skip
+    "model",
+    "kind",
+    "block",
+    "kernel_size",
+    "in_channels",
+    "out_channels",
+    "stride",
+    "batch_size",
+    "height",
+    "width",
+    "num_classes",
+)
 #: How it was run: the device type, the runtime and the deployment variant.
-VARIANT_FIELDS: tuple[str, ...] = ("device", "runtime", "precision", "channels_last", "compiled", "cuda_graph", "bn_folded")
+VARIANT_FIELDS: tuple[str, ...] = (
+    "device",
+    "runtime",
+    "precision",
+    "channels_last",
+    "compiled",
+    "cuda_graph",
+    "bn_folded",
+)
 BLOCK_GEOMETRY = ("kernel_size", "in_channels", "out_channels", "stride")
 MACS_NOTE = "MACs are multiply-accumulates; FLOPs = 2 x MACs"
 #: The meaning of the block-pair columns, on the dsconv row of each standard/dsconv pair.

@@ -11,11 +11,19 @@ actually gives).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING
 
-from segbench.checks import check_all_positive, check_device, check_kernel_sizes, check_positive, check_sizes, check_timing
+from segbench.checks import (
+    check_all_positive,
+    check_device,
+    check_kernel_sizes,
+    check_positive,
+    check_sizes,
+    check_timing,
+)
 from segbench.errors import UserError
 from segbench.rows.environment import device_name
 from segbench.rows.schema import pair_ratios, spec_fields
@@ -54,12 +62,12 @@ class BlocksConfig(RunnerOptions):
         check_timing(self.warmup, self.iters, self.threads, self.budget_s, self.target)
 
     @property
-    def protocol(self) -> "Protocol":
+    def protocol(self) -> Protocol:
         """The timing protocol in effect (the device type's defaults where not set)."""
         return defaults.timing(self.device, self.warmup, self.iters, self.budget_s, self.target)
 
 
-def default_specs() -> list["ModelSpec"]:
+def default_specs() -> list[ModelSpec]:
     """The registered ``PAIR``."""
     from segbench.plugins import get_registry
 
@@ -70,14 +78,14 @@ def block_options(kernel_size: int, channels: int) -> dict[str, int]:
     return {"kernel_size": kernel_size, "in_channels": channels, "out_channels": channels, "stride": 1}
 
 
-def blocks(specs: Sequence["ModelSpec"], config: BlocksConfig) -> Iterator[Row]:
+def blocks(specs: Sequence[ModelSpec], config: BlocksConfig) -> Iterator[Row]:
     """The standard and the dsconv row of every (K, C) pair, K-major, yielded as each pair is done."""
     if len(specs) != 2 or any(s.kind != "block" for s in specs):
         raise UserError(f"the K^2 study compares two blocks, e.g. {', '.join(PAIR)}")
     return measure_cells(cells(specs, config), config)
 
 
-def cells(specs: Sequence["ModelSpec"], config: BlocksConfig) -> Iterator[Cell]:
+def cells(specs: Sequence[ModelSpec], config: BlocksConfig) -> Iterator[Cell]:
     """One cell per (K, C): the pair of ``specs`` (baseline first) at that geometry."""
     label = device_name(config.device)
     for k in config.kernel_sizes:
@@ -86,15 +94,23 @@ def cells(specs: Sequence["ModelSpec"], config: BlocksConfig) -> Iterator[Cell]:
             keys = []
             for spec in specs:
                 height, width = config.size or spec.default_size
-                keys.append(spec_fields(
-                    spec, options, device=config.device, device_name=label, runtime="torch",
-                    batch_size=config.batch_size, height=height, width=width,
-                ))  # fmt: skip
+                keys.append(
+                    spec_fields(
+                        spec,
+                        options,
+                        device=config.device,
+                        device_name=label,
+                        runtime="torch",
+                        batch_size=config.batch_size,
+                        height=height,
+                        width=width,
+                    )
+                )
             yield Cell(keys, partial(_measure_pair, specs, keys, options, config), device=config.device)
 
 
 def _measure_pair(
-    specs: Sequence["ModelSpec"], pair: list[Row], options: dict[str, int], config: BlocksConfig, keys: list[Row]
+    specs: Sequence[ModelSpec], pair: list[Row], options: dict[str, int], config: BlocksConfig, keys: list[Row]
 ) -> list[Row]:
     """Both blocks of the pair counted and timed alternately, call by call (the ratios need both);
     the rows of ``keys`` returned."""
@@ -103,7 +119,13 @@ def _measure_pair(
 
     import torch
 
-    from segbench.measure.latency import latency_fields, measurement_settings, peak_memory, speedup_fields, time_sessions
+    from segbench.measure.latency import (
+        latency_fields,
+        measurement_settings,
+        peak_memory,
+        speedup_fields,
+        time_sessions,
+    )
     from segbench.measure.macs import count_model
     from segbench.runtimes import torch_runtime
     from segbench.runtimes.base import Variant
@@ -111,23 +133,33 @@ def _measure_pair(
     device = torch.device(config.device)
     protocol = config.protocol
     height, width = pair[0]["height"], pair[0]["width"]
-    example = torch.randn(config.batch_size, options["in_channels"], height, width,
-                          generator=torch.Generator().manual_seed(defaults.SEED))  # fmt: skip
+    example = torch.randn(
+        config.batch_size, options["in_channels"], height, width, generator=torch.Generator().manual_seed(defaults.SEED)
+    )
     config.progress("K^2 study", f"K={options['kernel_size']} C={options['in_channels']}")
     models = [spec.build(**options).eval() for spec in specs]
     measured = [count_model(model, example).fields for model in models]
-    with measurement_settings(device, config.threads) as threads, torch.inference_mode():
-        with tempfile.TemporaryDirectory() as workdir:
-            x = example.to(device)
-            sessions = [torch_runtime.prepare(m.to(device), x, device=device, variant=Variant(), threads=threads,
-                                              workdir=Path(workdir)) for m in models]  # fmt: skip
-            timing = time_sessions(sessions, device, protocol)
-            for fields, session, device_ms, host_ms in zip(measured, sessions, timing.device_ms, timing.host_ms):
-                fields.update(
-                    latency_fields(device_ms, host_ms, config.batch_size, protocol.target),
-                    peak_mem_mb=peak_memory(session, device), threads=threads, ci_target_met=timing.target_met,
-                    **Variant().fields(),
-                )  # fmt: skip
+    with (
+        measurement_settings(device, config.threads) as threads,
+        torch.inference_mode(),
+        tempfile.TemporaryDirectory() as workdir,
+    ):
+        x = example.to(device)
+        sessions = [
+            torch_runtime.prepare(
+                m.to(device), x, device=device, variant=Variant(), threads=threads, workdir=Path(workdir)
+            )
+            for m in models
+        ]
+        timing = time_sessions(sessions, device, protocol)
+        for fields, session, device_ms, host_ms in zip(measured, sessions, timing.device_ms, timing.host_ms):
+            fields.update(
+                latency_fields(device_ms, host_ms, config.batch_size, protocol.target),
+                peak_mem_mb=peak_memory(session, device),
+                threads=threads,
+                ci_target_met=timing.target_met,
+                **Variant().fields(),
+            )
     baseline, other = measured
     other.update(speedup_fields(timing.device_ms[0], timing.device_ms[1]))
     other.update(pair_ratios({**pair[0], **baseline}, {**pair[1], **other}))

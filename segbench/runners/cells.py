@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from segbench.rows.schema import make_row
 
@@ -53,7 +55,7 @@ class Shard:
     def fields(self, index: int) -> Row:
         return {"world_size": self.world_size, "rank": self.rank, "cores": self.cores, "cell": self.first + index}
 
-    def after(self, cells: int) -> "Shard":
+    def after(self, cells: int) -> Shard:
         """The shard of a sweep that continues this one's numbering after ``cells`` cells."""
         return replace(self, first=self.first + cells)
 
@@ -125,7 +127,7 @@ def isolated(fn: Callable[[], Any], stage: str | None = None, device: str | None
             return Outcome(fn())
     except (KeyboardInterrupt, GeneratorExit):
         raise
-    except BaseException as exc:  # noqa: B036 - a fault, even SystemExit from plugin code, is its row's
+    except BaseException as exc:
         reason = error_reason(exc)
         if stage and not isinstance(exc, BuildError):
             reason = f"{stage}: {reason}"
@@ -144,7 +146,7 @@ def measure_cells(cells: Iterable[Cell], options: RunnerOptions = RunnerOptions(
         todo = [key for key in cell.keys if not options.is_done([key])]
         if not todo or not options.owns(index):
             continue
-        outcome = isolated(lambda: cell.measure(todo), cell.stage, cell.device)
+        outcome = isolated(partial(cell.measure, todo), cell.stage, cell.device)
         results = outcome.value if outcome.error is None else [{"error": outcome.error}] * len(todo)
         keys = todo * len(results) if len(todo) == 1 else todo
         for key, fields in zip(keys, results):
@@ -159,13 +161,13 @@ class Built:
     """
 
     def __init__(
-        self, spec: "ModelSpec", seed: int | None = None, weights: str | None = None, **build_options: Any
+        self, spec: ModelSpec, seed: int | None = None, weights: str | None = None, **build_options: Any
     ) -> None:
         self.spec, self.seed, self.weights, self.options = spec, seed, weights, build_options
-        self._model: "nn.Module | None" = None
+        self._model: nn.Module | None = None
         self._error: Exception | None = None
 
-    def get(self) -> "nn.Module":
+    def get(self) -> nn.Module:
         if self._error is not None:
             raise self._error
         if self._model is None:

@@ -7,9 +7,10 @@ carries ``mac_notes``, the reasons the counters differ, which tables turn into f
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from segbench.checks import check_positive, check_sizes
 from segbench.errors import UserError
@@ -39,12 +40,12 @@ class CountConfig(RunnerOptions):
             raise UserError(f"bad --by {self.by!r}: accepted {', '.join(BY)}")
 
 
-def count(specs: Sequence["ModelSpec"], config: CountConfig) -> Iterator[Row]:
+def count(specs: Sequence[ModelSpec], config: CountConfig) -> Iterator[Row]:
     """One row per spec (or per operator / module with ``config.by``), yielded as each is counted."""
     return measure_cells(cells(specs, config), config)
 
 
-def cells(specs: Sequence["ModelSpec"], config: CountConfig, built: dict[str, Built] | None = None) -> Iterator[Cell]:
+def cells(specs: Sequence[ModelSpec], config: CountConfig, built: dict[str, Built] | None = None) -> Iterator[Cell]:
     """One cell per spec. ``built`` (spec name -> `Built`) counts models another stage built.
 
     Without it, the spec is built on the ``meta`` device (no memory, no initialisation) by
@@ -53,14 +54,19 @@ def cells(specs: Sequence["ModelSpec"], config: CountConfig, built: dict[str, Bu
     for spec in specs:
         height, width = config.size or spec.default_size
         classes = (config.num_classes or spec.default_num_classes) if spec.kind == "model" else None
-        key = spec_fields(spec, height=height, width=width, batch_size=config.batch_size, num_classes=classes,
-                          device="cpu")  # fmt: skip
+        key = spec_fields(
+            spec, height=height, width=width, batch_size=config.batch_size, num_classes=classes, device="cpu"
+        )
         model = (built or {}).get(spec.name)
         yield Cell([key], partial(_measure, spec, model, (height, width), classes, config), stage="count")
 
 
 def _measure(
-    spec: "ModelSpec", model: Built | None, size: tuple[int, int], classes: int | None, config: CountConfig,
+    spec: ModelSpec,
+    model: Built | None,
+    size: tuple[int, int],
+    classes: int | None,
+    config: CountConfig,
     keys: list[Row],
 ) -> list[Row]:
     import torch

@@ -45,7 +45,7 @@ def timing(
     iters: int | None = None,
     budget_s: float | None = None,
     target: float | None = None,
-) -> "Protocol":
+) -> Protocol:
     """The timing protocol: the user's settings where given, else the device type's defaults."""
     from segbench.measure.latency import Protocol
 
@@ -66,7 +66,7 @@ def training(device: str, steps: int | None = None, batch_size: int | None = Non
     return (default_steps if steps is None else steps, default_batch if batch_size is None else batch_size)
 
 
-def describe_protocol(protocol: "Protocol") -> str:
+def describe_protocol(protocol: Protocol) -> str:
     """The timing protocol in words, for the notes under the tables."""
     if protocol.iters is not None:
         return f"{protocol.warmup} warm-up + {protocol.iters} timed calls per row"

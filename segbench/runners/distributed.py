@@ -36,7 +36,7 @@ STOPPED_TIMEOUT_S = 15.0
 class Team:
     """This process's rank in a torchrun job and what it shares with the others."""
 
-    place: "Place"
+    place: Place
     data_parallel: bool
 
     @property
@@ -58,7 +58,7 @@ class Team:
         return Shard(self.place.rank, self.place.world_size, core_list(self.place.cores))
 
     @property
-    def parallel(self) -> "DataParallel | None":
+    def parallel(self) -> DataParallel | None:
         """The training hooks of data-parallel training (None in sharded sweeps)."""
         from segbench.measure.data_parallel import DataParallel
 
@@ -70,7 +70,7 @@ class Team:
 
         return broadcast(self.place, value)
 
-    def meet(self, rows: list[Row], stopped: bool, journal: "Journal | None") -> tuple[list[Row] | None, str | None]:
+    def meet(self, rows: list[Row], stopped: bool, journal: Journal | None) -> tuple[list[Row] | None, str | None]:
         """Bring the ranks' rows together on rank 0 at the end of a sweep (see the module docstring).
 
         Returns (all rows in cell order on rank 0, None on the others; why a rank failed, or None).
@@ -86,7 +86,10 @@ class Team:
             failure = hand_over(self.place, rows, timeout_s)
             if journal is not None:
                 journal.close(remove=failure is None)
-            return None, failure and f"rank {self.rank} could not hand its rows to rank 0 ({failure}); they stay in its journal"
+            return (
+                None,
+                failure and f"rank {self.rank} could not hand its rows to rank 0 ({failure}); they stay in its journal",
+            )
         found = list(rows)
 
         def receive(rank: int, theirs: list[Row]) -> None:
@@ -96,10 +99,15 @@ class Team:
 
         failed = take_over(self.place, timeout_s, receive)
         if failed and journal is not None:
-            found += [row for row in load_rows(journal.others())
-                      if row.get("run_id") == journal.run_id and row.get("rank") in failed]  # fmt: skip
+            found += [
+                row
+                for row in load_rows(journal.others())
+                if row.get("run_id") == journal.run_id and row.get("rank") in failed
+            ]
         failure = "; ".join(f"rank {k} did not finish ({why})" for k, why in failed.items())
-        return in_cell_order(found), failure and f"{failure}: its rows on disk are merged; --resume RESULT_FILE measures the rest" or None
+        return in_cell_order(found), (
+            failure and f"{failure}: its rows on disk are merged; --resume RESULT_FILE measures the rest"
+        ) or None
 
 
 def join(device: str, *, data_parallel: bool = False) -> Team | None:

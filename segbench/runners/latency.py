@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import itertools
 import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from segbench.checks import (
     check_all_positive,
@@ -78,7 +79,7 @@ class LatencyConfig(RunnerOptions):
     dataset: str = "synthetic"
     weights: str | None = None
     seed: int = defaults.SEED
-    evaluate: Callable[[Callable[["torch.Tensor"], "torch.Tensor"], int], Row] | None = field(default=None, compare=False)
+    evaluate: Callable[[Callable[[torch.Tensor], torch.Tensor], int], Row] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         check_device(self.device)
@@ -92,27 +93,29 @@ class LatencyConfig(RunnerOptions):
             if not any(r.supports(variant.precision, variant.switches) for r in self.runtime_specs):
                 raise UserError(
                     f"no runtime of {', '.join(self.runtimes)} runs {variant.tag}; supported: "
-                    + "; ".join(f"{r.name}: {', '.join(r.precisions)} with {', '.join(sorted(r.switches)) or 'no switches'}"
-                                for r in self.runtime_specs)
-                )  # fmt: skip
+                    + "; ".join(
+                        f"{r.name}: {', '.join(r.precisions)} with {', '.join(sorted(r.switches)) or 'no switches'}"
+                        for r in self.runtime_specs
+                    )
+                )
 
     @property
-    def runtime_specs(self) -> list["RuntimeSpec"]:
+    def runtime_specs(self) -> list[RuntimeSpec]:
         from segbench.plugins import get_registry
 
         return get_registry().runtime_list(",".join(self.runtimes))
 
     @property
-    def protocol(self) -> "Protocol":
+    def protocol(self) -> Protocol:
         """The timing protocol in effect (the device type's defaults where not set)."""
         return defaults.timing(self.device, self.warmup, self.iters, self.budget_s, self.target)
 
-    def combos(self) -> list[tuple["RuntimeSpec", Variant]]:
+    def combos(self) -> list[tuple[RuntimeSpec, Variant]]:
         """Each runtime with each variant it supports, in the user's runtime order."""
         return [(r, v) for r in self.runtime_specs for v in self.variants if r.supports(v.precision, v.switches)]
 
 
-def latency(specs: Sequence["ModelSpec"], config: LatencyConfig) -> Iterator[Row]:
+def latency(specs: Sequence[ModelSpec], config: LatencyConfig) -> Iterator[Row]:
     """One full row per model x size x batch x runtime x variant, yielded as each cell is timed.
 
     The ``--weights`` files are checked against their models first (UserError on bad input).
@@ -125,7 +128,7 @@ def latency(specs: Sequence["ModelSpec"], config: LatencyConfig) -> Iterator[Row
 
 
 def cells(
-    specs: Sequence["ModelSpec"], config: LatencyConfig, built: dict[str, Built] | None = None, stage: str | None = None
+    specs: Sequence[ModelSpec], config: LatencyConfig, built: dict[str, Built] | None = None, stage: str | None = None
 ) -> Iterator[Cell]:
     """The sweep's cells, model by model; each model is built once (or taken from ``built``)."""
     label = device_name(config.device)
@@ -140,9 +143,16 @@ def cells(
         for (height, width), batch in itertools.product(config.sizes or [spec.default_size], config.batch_sizes):
             keys = [
                 spec_fields(
-                    spec, device=config.device, device_name=label, batch_size=batch, height=height, width=width,
-                    num_classes=classes, runtime=runtime.name, **variant.fields(),
-                )  # fmt: skip
+                    spec,
+                    device=config.device,
+                    device_name=label,
+                    batch_size=batch,
+                    height=height,
+                    width=width,
+                    num_classes=classes,
+                    runtime=runtime.name,
+                    **variant.fields(),
+                )
                 for runtime, variant in combos
             ]
             shape = (batch, spec.input_channels(), height, width)
@@ -150,13 +160,18 @@ def cells(
             yield Cell(keys, measure, device=config.device, stage=stage)
 
 
-def _classes(spec: "ModelSpec", classes: int | None) -> dict[str, int]:
+def _classes(spec: ModelSpec, classes: int | None) -> dict[str, int]:
     return {"num_classes": classes} if spec.kind == "model" and classes is not None else {}
 
 
 def _measure(
-    spec: "ModelSpec", model: Built, shape: tuple[int, ...], config: LatencyConfig, images: "_Images",
-    stage: str | None, keys: list[Row],
+    spec: ModelSpec,
+    model: Built,
+    shape: tuple[int, ...],
+    config: LatencyConfig,
+    images: _Images,
+    stage: str | None,
+    keys: list[Row],
 ) -> list[Row]:
     """The rows ``keys`` of one cell: the PyTorch fp32 eager reference first, then each runtime x variant."""
     import torch
@@ -169,51 +184,76 @@ def _measure(
     params = sum(p.numel() for p in network.parameters())
     runtimes = {r.name: r for r in config.runtime_specs}
     rows = []
-    with measurement_settings(device, config.threads) as threads, torch.inference_mode():
-        with tempfile.TemporaryDirectory() as workdir:
-            x = example.to(device)
-            eager = isolated(partial(_eager, network, x, device, threads, Path(workdir)))
-            for key in keys:
-                runtime, variant = runtimes[key["runtime"]], Variant.of_row(key)
-                config.progress(spec.name, f"latency {'x'.join(map(str, shape))} {runtime.name} {variant.tag}")
-                timed = isolated(partial(
-                    _measure_variant, spec, network, x, runtime, variant, config, threads, Path(workdir),
-                    images.calibration(shape, variant), eager.value,
-                ), stage, config.device)  # fmt: skip
-                rows.append({**(timed.value or {"error": timed.error}), "params": params})
+    with (
+        measurement_settings(device, config.threads) as threads,
+        torch.inference_mode(),
+        tempfile.TemporaryDirectory() as workdir,
+    ):
+        x = example.to(device)
+        eager = isolated(partial(_eager, network, x, device, threads, Path(workdir)))
+        for key in keys:
+            runtime, variant = runtimes[key["runtime"]], Variant.of_row(key)
+            config.progress(spec.name, f"latency {'x'.join(map(str, shape))} {runtime.name} {variant.tag}")
+            timed = isolated(
+                partial(
+                    _measure_variant,
+                    spec,
+                    network,
+                    x,
+                    runtime,
+                    variant,
+                    config,
+                    threads,
+                    Path(workdir),
+                    images.calibration(shape, variant),
+                    eager.value,
+                ),
+                stage,
+                config.device,
+            )
+            rows.append({**(timed.value or {"error": timed.error}), "params": params})
     return rows
 
 
 def _eager(
-    network: "torch.nn.Module", x: "torch.Tensor", device: "torch.device", threads: int, workdir: Path
-) -> tuple[Session, "torch.Tensor"]:
+    network: torch.nn.Module, x: torch.Tensor, device: torch.device, threads: int, workdir: Path
+) -> tuple[Session, torch.Tensor]:
     """The PyTorch fp32 eager session every other row is timed against, and its logits (on the CPU)."""
     from segbench.measure.latency import main_output, strict_fp32
     from segbench.runtimes import torch_runtime
 
-    session = torch_runtime.prepare(network.to(device), x, device=device, variant=Variant(), threads=threads,
-                                    workdir=workdir)  # fmt: skip
+    session = torch_runtime.prepare(
+        network.to(device), x, device=device, variant=Variant(), threads=threads, workdir=workdir
+    )
     with strict_fp32():
         reference = main_output(session.predict(x)).float().cpu()  # on the CPU: no device memory held
     return session, reference
 
 
 def _measure_variant(
-    spec: "ModelSpec", network: "torch.nn.Module", x: "torch.Tensor", runtime: "RuntimeSpec", variant: Variant,
-    config: LatencyConfig, threads: int, workdir: Path, calibration: list["torch.Tensor"],
-    eager: tuple[Session, "torch.Tensor"] | None,
+    spec: ModelSpec,
+    network: torch.nn.Module,
+    x: torch.Tensor,
+    runtime: RuntimeSpec,
+    variant: Variant,
+    config: LatencyConfig,
+    threads: int,
+    workdir: Path,
+    calibration: list[torch.Tensor],
+    eager: tuple[Session, torch.Tensor] | None,
 ) -> Row:
     """One runtime x variant: prepare it, then time it alternately with fp32 eager (alone if the two do not
     fit in memory together), measure and compare it."""
-    import torch
 
     from segbench.measure.faults import OOM, VariantUnavailable, error_reason, release_memory
     from segbench.measure.latency import measure_session
 
     device = x.device
-    missing = runtime.unavailable(device.type) if device.type in runtime.devices else (
-        f"{runtime.name} does not run on {device.type}"
-    )  # fmt: skip
+    missing = (
+        runtime.unavailable(device.type)
+        if device.type in runtime.devices
+        else (f"{runtime.name} does not run on {device.type}")
+    )
     if missing:
         raise VariantUnavailable(missing)
     reference_row = runtime.name == "torch" and variant == Variant()
@@ -221,15 +261,23 @@ def _measure_variant(
     if reference_row:
         session, baseline, reference = baseline, None, None
     if not reference_row or session is None:
-        session = runtime.prepare(network.to(device), x, device=device, variant=variant, threads=threads,
-                                  workdir=workdir, calibration=calibration)  # fmt: skip
+        session = runtime.prepare(
+            network.to(device),
+            x,
+            device=device,
+            variant=variant,
+            threads=threads,
+            workdir=workdir,
+            calibration=calibration,
+        )
     trace = None
     if config.trace_dir is not None:
         batch, _, height, width = x.shape
         trace = config.trace_dir / f"{spec.name}-{batch}x{height}x{width}-{runtime.name}-{variant.tag}.json"
     try:
-        fields = measure_session(session, x, reference, device=device, protocol=config.protocol,
-                                 baseline=baseline, trace=trace)  # fmt: skip
+        fields = measure_session(
+            session, x, reference, device=device, protocol=config.protocol, baseline=baseline, trace=trace
+        )
     except Exception as exc:
         # Paired, the fp32 network's calls share the device with this variant's: a variant that fits
         # alone (fp16, where fp32 barely fits) must not be reported as out of memory. Timed alone, its
@@ -250,7 +298,7 @@ class _Images:
         self.config = config
         self._splits: tuple[Any, Any] | None = None
 
-    def example(self, shape: tuple[int, ...]) -> "torch.Tensor":
+    def example(self, shape: tuple[int, ...]) -> torch.Tensor:
         """The first val image resized to the cell's size, repeated to its batch (random for C != 3)."""
         import torch
 
@@ -259,7 +307,7 @@ class _Images:
         image = self._resized([self._open()[1][0][0]], shape)[0]
         return image.expand(shape[0], *image.shape[1:]).contiguous()
 
-    def calibration(self, shape: tuple[int, ...], variant: Variant) -> list["torch.Tensor"]:
+    def calibration(self, shape: tuple[int, ...], variant: Variant) -> list[torch.Tensor]:
         """``CALIBRATION_IMAGES`` batches of train images for int8 (none for other variants or C != 3)."""
         import torch
 
@@ -279,8 +327,7 @@ class _Images:
         return self._splits
 
     @staticmethod
-    def _resized(images: list["torch.Tensor"], shape: tuple[int, ...]) -> list["torch.Tensor"]:
+    def _resized(images: list[torch.Tensor], shape: tuple[int, ...]) -> list[torch.Tensor]:
         import torch.nn.functional as F
 
         return [F.interpolate(x[None], size=shape[2:], mode="bilinear", align_corners=False) for x in images]
-

@@ -17,9 +17,10 @@ still run (latency is then measured on the network as training left it).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from segbench.checks import check_positive
 from segbench.runners import blocks as blocks_runner
@@ -37,11 +38,27 @@ if TYPE_CHECKING:
     from segbench.registry import ModelSpec
 
 #: What each stage contributes to the merged row (latency's row is the base: it names the variant).
-COUNT_FIELDS = ("params", "params_trainable", "macs_fvcore", "macs_thop", "macs_analytic", "macs_other", "flops",
-                "mac_notes")  # fmt: skip
+COUNT_FIELDS = (
+    "params",
+    "params_trainable",
+    "macs_fvcore",
+    "macs_thop",
+    "macs_analytic",
+    "macs_other",
+    "flops",
+    "mac_notes",
+)
 #: A training row's batch size, precision and peak memory describe training; the merged row's, inference.
-TRAIN_FIELDS = ("dataset", "init", "train_steps", "train_seconds", "train_budget_seconds", "train_conv_backend",
-                "conv_probe_seconds", "deterministic")  # fmt: skip
+TRAIN_FIELDS = (
+    "dataset",
+    "init",
+    "train_steps",
+    "train_seconds",
+    "train_budget_seconds",
+    "train_conv_backend",
+    "conv_probe_seconds",
+    "deterministic",
+)
 ACCURACY_FIELDS = ("miou", "pixel_acc", "iou_per_class")
 
 
@@ -81,7 +98,7 @@ class Plan:
     """A checked run: the stages' configs, resolved to the dataset, and the training files."""
 
     config: RunConfig
-    specs: tuple["ModelSpec", ...]
+    specs: tuple[ModelSpec, ...]
     count: count_runner.CountConfig
     latency: latency_runner.LatencyConfig
     train: train_runner.Prepared
@@ -109,32 +126,64 @@ class Plan:
         ]
 
 
-def plan(specs: Sequence["ModelSpec"], config: RunConfig) -> Plan:
+def plan(specs: Sequence[ModelSpec], config: RunConfig) -> Plan:
     """Check everything and open the dataset, before anything is measured (UserError on bad input)."""
     trained = [s for s in specs if s.kind == "model"]
-    prepared = train_runner.prepare(trained, train_runner.TrainConfig(
-        dataset=config.dataset, num_classes=config.num_classes, device=config.device, steps=config.steps,
-        batch_size=config.train_batch_size, size=config.size, seed=config.seed, progress=config.progress,
-        train_time=config.train_time, conv_backend=config.conv_backend, init=config.init,
-    ))  # fmt: skip
+    prepared = train_runner.prepare(
+        trained,
+        train_runner.TrainConfig(
+            dataset=config.dataset,
+            num_classes=config.num_classes,
+            device=config.device,
+            steps=config.steps,
+            batch_size=config.train_batch_size,
+            size=config.size,
+            seed=config.seed,
+            progress=config.progress,
+            train_time=config.train_time,
+            conv_backend=config.conv_backend,
+            init=config.init,
+        ),
+    )
     classes, size = prepared.train_set.num_classes, prepared.size
     latency = latency_runner.LatencyConfig(
-        device=config.device, sizes=[size], batch_sizes=[config.batch_size], runtimes=config.runtimes,
-        variants=config.variants, num_classes=classes, warmup=config.warmup, iters=config.iters,
-        budget_s=config.budget_s, target=config.target, threads=config.threads, dataset=config.dataset,
-        seed=config.seed, progress=config.progress, done=config.done, evaluate=partial(_evaluate, prepared),
-    )  # fmt: skip
-    count = count_runner.CountConfig(size=size, num_classes=classes, batch_size=config.batch_size,
-                                     progress=config.progress)  # fmt: skip
+        device=config.device,
+        sizes=[size],
+        batch_sizes=[config.batch_size],
+        runtimes=config.runtimes,
+        variants=config.variants,
+        num_classes=classes,
+        warmup=config.warmup,
+        iters=config.iters,
+        budget_s=config.budget_s,
+        target=config.target,
+        threads=config.threads,
+        dataset=config.dataset,
+        seed=config.seed,
+        progress=config.progress,
+        done=config.done,
+        evaluate=partial(_evaluate, prepared),
+    )
+    count = count_runner.CountConfig(
+        size=size, num_classes=classes, batch_size=config.batch_size, progress=config.progress
+    )
     blocks = config.blocks and replace(
-        config.blocks, device=config.device, batch_size=config.batch_size, warmup=config.warmup,
-        iters=config.iters, budget_s=config.budget_s, target=config.target, threads=config.threads,
-        progress=config.progress, done=config.done, shard=config.shard and config.shard.after(len(specs)),
-    )  # fmt: skip
+        config.blocks,
+        device=config.device,
+        batch_size=config.batch_size,
+        warmup=config.warmup,
+        iters=config.iters,
+        budget_s=config.budget_s,
+        target=config.target,
+        threads=config.threads,
+        progress=config.progress,
+        done=config.done,
+        shard=config.shard and config.shard.after(len(specs)),
+    )
     return Plan(config, tuple(specs), count, latency, prepared, blocks)
 
 
-def run(specs: Sequence["ModelSpec"], config: RunConfig) -> Iterator[Row]:
+def run(specs: Sequence[ModelSpec], config: RunConfig) -> Iterator[Row]:
     """One merged row per model x runtime x variant, then the block rows; bad input raises first."""
     return rows(plan(specs, config))
 
@@ -181,10 +230,16 @@ def merge(timed: Row, counted: Row, trained: Row | None = None) -> Row:
     return row
 
 
-def _evaluate(prepared: train_runner.Prepared, predict: Callable[["torch.Tensor"], Any], batch_size: int) -> Row:
+def _evaluate(prepared: train_runner.Prepared, predict: Callable[[torch.Tensor], Any], batch_size: int) -> Row:
     """mIoU of a runtime session on the val split, as training measures it (`segbench.measure.training.evaluate`)."""
     from segbench.measure.training import evaluate
 
-    accuracy = evaluate(predict, prepared.val_set, num_classes=prepared.train_set.num_classes, size=prepared.size,
-                        device=prepared.config.device, batch_size=batch_size)  # fmt: skip
+    accuracy = evaluate(
+        predict,
+        prepared.val_set,
+        num_classes=prepared.train_set.num_classes,
+        size=prepared.size,
+        device=prepared.config.device,
+        batch_size=batch_size,
+    )
     return {"miou": accuracy.miou, "pixel_acc": accuracy.pixel_acc, "iou_per_class": accuracy.iou_per_class}

@@ -10,10 +10,11 @@ called, before the first cell.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from segbench.checks import check_device, check_nonnegative, check_positive, check_sizes, check_writable
 from segbench.errors import UserError
@@ -61,7 +62,7 @@ class TrainConfig(RunnerOptions):
     train_time: float | None = None
     conv_backend: str = AUTO
     init: str | None = None
-    parallel: "DataParallel | None" = field(default=None, compare=False)
+    parallel: DataParallel | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         from segbench.measure.convbackend import parse_plan
@@ -99,9 +100,9 @@ class Prepared:
     """A checked training run: the models, the open splits and the per-model files."""
 
     config: TrainConfig
-    specs: tuple["ModelSpec", ...]
-    train_set: "Dataset"
-    val_set: "Dataset"
+    specs: tuple[ModelSpec, ...]
+    train_set: Dataset
+    val_set: Dataset
     weights: dict[str, str | None]
     save: dict[str, str | None]
 
@@ -122,16 +123,18 @@ def init_source(init: str | None) -> str | None:
         return None
     kind, _, path = init.partition(":")
     if kind != VGG16 or not path:
-        raise UserError(f"bad --init {init!r}: accepted {VGG16}:PATH (a VGG16 classifier checkpoint, torchvision layout)")
+        raise UserError(
+            f"bad --init {init!r}: accepted {VGG16}:PATH (a VGG16 classifier checkpoint, torchvision layout)"
+        )
     return path
 
 
-def train(specs: Sequence["ModelSpec"], config: TrainConfig) -> Iterator[Row]:
+def train(specs: Sequence[ModelSpec], config: TrainConfig) -> Iterator[Row]:
     """One row per model, yielded as each is trained and evaluated (bad input raises first)."""
     return measure_cells(cells(prepare(specs, config)), config)
 
 
-def prepare(specs: Sequence["ModelSpec"], config: TrainConfig) -> Prepared:
+def prepare(specs: Sequence[ModelSpec], config: TrainConfig) -> Prepared:
     """Open the dataset's splits and check every model and file; UserError on bad input."""
     from segbench.data import open_datasets
     from segbench.measure.checkpoints import read_vgg16
@@ -153,7 +156,7 @@ def prepare(specs: Sequence["ModelSpec"], config: TrainConfig) -> Prepared:
     return Prepared(config, tuple(specs), train_set, val_set, weights, save)
 
 
-def _check_model(spec: "ModelSpec", num_classes: int, weights: str | None, backbone: Any, conv_backend: str) -> None:
+def _check_model(spec: ModelSpec, num_classes: int, weights: str | None, backbone: Any, conv_backend: str) -> None:
     """The files and the pinned conv layers fit the model as it will be built (on ``meta``: no memory, no time)."""
     import torch
 
@@ -178,7 +181,7 @@ def _check_model(spec: "ModelSpec", num_classes: int, weights: str | None, backb
 
 
 def cells(
-    prepared: Prepared, specs: Sequence["ModelSpec"] | None = None, built: dict[str, Built] | None = None
+    prepared: Prepared, specs: Sequence[ModelSpec] | None = None, built: dict[str, Built] | None = None
 ) -> Iterator[Cell]:
     """One cell per model of ``specs`` (all the prepared ones when None).
 
@@ -190,16 +193,24 @@ def cells(
     height, width = prepared.size
     for spec in prepared.specs if specs is None else specs:
         key = spec_fields(
-            spec, device=config.device, device_name=device_name(config.device), dataset=prepared.train_set.name,
-            num_classes=prepared.train_set.num_classes, batch_size=batch, height=height, width=width,
+            spec,
+            device=config.device,
+            device_name=device_name(config.device),
+            dataset=prepared.train_set.name,
+            num_classes=prepared.train_set.num_classes,
+            batch_size=batch,
+            height=height,
+            width=width,
             init=prepared.init(spec.name),
             **({"train_steps": steps} if steps is not None else {"train_budget_seconds": config.train_time}),
-        )  # fmt: skip
-        model = (built or {}).get(spec.name) or Built(spec, seed=config.seed, num_classes=prepared.train_set.num_classes)
+        )
+        model = (built or {}).get(spec.name) or Built(
+            spec, seed=config.seed, num_classes=prepared.train_set.num_classes
+        )
         yield Cell([key], partial(_measure, spec, model, prepared), device=config.device, stage="train")
 
 
-def _measure(spec: "ModelSpec", built: Built, prepared: Prepared, keys: list[Row]) -> list[Row]:
+def _measure(spec: ModelSpec, built: Built, prepared: Prepared, keys: list[Row]) -> list[Row]:
     from segbench.measure.checkpoints import init_from_vgg16
     from segbench.measure.training import train_and_evaluate
 
@@ -218,12 +229,22 @@ def _measure(spec: "ModelSpec", built: Built, prepared: Prepared, keys: list[Row
         config.progress(spec.name, f"train step {step}{of}, loss {loss:.3f}" if step != steps else "evaluate")
 
     fields: dict[str, Any] = train_and_evaluate(
-        model, prepared.train_set, prepared.val_set, steps=steps, batch_size=batch, size=prepared.size,
-        lr=config.lr, device=config.device, seed=config.seed, weights=prepared.weights[spec.name],
-        save=prepared.save[spec.name], on_step=on_step, time_budget=config.train_time,
-        conv_backend=config.conv_backend, parallel=config.parallel,
-    )  # fmt: skip
+        model,
+        prepared.train_set,
+        prepared.val_set,
+        steps=steps,
+        batch_size=batch,
+        size=prepared.size,
+        lr=config.lr,
+        device=config.device,
+        seed=config.seed,
+        weights=prepared.weights[spec.name],
+        save=prepared.save[spec.name],
+        on_step=on_step,
+        time_budget=config.train_time,
+        conv_backend=config.conv_backend,
+        parallel=config.parallel,
+    )
     if config.parallel is not None:
         fields["world_size"] = config.parallel.world_size
     return [fields]
-

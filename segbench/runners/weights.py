@@ -5,7 +5,8 @@ Both are checked when a runner is called, before anything is measured.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from segbench.errors import UserError
 
@@ -23,7 +24,7 @@ def per_model(template: str | None, option: str, names: Sequence[str]) -> dict[s
     return {n: None if template is None else template.replace(MODEL_FIELD, n) for n in names}
 
 
-def check_weights(spec: "ModelSpec", path: str, num_classes: int | None) -> None:
+def check_weights(spec: ModelSpec, path: str, num_classes: int | None) -> None:
     """The ``--weights`` file fits the model as it will be built (on ``meta``: no memory, no time)."""
     import torch
 

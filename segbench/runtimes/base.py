@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -35,10 +36,15 @@ class Variant:
         return tuple(s for s in SWITCHES if getattr(self, s))
 
     @classmethod
-    def of_row(cls, row: dict[str, Any]) -> "Variant":
+    def of_row(cls, row: dict[str, Any]) -> Variant:
         """The variant a result row names (the inverse of `fields`)."""
-        return cls(row["precision"], bool(row["channels_last"]), bool(row["compiled"]), bool(row["cuda_graph"]),
-                   bool(row["bn_folded"]))  # fmt: skip
+        return cls(
+            row["precision"],
+            bool(row["channels_last"]),
+            bool(row["compiled"]),
+            bool(row["cuda_graph"]),
+            bool(row["bn_folded"]),
+        )
 
     def fields(self) -> dict[str, Any]:
         """The row fields that name this variant."""
@@ -81,7 +87,7 @@ class Session:
     """
 
     call: Callable[[], Any]
-    predict: Callable[["torch.Tensor"], "torch.Tensor"]
+    predict: Callable[[torch.Tensor], torch.Tensor]
     prepare_seconds: float | None = None
     threads: int | None = None
     in_torch: bool = True

@@ -7,6 +7,8 @@ built-in conv block (``ConvBNReLU``) is such a Sequential. Other BatchNorms are 
 
 from __future__ import annotations
 
+import itertools
+
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -20,7 +22,7 @@ def fold_batchnorm(model: nn.Module) -> int:
         if not isinstance(parent, nn.Sequential):
             continue
         children = list(parent.named_children())
-        for (conv_name, conv), (bn_name, bn) in zip(children, children[1:]):
+        for (conv_name, conv), (bn_name, bn) in itertools.pairwise(children):
             if type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d and bn.track_running_stats:
                 setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
                 setattr(parent, bn_name, nn.Identity())

@@ -13,8 +13,8 @@ choice, shared by both runtimes within a cell, and its int8 version.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -49,9 +49,15 @@ def export(model: nn.Module, example: torch.Tensor, workdir: Path, fold_bn: bool
         fold_batchnorm(network)
     with quiet():
         torch.onnx.export(
-            network, (example.cpu(),), str(path), dynamo=True, external_data=False, opset_version=OPSET,
-            input_names=[INPUT_NAME], verbose=False,
-        )  # fmt: skip
+            network,
+            (example.cpu(),),
+            str(path),
+            dynamo=True,
+            external_data=False,
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            verbose=False,
+        )
     return path
 
 
@@ -91,8 +97,12 @@ def quantize_int8(fp32: Path, calibration: Sequence[torch.Tensor], workdir: Path
     with quiet():
         quant_pre_process(str(fp32), str(prepared))
         quantize_static(
-            str(prepared), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        )  # fmt: skip
+            str(prepared),
+            str(path),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
     return path
-

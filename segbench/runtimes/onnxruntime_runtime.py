@@ -9,8 +9,8 @@ threads otherwise busy-wait after each call and steal the CPU from whatever runs
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -66,6 +66,10 @@ def prepare(
         return torch.from_numpy(session.run(None, {INPUT_NAME: x.cpu().numpy()})[0])
 
     return Session(
-        call=lambda: session.run(None, inputs), predict=predict, prepare_seconds=time.perf_counter() - start,
-        threads=threads, in_torch=False, blocking=True,
-    )  # fmt: skip
+        call=lambda: session.run(None, inputs),
+        predict=predict,
+        prepare_seconds=time.perf_counter() - start,
+        threads=threads,
+        in_torch=False,
+        blocking=True,
+    )

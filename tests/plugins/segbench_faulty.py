@@ -44,10 +44,21 @@ class Faulty(nn.Module):
 
 @segbench.hookimpl
 def register_models(register):
-    for name, how in (("chatty_net", ""), ("sleepy_net", "sleep"), ("exiting_net", "exit"),
-                      ("usererror_net", "usererror"), ("crashing_net", "crash")):  # fmt: skip
-        register(ModelSpec(
-            name=name, family="faulty", builder=lambda num_classes, how=how: Faulty(num_classes, how, at=2),
-            default_size=(8, 8), default_num_classes=3, description=f"misbehaves at batch 2: {how or 'prints'}",
-            reference="tests",
-        ))  # fmt: skip
+    for name, how in (
+        ("chatty_net", ""),
+        ("sleepy_net", "sleep"),
+        ("exiting_net", "exit"),
+        ("usererror_net", "usererror"),
+        ("crashing_net", "crash"),
+    ):
+        register(
+            ModelSpec(
+                name=name,
+                family="faulty",
+                builder=lambda num_classes, how=how: Faulty(num_classes, how, at=2),
+                default_size=(8, 8),
+                default_num_classes=3,
+                description=f"misbehaves at batch 2: {how or 'prints'}",
+                reference="tests",
+            )
+        )

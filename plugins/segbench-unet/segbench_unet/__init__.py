@@ -7,7 +7,7 @@ Read this file to learn how to add an architecture: build a plain ``nn.Module``,
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -36,12 +36,8 @@ class UNet(nn.Module):
     def __init__(self, num_classes: int = 2, width: int = 16, in_channels: int = 3) -> None:
         super().__init__()
         chans = [width * 2**i for i in range(4)]
-        self.encoders = nn.ModuleList(
-            DoubleConv(c_in, c_out) for c_in, c_out in zip([in_channels] + chans[:-1], chans)
-        )
-        self.ups = nn.ModuleList(
-            nn.ConvTranspose2d(c, c // 2, kernel_size=2, stride=2) for c in reversed(chans[1:])
-        )
+        self.encoders = nn.ModuleList(DoubleConv(c_in, c_out) for c_in, c_out in zip([in_channels, *chans[:-1]], chans))
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(c, c // 2, kernel_size=2, stride=2) for c in reversed(chans[1:]))
         self.decoders = nn.ModuleList(DoubleConv(c, c // 2) for c in reversed(chans[1:]))
         self.head = nn.Conv2d(chans[0], num_classes, kernel_size=1)
 
