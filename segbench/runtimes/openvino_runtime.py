@@ -1,11 +1,14 @@
 """OpenVINO: the same ONNX file as ONNX Runtime (`segbench.runtimes.onnx_export`; its int8 QDQ file
-too), compiled for the CPU with ``threads`` inference threads and the latency performance hint."""
+too), compiled for the CPU with ``threads`` inference threads and the latency performance hint.
+
+Inference precision is pinned to f32: on CPUs with AVX512_BF16 or AMX, OpenVINO's default is bf16,
+which would make an "fp32" row silently run in bf16 (int8 files keep their QDQ precision)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -43,7 +46,9 @@ def prepare(
     path = onnx_file(model, example, variant, workdir, calibration)
     core = openvino.Core()
     compiled = core.compile_model(
-        core.read_model(str(path)), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        core.read_model(str(path)),
+        "CPU",
+        {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"},
     )
     request = compiled.create_infer_request()
     inputs = {0: example.cpu().numpy()}
@@ -53,6 +58,10 @@ def prepare(
         return torch.from_numpy(request.infer({0: x.cpu().numpy()})[logits].copy())
 
     return Session(
-        call=lambda: request.infer(inputs), predict=predict, prepare_seconds=time.perf_counter() - start,
-        threads=threads, in_torch=False, blocking=True,
-    )  # fmt: skip
+        call=lambda: request.infer(inputs),
+        predict=predict,
+        prepare_seconds=time.perf_counter() - start,
+        threads=threads,
+        in_torch=False,
+        blocking=True,
+    )
