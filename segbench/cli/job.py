@@ -41,8 +41,8 @@ class Job:
         self.context = Context(
             progress=self.progress,
             done=self.previous,
-            shard=self.team and self.team.shard,
-            parallel=self.team and self.team.parallel,
+            shard=self.team.shard if self.team else None,
+            parallel=self.team.parallel if self.team else None,
         )
         self.journal: Journal | None = None
         self.stopped: int | None = None

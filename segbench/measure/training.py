@@ -444,10 +444,11 @@ def _fit(
 ) -> tuple[int, float, float | None]:
     """The training part of `train_and_evaluate`: (steps run, seconds since ``start``, peak MiB)."""
     dev, lr = torch.device(settings.device), settings.lr or recipe.DEFAULT_LR
-    steps = settings.steps
     if settings.time_budget is not None:
         per_step = seconds_per_step(model, train_set, batch_size=settings.batch_size, size=size, lr=lr, device=dev)
         steps = budget_steps(settings.time_budget, time.perf_counter() - start, per_step)
+    elif settings.steps is not None:  # always, without a time budget (`TrainSettings`)
+        steps = settings.steps
     generator = seed_everything(settings.seed)
     if parallel is not None:  # augmentation from this rank's own seed; the data order stays the shared one
         seed_everything(settings.seed + parallel.rank)
