@@ -16,7 +16,7 @@ import os
 from segbench.plugins import get_registry
 from segbench.runners.latency import LatencyConfig, latency
 from segbench.runners.train import TrainConfig, train
-from segbench.runtimes.base import Variant
+from segbench.measure.session import Variant
 
 SIZE = (1024, 2048)
 THREADS = 2

@@ -142,7 +142,7 @@ def test_cli_modules_hold_no_measurement():
     for module, targets in GRAPH.items():
         if module.startswith("segbench.cli"):
             primitives = {t for t in targets if t.startswith(("segbench.measure.", "segbench.runtimes."))} - {
-                "segbench.runtimes.base",  # the Variant value type, built from --precision and switches
+                "segbench.measure.session",  # the Variant value type, built from --precision and switches
                 "segbench.measure.recipe",  # constants quoted in help texts and footnotes
                 "segbench.measure.analytic",  # the counting convention quoted in a footnote
             }

@@ -15,7 +15,7 @@ from segbench.measure.latency import measure_latency, measurement_settings
 from segbench.registry import ModelSpec
 from segbench.runners.latency import LatencyConfig, latency
 from segbench.runtimes import torch_runtime
-from segbench.runtimes.base import Variant
+from segbench.measure.session import Variant
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 TWO_GPUS = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")

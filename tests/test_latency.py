@@ -24,7 +24,7 @@ from segbench.registry import ModelSpec
 from segbench.rows.schema import ROW_FIELDS, make_row
 from segbench.runners.defaults import timing
 from segbench.runners.latency import LatencyConfig, latency
-from segbench.runtimes.base import Variant, expand_variants
+from segbench.measure.session import Variant, expand_variants
 from segbench.runtimes.torch_runtime import CUDA_GRAPH_ON_CPU
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -46,7 +46,7 @@ from segbench.checks import check_precisions, check_timing
 from segbench.measure.allocator import keep_freed_memory
 from segbench.measure.memory import cpu_peak_mb, cuda_peak_mb, cuda_reset_peak
 from segbench.measure.stats import median_ci, ratios, relative_half_width
-from segbench.runtimes.base import Session, Variant
+from segbench.measure.session import Session, Variant
 
 TRACE_ITERS = 3
 NON_FINITE = "the output holds inf or NaN (an fp16 overflow?); output_max_abs_diff is inf"

@@ -128,7 +128,7 @@ def _measure_pair(
     )
     from segbench.measure.macs import count_model
     from segbench.runtimes import torch_runtime
-    from segbench.runtimes.base import Variant
+    from segbench.measure.session import Variant
 
     device = torch.device(config.device)
     protocol = config.protocol

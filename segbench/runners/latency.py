@@ -8,7 +8,7 @@ serves ONNX Runtime and OpenVINO). A runtime x variant that fails (CUDA out of m
 device lacks, CUDA graphs on a CPU, a runtime not installed) gets its own row ``error``; the other
 rows of the cell and the sweep go on. A model whose builder fails gives every one of its rows that error.
 
-Variant rule (`segbench.runtimes.base.expand_variants`): fp32 first; then one variant for every
+Variant rule (`segbench.measure.session.expand_variants`): fp32 first; then one variant for every
 combination of a requested precision with each requested switch (``channels_last``, ``compile``,
 ``cuda_graph``, ``fold_bn``) off and on. Each runtime gets the variants it supports (PyTorch: fp16 and
 bf16 and every switch; ONNX Runtime and OpenVINO: int8 and ``fold_bn``).
@@ -38,7 +38,7 @@ from segbench.rows.schema import spec_fields
 from segbench.runners import defaults
 from segbench.runners.cells import Built, Cell, Row, RunnerOptions, isolated, measure_cells
 from segbench.runners.weights import check_weights, per_model
-from segbench.runtimes.base import Session, Variant
+from segbench.measure.session import Session, Variant
 
 if TYPE_CHECKING:
     import torch

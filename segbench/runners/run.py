@@ -30,7 +30,7 @@ from segbench.runners import latency as latency_runner
 from segbench.runners import train as train_runner
 from segbench.runners.cells import Built, Row, RunnerOptions, measure_cells
 from segbench.runners.defaults import describe_protocol
-from segbench.runtimes.base import Variant
+from segbench.measure.session import Variant
 
 if TYPE_CHECKING:
     import torch
