@@ -12,8 +12,8 @@ from torch import nn
 from typer.testing import CliRunner
 
 from segbench.cli import app
-from segbench.plugins import get_registry
 from segbench.measure.session import Variant
+from segbench.plugins import get_registry
 from segbench.runtimes.batchnorm import fold_batchnorm
 
 runner = CliRunner()
