@@ -162,7 +162,11 @@ def test_no_import_cycles_between_packages():
     assert cycles(package_graph(GRAPH)) == []
 
 
-def _fake_package(tmp_path: Path, files: dict[str, str]) -> Path:
+def _fake_package(tmp_path: Path, sources: dict[str, str]) -> Path:
+    """``fake/`` with two subpackages, ``low`` (modules a, c) and ``high`` (module b); ``sources``
+    (``{"low/a": "..."}``) give modules their text or add modules, every other file is empty."""
+    names = ("__init__", "low/__init__", "low/a", "low/c", "high/__init__", "high/b")
+    files = {f"fake/{name}.py": source for name, source in {**dict.fromkeys(names, ""), **sources}.items()}
     for name, source in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(source)
@@ -172,15 +176,7 @@ def _fake_package(tmp_path: Path, files: dict[str, str]) -> Path:
 def test_a_package_cycle_is_reported_even_without_a_module_cycle(tmp_path: Path):
     """Two packages of one layer (as measure/ and runtimes/ were): low.a -> high.b -> low.c, no module cycle."""
     root = _fake_package(
-        tmp_path,
-        {
-            "fake/__init__.py": "",
-            "fake/low/__init__.py": "",
-            "fake/low/a.py": "def f():\n    from fake.high import b\n",
-            "fake/low/c.py": "",
-            "fake/high/__init__.py": "",
-            "fake/high/b.py": "from fake.low.c import x\n",
-        },
+        tmp_path, {"low/a": "def f():\n    from fake.high import b\n", "high/b": "from fake.low.c import x\n"}
     )
     graph = import_graph(root)
     layers = (("primitives", ("fake.low", "fake.high")), ("top", ("fake",)))
@@ -192,15 +188,7 @@ def test_a_package_cycle_is_reported_even_without_a_module_cycle(tmp_path: Path)
 def test_a_relative_upward_import_is_resolved_and_reported(tmp_path: Path):
     root = _fake_package(
         tmp_path,
-        {
-            "fake/__init__.py": "",
-            "fake/low/__init__.py": "from . import c\n",
-            "fake/low/a.py": "from ..high import b\nfrom .c import x\n",
-            "fake/low/c.py": "",
-            "fake/high/__init__.py": "",
-            "fake/high/b.py": "",
-            "fake/extra.py": "",
-        },
+        {"low/__init__": "from . import c\n", "low/a": "from ..high import b\nfrom .c import x\n", "extra": ""},
     )
     graph = import_graph(root)
     layers = (("low", ("fake.low",)), ("high", ("fake.high",)), ("top", ("fake",)))
