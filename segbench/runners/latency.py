@@ -8,7 +8,7 @@ serves ONNX Runtime and OpenVINO). A runtime x variant that fails (CUDA out of m
 device lacks, CUDA graphs on a CPU, a runtime not installed) gets its own row ``error``; the other
 rows of the cell and the sweep go on. A model whose builder fails gives every one of its rows that error.
 
-Variant rule (`segbench.runtimes.base.expand_variants`): fp32 first; then one variant for every
+Variant rule (`segbench.measure.session.expand_variants`): fp32 first; then one variant for every
 combination of a requested precision with each requested switch (``channels_last``, ``compile``,
 ``cuda_graph``, ``fold_bn``) off and on. Each runtime gets the variants it supports (PyTorch: fp16 and
 bf16 and every switch; ONNX Runtime and OpenVINO: int8 and ``fold_bn``).
@@ -33,17 +33,17 @@ from segbench.checks import (
     check_writable,
 )
 from segbench.errors import UserError
+from segbench.measure.session import Session, Variant
 from segbench.rows.environment import device_name
 from segbench.rows.schema import spec_fields
 from segbench.runners import defaults
 from segbench.runners.cells import Built, Cell, Row, RunnerOptions, isolated, measure_cells
 from segbench.runners.weights import check_weights, per_model
-from segbench.runtimes.base import Session, Variant
 
 if TYPE_CHECKING:
     import torch
 
-    from segbench.measure.latency import Protocol
+    from segbench.measure.timer import Protocol
     from segbench.registry import ModelSpec, RuntimeSpec
 
 #: Calibration batches of an int8 variant, from the train split of ``LatencyConfig.dataset``.
@@ -55,7 +55,7 @@ class LatencyConfig(RunnerOptions):
     """How to time: the cells (sizes, batches), the rows of each (runtimes x variants) and the protocol.
 
     ``warmup``, ``budget_s`` and ``target`` None mean the device type's defaults, ``iters`` None
-    adaptive timing (`segbench.runners.defaults`, `segbench.measure.latency.Protocol`);
+    adaptive timing (`segbench.runners.defaults`, `segbench.measure.timer.Protocol`);
     ``num_classes`` None means each model's own. ``dataset`` gives the timed input (its first val
     image, resized: real logits make the agreement with fp32 eager meaningful; inputs with other
     than 3 channels are random) and the images that calibrate int8. ``weights`` is a ``state_dict``
@@ -176,7 +176,7 @@ def _measure(
     """The rows ``keys`` of one cell: the PyTorch fp32 eager reference first, then each runtime x variant."""
     import torch
 
-    from segbench.measure.latency import measurement_settings
+    from segbench.measure.settings import measurement_settings
 
     device = torch.device(config.device)
     example = images.example(shape)
@@ -219,7 +219,8 @@ def _eager(
     network: torch.nn.Module, x: torch.Tensor, device: torch.device, threads: int, workdir: Path
 ) -> tuple[Session, torch.Tensor]:
     """The PyTorch fp32 eager session every other row is timed against, and its logits (on the CPU)."""
-    from segbench.measure.latency import main_output, strict_fp32
+    from segbench.measure.outputs import main_output
+    from segbench.measure.settings import strict_fp32
     from segbench.runtimes import torch_runtime
 
     session = torch_runtime.prepare(
@@ -247,6 +248,7 @@ def _measure_variant(
 
     from segbench.measure.faults import OOM, VariantUnavailable, error_reason, release_memory
     from segbench.measure.latency import measure_session
+    from segbench.rows.latency import measurement_fields
 
     device = x.device
     missing = (
@@ -275,8 +277,10 @@ def _measure_variant(
         batch, _, height, width = x.shape
         trace = config.trace_dir / f"{spec.name}-{batch}x{height}x{width}-{runtime.name}-{variant.tag}.json"
     try:
-        fields = measure_session(
-            session, x, reference, device=device, protocol=config.protocol, baseline=baseline, trace=trace
+        fields = measurement_fields(
+            measure_session(
+                session, x, reference, device=device, protocol=config.protocol, baseline=baseline, trace=trace
+            )
         )
     except Exception as exc:
         # Paired, the fp32 network's calls share the device with this variant's: a variant that fits
@@ -285,7 +289,9 @@ def _measure_variant(
         if baseline is None or error_reason(exc) != OOM:
             raise
         release_memory(device)
-        fields = measure_session(session, x, reference, device=device, protocol=config.protocol, trace=trace)
+        fields = measurement_fields(
+            measure_session(session, x, reference, device=device, protocol=config.protocol, trace=trace)
+        )
     if config.evaluate is not None and not reference_row:
         fields.update(config.evaluate(session.predict, x.shape[0]))
     return fields
