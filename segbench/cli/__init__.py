@@ -8,6 +8,7 @@ from segbench.cli import (  # noqa: F401
     compare,
     env_cmd,
     flops,
+    history,
     latency,
     list_cmd,
     report,

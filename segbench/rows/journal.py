@@ -25,6 +25,7 @@ from typing import Any, TextIO
 
 from segbench.errors import UserError
 from segbench.rows.files import load_rows, save_rows, to_json_line
+from segbench.rows.store import journal_row
 
 Row = dict[str, Any]
 
@@ -96,9 +97,10 @@ class Journal:
         return self.stem.with_name(self.stem.name + self.suffix)
 
     def append(self, row: Row) -> None:
-        """Stamp the row with this run's id and write it to the journal, durably."""
+        """Stamp the row with this run's id, write it to the journal, durably, then add it to the history store."""
         row["run_id"] = self.run_id
         self._write(row)
+        journal_row(self.stem.parent, row, self.path)
 
     def _write(self, row: Row) -> None:
         self._stream.write(to_json_line(row) + "\n")
