@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -255,3 +257,52 @@ def test_unknown_metric_and_bad_since_are_user_errors(tmp_path):
     )
     assert "expected a date" in runner.invoke(app, ["history", str(tmp_path), "--since", "yesterday"]).stderr
     assert read_paths([tmp_path]) == []
+
+
+# --- segbench check and git bisect ---------------------------------------------------------------
+
+
+def test_check_against_history_passes_unchanged_code_and_fails_a_slow_one(steady):
+    args = ["check", "--baseline", "history", "--results", str(steady), *PACED_ARGS[1:]]
+    same = runner.invoke(app, args, env={"PACE_SLOWDOWN": "1"})
+    assert same.exit_code == 0, same.output
+    assert "paced_net 1x8x8 torch fp32" in same.stdout and "vs the last 8 run(s)" in same.stdout
+    slow = runner.invoke(app, args, env={"PACE_SLOWDOWN": "1.3"})
+    assert slow.exit_code == 1 and "REGRESSION" in slow.stdout
+
+
+def test_check_exits_125_when_it_cannot_judge(paced_plugin, steady, tmp_path):
+    unknown = runner.invoke(app, ["check", "--baseline", "history", "--results", str(steady), "--models", "nope"])
+    assert unknown.exit_code == 125 and "unknown model" in unknown.stderr
+    empty = runner.invoke(app, ["check", "--baseline", "history", "--results", str(tmp_path), *PACED_ARGS[1:]])
+    assert empty.exit_code == 125 and "no latency rows in the baseline" in empty.stderr
+    other = runner.invoke(app, ["check", "--baseline", "history", "--results", str(steady), "--models", "paced_net"])
+    assert other.exit_code == 125 and "no baseline series" in other.stderr  # default threads: another series
+
+
+def test_git_bisect_run_check_finds_the_slow_commit_of_a_plugin(tmp_path):
+    """A plugin repository of eight commits, the fifth 30 % slower; `git bisect run segbench check` names it."""
+    repo = tmp_path / "plugin"
+    shutil.copytree(PACED, repo)
+    source = repo / "segbench_paced.py"
+    git(repo, "init", "-q")
+    shas = []
+    for number in range(1, 9):
+        text = source.read_text().replace("PACE_MS = 40.0", "PACE_MS = 52.0") if number == 5 else source.read_text()
+        source.write_text(text + f"# commit {number}\n")
+        git(repo, "add", "-A")
+        git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", f"commit {number}")
+        shas.append(git(repo, "rev-parse", "HEAD").strip())
+    git(repo, "checkout", "-q", shas[0])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), str(Path(__file__).parents[1])])}
+    segbench = [sys.executable, "-m", "segbench"]
+    baseline = tmp_path / "baseline"
+    measured = subprocess.run(
+        [*segbench, *PACED_ARGS, "--out", str(baseline)], cwd=repo, env=env, capture_output=True, text=True
+    )
+    assert measured.returncode == 0, measured.stderr
+    [base_file] = baseline.glob("latency-*.json")
+    git(repo, "bisect", "start", shas[-1], shas[0])
+    check = [*segbench, "check", "--baseline", str(base_file), "--tolerance", "15%", *PACED_ARGS[1:]]
+    found = subprocess.run(["git", "bisect", "run", *check], cwd=repo, env=env, capture_output=True, text=True)
+    assert f"{shas[4]} is the first bad commit" in found.stdout, found.stdout + found.stderr

@@ -5,6 +5,7 @@ Importing a command module registers it; the order below is the order of ``segbe
 
 from segbench.cli import (  # noqa: F401
     blocks,
+    check,
     compare,
     env_cmd,
     flops,

@@ -121,7 +121,7 @@ def series_of(rows: Sequence[Row], metric: str) -> list[Series]:
             continue
         if not math.isfinite(value) or value <= 0:
             continue
-        key = tuple(row.get(f) for f in SERIES_FIELDS)
+        key = series_key(row)
         grouped.setdefault(key, []).append(_run(row, metric, float(value)))
     found = []
     for key, runs in grouped.items():
@@ -252,3 +252,33 @@ def describe(series: Series) -> str:
         flag = " REGRESSION" if c.regression else ""
         parts.append(f"run {c.index + 1}{sha} x{c.ratio:.3f} [{c.ratio_ci_low:.3f}, {c.ratio_ci_high:.3f}]{flag}")
     return "; ".join(parts) or series.note
+
+
+#: `verdict`'s bar for one new run against a series' level: one one-sided test, not the best of many splits.
+Z_CHECK = 3.0
+
+
+def verdict(series: Series, row: Row, tolerance: float) -> tuple[bool, str]:
+    """Whether ``row`` (a run measured now) regressed against the level of ``series`` since its last change
+    point, and the evidence in words: beyond ``tolerance``, beyond the between-run spread (z > `Z_CHECK`)
+    and, with samples, by the rank test on the pooled samples (`ALPHA_SAMPLES`)."""
+    runs = series.runs[series.change_points[-1].index if series.change_points else 0 :]
+    new = _run(row, series.metric, float(row[series.metric]))
+    sigma = series.sigma or spread(series.runs)
+    step = math.log(new.value) - statistics.fmean(math.log(r.value) for r in runs)
+    higher = series.metric in HIGHER_IS_BETTER
+    worse = -step if higher else step
+    z = _z(worse, sigma, len(runs), 1) if worse > 0 else 0.0
+    p = _samples_p(runs, [new], step)
+    ratio = math.exp(step)
+    beyond = ratio < 1 - tolerance if higher else ratio > 1 + tolerance
+    regressed = beyond and z > Z_CHECK and (p is None or p < ALPHA_SAMPLES)
+    evidence = f"x{ratio:.3f} vs the last {len(runs)} run(s) (limit {tolerance:.0%}), z={z:.1f} (bar {Z_CHECK:g})"
+    if p is not None:
+        evidence += f", samples rank test p={p:.2g} (bar {ALPHA_SAMPLES:g})"
+    return regressed, evidence
+
+
+def series_key(row: Row) -> tuple[Any, ...]:
+    """The series a row belongs to."""
+    return tuple(row.get(f) for f in SERIES_FIELDS)
