@@ -87,7 +87,7 @@ def history_command(
         raise UserError(f"no rows with {metric} in {', '.join(map(str, paths or ['results']))} for this selection")
     out = [{**s.as_row(), "changes": describe(s)} for s in found]
     if plot is not None:
-        from segbench.output.plots import draw_trends
+        from segbench.output.trends import draw_trends
 
         print(f"segbench: wrote {', '.join(map(str, draw_trends(found, plot)))}", file=sys.stderr)
     if fmt == "html":
