@@ -90,17 +90,21 @@ def history_command(
         from segbench.output.trends import draw_trends
 
         print(f"segbench: wrote {', '.join(map(str, draw_trends(found, plot)))}", file=sys.stderr)
+    title = f"segbench history: {metric}"
+    notes = [
+        f"{metric}: change points by binary segmentation of log values; a step needs z > {Z_SPLIT:g} against the "
+        "between-run spread (MAD of run-to-run differences) and a rank test on the pooled samples; "
+        "changes: first run after the step, commit, after/before ratio [95% interval]",
+    ]
     if fmt == "html":
-        from segbench.output.webpage import history_page
+        from segbench.output.trends import trend_figures
+        from segbench.output.webpage import page, table_html
 
-        sys.stdout.write(history_page(found, out))
+        sys.stdout.write(
+            page(title, [table_html(out, COLUMNS, "Series", notes), "<h2>Trends</h2>", *trend_figures(found)])
+        )
     else:
-        notes = [
-            f"{metric}: change points by binary segmentation of log values; a step needs z > {Z_SPLIT:g} against the "
-            "between-run spread (MAD of run-to-run differences) and a rank test on the pooled samples; "
-            "changes: first run after the step, commit, after/before ratio [95% interval]",
-        ]
-        render(out, fmt, columns=COLUMNS, title=f"segbench history: {metric}", footnotes=notes)
+        render(out, fmt, columns=COLUMNS, title=title, footnotes=notes)
     if fail_on_regression and last_regressions(found):
         for s in last_regressions(found):
             print(f"segbench: regression: {s.key.get('model')}: {describe(s)}", file=sys.stderr)

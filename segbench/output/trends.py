@@ -6,12 +6,14 @@ drawn in the browser from the same series (`segbench.output.webpage`).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from segbench.errors import UserError
 from segbench.output.history import Series
+from segbench.rows.schema import JSON_ONLY_FIELDS
 
 
 def series_title(series: Series) -> str:
@@ -66,3 +68,29 @@ def draw_trends(found: Sequence[Series], out_dir: str | Path) -> list[Path]:
             plt.close(fig)
         written.append(path)
     return written
+
+
+def trend_figures(found: Sequence[Series]) -> list[str]:
+    """The interactive trend of each series for the HTML page (`segbench.output.webpage.trend_html`);
+    each point carries its row (less the per-call samples and other lists) for the hover."""
+    from segbench.output.webpage import trend_html
+    from segbench.rows.files import to_json_line
+
+    figures = []
+    for series in found:
+        runs = [
+            {
+                "value": r.value,
+                "low": r.low,
+                "high": r.high,
+                "row": {
+                    k: v
+                    for k, v in json.loads(to_json_line(r.row)).items()
+                    if v is not None and k not in JSON_ONLY_FIELDS
+                },
+            }
+            for r in series.runs
+        ]
+        changes = [{"index": c.index, "ratio": c.ratio, "regression": c.regression} for c in series.change_points]
+        figures.append(trend_html(series_title(series), series.metric, runs, changes))
+    return figures
