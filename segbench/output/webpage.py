@@ -50,7 +50,7 @@ def table_html(
     cols = visible_columns(list(rows), columns)
     parts = [f"<h2>{html.escape(title)}</h2>"] if title else []
     parts.append("<input class=filter type=search placeholder='filter rows' aria-label='filter rows'>")
-    head = "".join(f"<th scope=col>{html.escape(c)}</th>" for c in cols)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     parts.append(f"<div class=scroll><table class=sortable><thead><tr>{head}</tr></thead><tbody>")
     for row in rows:
         cells = []
