@@ -1,7 +1,8 @@
 """The journal: each finished row appended to ``<command>-<run id>.jsonl`` the moment it is finished.
 
 Every line is flushed and synced, so whatever ends a run (SIGKILL included) loses at most the cell
-in progress. At the end the final ``.json``/``.csv``/``.md`` files are written atomically under the
+in progress. Each row is then also added to the folder's history store
+(`segbench.rows.store`), which the result files can always rebuild. At the end the final ``.json``/``.csv``/``.md`` files are written atomically under the
 same stem and the journal is removed; a run that was killed leaves its journal, which ``report``,
 ``compare`` and ``--resume`` read. The run id (UTC time plus random hex) names the files, and the
 journal is created exclusively, so two runs started in the same second with the same ``--out``
