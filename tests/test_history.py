@@ -26,7 +26,7 @@ from segbench.output.history import analyse, history, series_of
 from segbench.rows import environment
 from segbench.rows.files import load_rows, save_rows
 from segbench.rows.schema import make_row
-from segbench.rows.store import STORE_NAME, STORE_VERSION, Store, read_paths
+from segbench.rows.store import STORE_NAME, STORE_VERSION, Store
 
 PACED = Path(__file__).parent / "plugins" / "paced"
 PACED_ARGS = ["latency", "--models", "paced_net", "--threads", "1", "--warmup", "1", "--iters", "12"]
@@ -207,6 +207,27 @@ def test_a_store_of_a_newer_layout_is_refused(tmp_path):
     assert result.exit_code == 2 and "newer than this segbench's" in result.stderr
 
 
+def _add_rows(folder: str, writer: int) -> None:
+    store = Store(Path(folder) / STORE_NAME)
+    for i in range(40):
+        store.add_row({"model": "m", "run_id": f"w{writer}-{i}"}, Path(folder) / f"w{writer}.jsonl")
+    store.close()
+
+
+def test_concurrent_writers_lose_no_row(tmp_path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_add_rows, args=(str(tmp_path), w)) for w in range(3)]
+    for process in writers:
+        process.start()
+    for process in writers:
+        process.join(60)
+    assert [p.exitcode for p in writers] == [0, 0, 0]
+    with sqlite3.connect(tmp_path / STORE_NAME) as db:
+        assert db.execute("SELECT COUNT(DISTINCT run_id) FROM rows").fetchone() == (120,)
+
+
 def test_a_locked_store_waits_then_says_so(tmp_path):
     Store(tmp_path / STORE_NAME).close()
     holder = sqlite3.connect(tmp_path / STORE_NAME, isolation_level=None)
@@ -256,7 +277,10 @@ def test_unknown_metric_and_bad_since_are_user_errors(tmp_path):
         "not a numeric result-row field" in runner.invoke(app, ["history", str(tmp_path), "--metric", "model"]).stderr
     )
     assert "expected a date" in runner.invoke(app, ["history", str(tmp_path), "--since", "yesterday"]).stderr
-    assert read_paths([tmp_path]) == []
+    save_rows(made("latency_ms_median", [10, 11]), tmp_path / "latency-x")
+    assert history_json(str(tmp_path), "--since", "2026-12-01")[0]["n_runs"] == 2
+    later = runner.invoke(app, ["history", str(tmp_path), "--since", "2026-12-02"])
+    assert later.exit_code == 2 and "no rows with latency_ms_median" in later.stderr
 
 
 # --- segbench check and git bisect ---------------------------------------------------------------
@@ -276,7 +300,9 @@ def test_check_exits_125_when_it_cannot_judge(paced_plugin, steady, tmp_path):
     assert unknown.exit_code == 125 and "unknown model" in unknown.stderr
     empty = runner.invoke(app, ["check", "--baseline", "history", "--results", str(tmp_path), *PACED_ARGS[1:]])
     assert empty.exit_code == 125 and "no latency rows in the baseline" in empty.stderr
-    other = runner.invoke(app, ["check", "--baseline", "history", "--results", str(steady), "--models", "paced_net"])
+    other = runner.invoke(
+        app, ["check", "--baseline", "history", "--results", str(steady), "--models", "paced_net", "--iters", "3"]
+    )
     assert other.exit_code == 125 and "no baseline series" in other.stderr  # default threads: another series
 
 
@@ -306,3 +332,11 @@ def test_git_bisect_run_check_finds_the_slow_commit_of_a_plugin(tmp_path):
     check = [*segbench, "check", "--baseline", str(base_file), "--tolerance", "15%", *PACED_ARGS[1:]]
     found = subprocess.run(["git", "bisect", "run", *check], cwd=repo, env=env, capture_output=True, text=True)
     assert f"{shas[4]} is the first bad commit" in found.stdout, found.stdout + found.stderr
+
+
+def test_plot_writes_one_png_trend_per_series(stepped, steady, tmp_path):
+    result = runner.invoke(app, ["history", str(stepped), str(steady), "--plot", str(tmp_path / "plots")])
+    assert result.exit_code == 0, result.output
+    pngs = sorted((tmp_path / "plots").glob("trend-latency-ms-median-paced-net-*.png"))
+    assert len(pngs) == 1  # both folders hold one series: the same model, machine, variant and protocol
+    assert pngs[0].read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

@@ -11,7 +11,6 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from segbench.errors import UserError
 from segbench.output.history import Series
 from segbench.rows.schema import JSON_ONLY_FIELDS
 
@@ -38,16 +37,14 @@ def file_name(series: Series) -> str:
 def draw_trends(found: Sequence[Series], out_dir: str | Path) -> list[Path]:
     """One PNG per series in ``out_dir``: runs in order, 95 % intervals as error bars, change points as
     dashed lines labelled with their ratio; returns the files written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from segbench.output.plots import _figure, _save  # the report's figure size and writer, shared
 
     written = []
     for series in found:
         xs = list(range(1, len(series.runs) + 1))
         ys = [r.value for r in series.runs]
-        fig, ax = plt.subplots(figsize=(8, 4.5))
+        fig, axes = _figure()
+        ax = axes[0][0]
         bars = [(r.value - r.low, r.high - r.value) if r.low and r.high else (0, 0) for r in series.runs]
         ax.errorbar(xs, ys, yerr=list(zip(*bars)), fmt="o-", capsize=3, color="#1f77b4")
         for change in series.change_points:
@@ -57,15 +54,8 @@ def draw_trends(found: Sequence[Series], out_dir: str | Path) -> list[Path]:
         ax.set_ylabel(series.metric)
         ax.set_title(series_title(series), fontsize=9, wrap=True)
         ax.set_xticks(xs)
-        fig.tight_layout()
         path = Path(out_dir) / file_name(series)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(path, dpi=110)
-        except OSError as exc:
-            raise UserError(f"cannot write plot {path}: {exc.strerror}") from None
-        finally:
-            plt.close(fig)
+        _save(fig, path)
         written.append(path)
     return written
 
