@@ -340,3 +340,14 @@ def test_plot_writes_one_png_trend_per_series(stepped, steady, tmp_path):
     pngs = sorted((tmp_path / "plots").glob("trend-latency-ms-median-paced-net-*.png"))
     assert len(pngs) == 1  # both folders hold one series: the same model, machine, variant and protocol
     assert pngs[0].read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_a_run_in_two_files_keeps_its_rows_when_one_file_goes(tmp_path):
+    rows = made("latency_ms_median", [10, 11, 10, 12])
+    save_rows(rows, tmp_path / "latency-x")
+    save_rows(rows[:2], tmp_path / "report-merged")  # a merged report holds two of the same runs
+    assert history_json(str(tmp_path))[0]["n_runs"] == 4
+    for path in tmp_path.glob("report-merged.*"):
+        path.unlink()
+    assert history_json(str(tmp_path))[0]["n_runs"] == 4
+    assert history_json(str(tmp_path), "--rebuild")[0]["n_runs"] == 4

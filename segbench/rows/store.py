@@ -4,7 +4,7 @@ The store is an index, never the only copy of a row: the journal and the result 
 Measuring commands add each row the moment it is journaled (`add_row`), so a killed run's rows are in
 the store too; `sync` then makes the store equal to the result files of its folder: a new or changed
 file replaces the rows of its run ids, and rows whose file is gone (a finished run's journal) leave
-with it. `rebuild` empties the store and syncs, so a deleted or damaged store comes back with the
+with it (other files holding rows of the same runs, such as a merged report's source, are read again). `rebuild` empties the store and syncs, so a deleted or damaged store comes back with the
 same rows.
 
 SQLite (the standard library's ``sqlite3``), not DuckDB: it ships with Python, its write-ahead log
@@ -38,7 +38,8 @@ _TABLES = (
     "CREATE TABLE IF NOT EXISTS rows (id INTEGER PRIMARY KEY, run_id TEXT, source TEXT NOT NULL, row TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS rows_run ON rows (run_id)",
     "CREATE INDEX IF NOT EXISTS rows_source ON rows (source)",
-    "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS files "
+    "(path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, run_ids TEXT NOT NULL)",
 )
 
 Row = dict[str, Any]
@@ -117,7 +118,8 @@ class Store:
                     [(r.get("run_id"), str(source), to_json_line(r)) for r in rows],
                 )
                 db.execute(
-                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?)", (str(source), stat.st_size, stat.st_mtime_ns)
+                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)",
+                    (str(source), stat.st_size, stat.st_mtime_ns, json.dumps(run_ids)),
                 )
         except sqlite3.DatabaseError as exc:
             raise self._error(exc) from None
@@ -126,13 +128,9 @@ class Store:
         """Make the store hold exactly the rows of ``folder``'s result files (see the module docstring)."""
         present = {p.resolve(): p for p in result_files(folder)}
         try:
-            known = {Path(p): (size, mtime) for p, size, mtime in self.db.execute("SELECT * FROM files")}
-            sources = {Path(s) for (s,) in self.db.execute("SELECT DISTINCT source FROM rows")}
-            gone = [p for p in (sources | set(known)) if p not in present and not p.exists()]
-            if gone:
-                with self._writing() as db:
-                    db.executemany("DELETE FROM rows WHERE source = ?", [(str(p),) for p in gone])
-                    db.executemany("DELETE FROM files WHERE path = ?", [(str(p),) for p in gone])
+            with self._writing() as db:
+                self._forget_gone(db, present)
+            known = {Path(p): (size, mtime) for p, size, mtime, _ in self.db.execute("SELECT * FROM files")}
         except sqlite3.DatabaseError as exc:
             raise self._error(exc) from None
         for resolved, path in sorted(present.items()):
@@ -145,6 +143,23 @@ class Store:
             rows = read_or_warn(path)
             if rows is not None:
                 self.add_file(path, rows)
+
+    @staticmethod
+    def _forget_gone(db: sqlite3.Connection, present: dict[Path, Path]) -> None:
+        """Drop the rows of files that are gone; files that held rows of the same runs are read again
+        (a run's rows may be in several files: its final file and a merged report)."""
+        sources = {s for (s,) in db.execute("SELECT DISTINCT source FROM rows")}
+        sources |= {p for (p,) in db.execute("SELECT path FROM files")}
+        gone = [s for s in sources if Path(s) not in present and not Path(s).exists()]
+        if not gone:
+            return
+        marks = ",".join("?" * len(gone))
+        lost = {r for (r,) in db.execute(f"SELECT DISTINCT run_id FROM rows WHERE source IN ({marks})", gone)}
+        db.execute(f"DELETE FROM rows WHERE source IN ({marks})", gone)
+        db.execute(f"DELETE FROM files WHERE path IN ({marks})", gone)
+        for path, run_ids in db.execute("SELECT path, run_ids FROM files").fetchall():
+            if lost & set(json.loads(run_ids)):
+                db.execute("DELETE FROM files WHERE path = ?", (path,))
 
     def rebuild(self, folder: Path) -> None:
         """Forget every row and file, then `sync`: the store recreated from the result files."""
