@@ -295,6 +295,13 @@ def test_check_against_history_passes_unchanged_code_and_fails_a_slow_one(steady
     assert slow.exit_code == 1 and "REGRESSION" in slow.stdout
 
 
+def test_check_against_history_compares_with_the_runs_since_the_last_change_point(stepped):
+    args = ["check", "--baseline", "history", "--results", str(stepped), *PACED_ARGS[1:]]
+    slow = runner.invoke(app, args, env={"PACE_SLOWDOWN": "1.3"})
+    assert slow.exit_code == 0, slow.output  # as slow as runs 5-8: no new regression
+    assert "vs the last 4 run(s)" in slow.stdout
+
+
 def test_check_exits_125_when_it_cannot_judge(paced_plugin, steady, tmp_path):
     unknown = runner.invoke(app, ["check", "--baseline", "history", "--results", str(steady), "--models", "nope"])
     assert unknown.exit_code == 125 and "unknown model" in unknown.stderr

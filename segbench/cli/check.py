@@ -49,7 +49,7 @@ def check_command(
     """Time the selection now (as `segbench latency`) and judge each row against its baseline series."""
     from segbench.cli.options import parse_int_list, parse_names, parse_sizes, variants_of
     from segbench.output.compare import parse_tolerance
-    from segbench.output.history import series_key, series_of, verdict
+    from segbench.output.history import history, series_key, verdict
     from segbench.plugins import get_registry
     from segbench.rows.files import load_rows
     from segbench.rows.store import read_paths
@@ -59,7 +59,7 @@ def check_command(
     try:
         limit = parse_tolerance(tolerance, "--tolerance")
         base = read_paths([results]) if baseline == "history" else load_rows([Path(baseline)])
-        known = {series_key(s.runs[0].row): s for s in series_of(base, "latency_ms_median")}
+        known = {series_key(s.runs[0].row): s for s in history(base, "latency_ms_median", limit)}
         if not known:
             raise UserError(f"no latency rows in the baseline {results if baseline == 'history' else baseline}")
         config = LatencyConfig(
