@@ -3,10 +3,9 @@ runtimes with whether each can run here."""
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from typing import Any
 
+from segbench.foreign import foreign_code
 from segbench.plugins import failed_plugins, get_registry
 from segbench.registry import ModelSpec, RuntimeSpec
 
@@ -26,7 +25,7 @@ def spec_entries() -> list[dict[str, Any]]:
     for name in get_registry().names(kind=None):
         spec = get_registry().models[name]
         try:
-            with contextlib.redirect_stdout(sys.stderr):  # plugin code: its prints must not corrupt --format json
+            with foreign_code():  # plugin code: its prints must not corrupt --format json
                 params, error = count_params(spec), None
         except KeyboardInterrupt:
             raise
@@ -62,6 +61,6 @@ def runtime_entry(runtime: RuntimeSpec) -> dict[str, Any]:
         "devices": ", ".join(runtime.devices),
         "precisions": ", ".join(runtime.precisions),
         "switches": ", ".join(sorted(runtime.switches)),
-        "available": "; ".join(f"{d}: {runtime.unavailable(d) or 'yes'}" for d in runtime.devices),
+        "available": "; ".join(f"{d}: {runtime.why_unavailable(d) or 'yes'}" for d in runtime.devices),
         "description": runtime.description,
     }

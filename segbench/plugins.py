@@ -9,7 +9,6 @@ and a one-line reason) and in ``segbench list``; every other plugin still loads.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import sys
@@ -23,6 +22,7 @@ import pluggy
 
 from segbench import builtin, hookspecs
 from segbench.errors import UserError
+from segbench.foreign import foreign_code, one_line
 from segbench.registry import DuplicateNameError, Registry
 
 ENTRY_POINT_GROUP = "segbench"
@@ -68,7 +68,7 @@ def _load() -> _State:
     manager.add_hookspecs(hookspecs)
     manager.register(builtin, name=BUILTIN_NAME)
     registry = Registry()
-    with contextlib.redirect_stdout(sys.stderr):  # a plugin that prints must not corrupt --format json
+    with foreign_code():  # a plugin that prints must not corrupt --format json, nor move the cwd
         failures = _register_entry_points(manager)
         failures += _call_registration(manager, "register_models", registry.add_model)
         failures += _call_registration(manager, "register_datasets", registry.add_dataset)
@@ -103,7 +103,7 @@ def _register_entry_points(manager: pluggy.PluginManager) -> list[PluginFailure]
         except BaseException as exc:
             if manager.has_plugin(name):
                 manager.unregister(name=name)
-            failures.append(PluginFailure(name, f"failed to load: {_one_line(exc)}"))
+            failures.append(PluginFailure(name, f"failed to load: {one_line(exc)}"))
     return failures
 
 
@@ -129,7 +129,7 @@ def _call_registration(
         except (DuplicateNameError, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            failures.append(PluginFailure(name, f"{hook_name} raised {_one_line(exc)}"))
+            failures.append(PluginFailure(name, f"{hook_name} raised {one_line(exc)}"))
     return failures
 
 
@@ -138,8 +138,3 @@ def _report(failure: PluginFailure) -> None:
     if os.environ.get("SEGBENCH_STRICT_PLUGINS") == "1":
         raise UserError(message + " (SEGBENCH_STRICT_PLUGINS=1)")
     print(f"segbench: warning: {message}", file=sys.stderr)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from segbench.errors import UserError
+from segbench.foreign import foreign_code, one_line
 
 if TYPE_CHECKING:
     from torch import nn
     from torch.utils.data import Dataset
 
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
 Kind = Literal["model", "block"]
 
 
@@ -58,7 +59,7 @@ class ModelSpec:
 
     def validate(self) -> None:
         """Raise ValueError when a plugin hands over a malformed spec."""
-        if not _NAME.match(self.name):
+        if not valid_name(self.name):
             raise ValueError(f"model name {self.name!r} must be lowercase snake case")
         if self.kind not in ("model", "block"):
             raise ValueError(f"model {self.name!r}: kind must be 'model' or 'block', not {self.kind!r}")
@@ -89,7 +90,7 @@ class DatasetSpec:
         return self.builder(path=path, split=split, seed=seed, num_classes=num_classes)
 
     def validate(self) -> None:
-        if not _NAME.match(self.name):
+        if not valid_name(self.name):
             raise ValueError(f"dataset name {self.name!r} must be lowercase snake case")
         if not callable(self.builder):
             raise ValueError(f"dataset {self.name!r}: builder is not callable")
@@ -119,13 +120,30 @@ class RuntimeSpec:
     def supports(self, precision: str, switches: tuple[str, ...]) -> bool:
         return precision in self.precisions and set(switches) <= self.switches
 
+    def why_unavailable(self, device_type: str) -> str | None:
+        """``unavailable(device_type)``, the plugin's check, run as foreign code: a check that raises
+        (anything but Ctrl-C) makes the runtime unavailable, saying why, instead of stopping segbench."""
+        try:
+            with foreign_code():
+                reason = self.unavailable(device_type)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            return f"its availability check raised {one_line(exc)}"
+        return None if reason is None else str(reason)
+
     def validate(self) -> None:
-        if not _NAME.match(self.name):
+        if not valid_name(self.name):
             raise ValueError(f"runtime name {self.name!r} must be lowercase snake case")
         if not (callable(self.prepare) and callable(self.unavailable)):
             raise ValueError(f"runtime {self.name!r}: prepare and unavailable must be callable")
         if not set(self.devices) <= {"cpu", "cuda"} or not self.devices:
             raise ValueError(f"runtime {self.name!r}: devices must be among cpu, cuda")
+
+
+def valid_name(name: Any) -> bool:
+    """Lowercase snake case, the whole text (``re.match`` with ``$`` would let ``"fcn\\n"`` through)."""
+    return isinstance(name, str) and _NAME.fullmatch(name) is not None
 
 
 def natural_key(name: str) -> list[Any]:

@@ -23,6 +23,8 @@ LAYERS = (
             "segbench._version",
             "segbench.errors",
             "segbench.checks",
+            "segbench.writing",
+            "segbench.foreign",
             "segbench.hookspecs",
             "segbench.registry",
             # the composition root: it names segbench.models, .data and .runtimes as strings

@@ -256,7 +256,7 @@ def test_unwritable_plot_folder_is_one_line_exit_2(result_files, tmp_path):
     result = runner.invoke(app, ["report", str(result_files[0]), "--format", "json", "--plot", str(blocker / "plots")])
     assert result.exit_code == 2
     png = blocker / "plots" / "miou_vs_latency.png"
-    assert result.stderr.strip() == f"segbench: error: cannot write plot {png}: Not a directory"
+    assert result.stderr.strip() == f"segbench: error: cannot write {png}: Not a directory"
 
 
 def test_error_bars_come_from_the_intervals_in_the_rows():

@@ -12,9 +12,7 @@ from segbench.cli.options import Format, check_format
 @command("env")
 def env(fmt: Format = "table") -> None:
     """Show versions, devices, CPU, threads, TF32 and cudnn.benchmark flags."""
-    from rich.console import Console
-    from rich.table import Table
-
+    from segbench.output.tables import print_terminal_table
     from segbench.rows.environment import environment
 
     check_format(fmt, ("table", "json"))
@@ -22,7 +20,5 @@ def env(fmt: Format = "table") -> None:
     if fmt == "json":
         sys.stdout.write(json.dumps([facts], indent=1) + "\n")
         return
-    table = Table("key", "value", title="segbench environment")
-    for key, value in facts.items():
-        table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
-    Console().print(table)
+    cells = [[key, ", ".join(value) if isinstance(value, list) else str(value)] for key, value in facts.items()]
+    print_terminal_table(["key", "value"], cells, title="segbench environment")

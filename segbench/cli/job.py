@@ -37,7 +37,7 @@ class Job:
         self.command, self.output = command, output
         self.device = self.team.device if self.team else device
         self.progress = Progress()
-        self.previous = resumed_rows(output.resume, command)
+        self.previous = resumed_rows(output.resume, command, output.settings)
         self.context = Context(
             progress=self.progress,
             done=self.previous,
@@ -50,7 +50,9 @@ class Job:
     def collect(self, rows: Iterator[Row], on_row: Callable[[Row], str | None] | None = None) -> list[Row]:
         """The runner's rows, journaled as they finish (the runner has checked every option by now)."""
         self.journal = open_journal(self.output.folder, self.command, self.output.resume, self.previous, self.team)
-        done, self.stopped = collect(rows, self.progress, self.journal, on_row=on_row, team=self.team)
+        done, self.stopped = collect(
+            rows, self.progress, self.journal, on_row=on_row, team=self.team, settings=self.output.settings
+        )
         return done
 
     def emit(self, rows: list[Row], columns: Sequence[str], title: str, footnotes: Iterable[str] = ()) -> None:
@@ -64,7 +66,7 @@ class Job:
         """A table per kind of row (models, blocks) on stdout, the result files, and the exit code."""
         from segbench.output.tables import render_sections, sections_markdown
 
+        failure = save(rows, self.journal, sections_markdown(rows, title, footnotes))
         if rows:
             render_sections(rows, self.output.format, title, footnotes)
-        save(rows, self.journal, sections_markdown(rows, title, footnotes))
-        finish(rows, self.stopped)
+        finish(rows, self.stopped, failure)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import re
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -99,15 +100,24 @@ CudaGraph = Annotated[bool, typer.Option("--cuda-graph", help="Add CUDA-graph ro
 @dataclass(frozen=True)
 class Output:
     """Where a command's rows go: the stdout format, the results folder (``no_save``: none) and the
-    result file a run resumes. The format is checked here, once."""
+    result file a run resumes. The format is checked here, once. ``settings``: the command's other
+    options in words (`grouped`), which its rows record and ``--resume`` must match.
+
+    The paths are made absolute here, before any plugin code runs: one that changes the working
+    directory must not send the results elsewhere.
+    """
 
     format: str = "table"
     out: Path = Path("results")
     no_save: bool = False
     resume: Path | None = None
+    settings: str | None = None
 
     def __post_init__(self) -> None:
         check_format(self.format)
+        object.__setattr__(self, "out", Path(os.path.abspath(self.out)))
+        if self.resume is not None:
+            object.__setattr__(self, "resume", Path(os.path.abspath(self.resume)))
 
     @property
     def folder(self) -> Path | None:
@@ -155,11 +165,25 @@ def grouped(fn: Callable[..., Any]) -> Callable[..., Any]:
     def call(**options: Any) -> Any:
         for name, group in groups.items():
             options[name] = group(**{field: options.pop(field) for field, _, _ in GROUPS[group]})
-        return fn(**options)
+        settings = settings_of(options)
+        return fn(**{k: replace(v, settings=settings) if isinstance(v, Output) else v for k, v in options.items()})
 
     call.__signature__ = inspect.Signature(parameters, return_annotation=None)  # type: ignore[attr-defined]
     call.__annotations__ = {p.name: p.annotation for p in parameters}
     return call
+
+
+#: Options that may change between a run and its ``--resume``: which models, and where the rows go.
+RESUMABLE = frozenset({"models"})
+
+
+def settings_of(options: dict[str, Any]) -> str:
+    """A command's options but `RESUMABLE` ones and its `Output`, in words: ``batch_size=1; by='operator'; ...``."""
+    return "; ".join(
+        f"{name}={value!r}"
+        for name, value in sorted(options.items())
+        if name not in RESUMABLE and not isinstance(value, Output)
+    )
 
 
 def variants_of(precision: str, channels_last: bool, compile: bool, cuda_graph: bool, fold_bn: bool) -> list:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from segbench.output.tables import render
+from segbench.rows.files import latest_attempts
 
 if TYPE_CHECKING:
     from segbench.rows.journal import Journal
@@ -59,7 +60,7 @@ class Progress:
 
         self.bar = Bar(
             SpinnerColumn(),
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),  # model names are not markup
             TimeElapsedColumn(),
             console=Console(stderr=True, quiet=not speaks()),
             transient=True,
@@ -87,8 +88,13 @@ class Progress:
         self.bar.console.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
-def resumed_rows(resume: Path | None, command: str) -> list[Row]:
-    """The rows of ``--resume FILE`` (checked to be this command's results), or none."""
+def resumed_rows(resume: Path | None, command: str, settings: str | None = None) -> list[Row]:
+    """The rows of ``--resume FILE`` (checked to be this command's results, measured with ``settings``), or none.
+
+    A file measured with other settings (another --size, --warmup, --by, ...) is refused: its cells
+    would count as done, and the file would mix rows of two protocols. Rows of files written before
+    rows recorded their settings are taken as they are.
+    """
     from segbench.errors import UserError
     from segbench.rows.files import load_rows
     from segbench.rows.journal import journal_paths, stem_of
@@ -99,22 +105,27 @@ def resumed_rows(resume: Path | None, command: str) -> list[Row]:
         raise UserError(f"--resume {resume}: result file not found")
     if not resume.name.startswith(f"{command}-"):
         raise UserError(f"--resume {resume}: not a result file of segbench {command} ({command}-*.json)")
-    return load_rows(journal_paths(stem_of(resume)) if resume.suffix == ".jsonl" else [resume])
+    rows = load_rows(journal_paths(stem_of(resume)) if resume.suffix == ".jsonl" else [resume])
+    other = next((r["settings"] for r in rows if r.get("settings") not in (None, settings)), None)
+    if settings is not None and other is not None:
+        raise UserError(f"--resume {resume}: measured with other settings ({other}) than this run ({settings})")
+    return rows
 
 
 def open_journal(
     out_dir: Path | None, command: str, resume: Path | None, previous: list[Row], team: Team | None = None
 ) -> Journal | None:
-    """The journal of this run: under --out, or the resumed file's; None with --no-save.
+    """The journal of this run: under --out, or the resumed file's; None with --no-save (``out_dir``
+    None), --resume or not.
 
     Opened only once every option has been checked, so bad input writes nothing. Under torchrun each
     rank of a sweep opens its own, in rank 0's run; in training only rank 0 keeps one.
     """
     from segbench.rows.journal import Journal
 
-    folder = resume.parent if resume is not None else out_dir
-    if folder is None:
+    if out_dir is None:
         return None
+    folder = resume.parent if resume is not None else out_dir
     if team is None:
         return Journal(folder, command, resume, previous)
     if team.data_parallel:
@@ -146,11 +157,14 @@ def collect(
     journal: Journal | None,
     on_row: Callable[[Row], str | None] | None = None,
     team: Team | None = None,
+    settings: str | None = None,
 ) -> tuple[list[Row], int | None]:
     """Gather a runner's rows as they finish, journaling each, with the ``progress`` display running.
 
     ``on_row`` may return a line to print for each finished row. Ctrl-C and SIGTERM keep the finished
-    rows. Returns (rows, the exit code of an interruption or None); a resumed run's earlier rows come first.
+    rows; a journal that cannot be written (a full disk) is said once and the rows go on in memory; each
+    row records the run's ``settings`` (what ``--resume`` checks); a resumed cell measured again replaces
+    its error row (`segbench.rows.journal.latest_attempts`). Returns (rows, the exit code of an interruption or None); a resumed run's earlier rows come first.
     Under torchrun (``team``) rank 0 returns every rank's rows, exit code 1 if a rank failed, and the
     other ranks exit here.
     """
@@ -159,8 +173,9 @@ def collect(
     try:
         with _sigterm_stops(), progress:
             for row in rows:
+                row["settings"] = settings
                 if journal is not None:
-                    journal.append(row)
+                    _journal(journal, row)
                 done.append(row)
                 line = on_row(row) if on_row else None
                 if line:
@@ -168,9 +183,20 @@ def collect(
     except KeyboardInterrupt as stop:
         code = EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
         note(f"{'terminated' if code == EXIT_TERMINATED else 'interrupted'}: keeping the {len(done)} finished row(s)")
+    done = latest_attempts(done)
     if team is None:
         return done, code
     return _meet(team, done, code, journal)
+
+
+def _journal(journal: Journal, row: Row) -> None:
+    """Journal a row; the first failure (a full disk) is said once, the rows go on in memory."""
+    from segbench.writing import WriteError
+
+    try:
+        journal.append(row)
+    except WriteError as exc:
+        note(f"{exc}: the rows are kept in memory, printed, and saved at the end if the disk allows")
 
 
 def _meet(team: Team, rows: list[Row], code: int | None, journal: Journal | None) -> tuple[list[Row], int | None]:
@@ -203,25 +229,35 @@ def emit(
     """Render rows on stdout, write the final files, and exit: 130/143 when stopped, 1 on a row error."""
     from segbench.output.tables import to_markdown
 
+    failure = save(rows, journal, to_markdown(rows, columns, title, footnotes))
     render(rows, fmt, columns=columns, title=title, footnotes=footnotes)
-    save(rows, journal, to_markdown(rows, columns, title, footnotes))
-    finish(rows, stopped)
+    finish(rows, stopped, failure)
 
 
-def save(rows: list[Row], journal: Journal | None, markdown: str | None) -> None:
-    """Write the final result files of the journaled run and name them."""
-    if journal is not None and not rows:
-        journal.discard()
-    elif journal is not None:
-        note(f"wrote {', '.join(str(p) for p in journal.finish(rows, markdown))}")
+def save(rows: list[Row], journal: Journal | None, markdown: str | None) -> str | None:
+    """Write the final result files of the journaled run and name them; first, so that a failing stdout
+    cannot lose them. A failed write is returned (its one line), not raised: the rows are still printed."""
+    from segbench.writing import WriteError
+
+    try:
+        if journal is not None and not rows:
+            journal.discard()
+        elif journal is not None:
+            note(f"wrote {', '.join(str(p) for p in journal.finish(rows, markdown))}")
+    except WriteError as exc:
+        kept = f" and in {journal.path}" if journal is not None and journal.path.exists() else ""
+        return f"{exc}; the finished rows are on stdout{kept}"
+    return None
 
 
-def finish(rows: list[Row], stopped: int | None) -> None:
-    """Name each failed row on stderr and set the exit code."""
+def finish(rows: list[Row], stopped: int | None, failure: str | None = None) -> None:
+    """Name each failed row (and a failed write) on stderr and set the exit code."""
     failed = [r for r in rows if r.get("error")]
     for row in failed:
         note(f"{row.get('model')}: {row['error']}")
+    if failure is not None:
+        note(f"error: {failure}")
     if stopped is not None:
         raise typer.Exit(stopped)
-    if failed:
+    if failed or failure is not None:
         raise typer.Exit(1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import io
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -90,15 +91,15 @@ def _html(rows: list[dict[str, Any]], title: str, files: list[Path], plots: list
 
 @contextlib.contextmanager
 def _output(out: Path | None) -> Iterator[Any]:
-    """stdout, or the file ``out`` (its folder created); stdout is redirected into the file meanwhile."""
+    """stdout, or the file ``out``: what is written (to the stream or stdout) meanwhile replaces it
+    atomically at the end, so a failed or stopped report leaves an existing ``out`` as it was."""
+    from segbench.writing import write_text
+
     if out is None or str(out) == "-":
         yield sys.stdout
         return
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        stream = out.open("w")
-    except OSError as exc:
-        raise UserError(f"cannot write report file {out}: {exc.strerror}") from None
-    with stream, contextlib.redirect_stdout(stream):
-        yield stream
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        yield buffer
+    write_text(out, buffer.getvalue())
     print(f"segbench: wrote {out}", file=sys.stderr)

@@ -64,10 +64,12 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
 
 
 def save_checkpoint(model: nn.Module, path: str | Path) -> None:
-    """Write the model's ``state_dict`` to ``path`` (parent folders created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
+    """Write the model's ``state_dict`` to ``path`` (parent folders created), atomically: a failed write
+    leaves no truncated checkpoint (`segbench.writing`; a `WriteError` says why)."""
+    from segbench.writing import write_with
+
+    state = model.state_dict()
+    write_with(path, lambda temporary: torch.save(state, temporary))
 
 
 def read_vgg16(path: str | Path) -> dict[str, torch.Tensor]:

@@ -51,7 +51,9 @@ def quiet_profile(**options: Any) -> Iterator[profile]:
 
 
 def write_trace(call: Callable[[], Any], dev: torch.device, path: Path) -> Path:
-    """Profile ``TRACE_ITERS`` calls with torch.profiler and write ``path`` (Chrome trace)."""
+    """Profile ``TRACE_ITERS`` calls with torch.profiler and write ``path`` (Chrome trace, atomically)."""
+    from segbench.writing import write_with
+
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     path.parent.mkdir(parents=True, exist_ok=True)
     with quiet_profile(activities=activities, record_shapes=True) as prof:
@@ -59,5 +61,5 @@ def write_trace(call: Callable[[], Any], dev: torch.device, path: Path) -> Path:
             call()
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
-    prof.export_chrome_trace(str(path))
+    write_with(path, lambda temporary: prof.export_chrome_trace(str(temporary)))
     return path

@@ -24,7 +24,7 @@ from typing import Any
 
 from segbench.errors import UserError
 from segbench.measure.stats import mann_whitney_greater
-from segbench.output.tables import format_cell
+from segbench.output.tables import format_cell, markdown_row, markdown_text
 from segbench.rows.schema import IDENTITY_FIELDS, VARIANT_FIELDS
 
 Row = dict[str, Any]
@@ -204,7 +204,7 @@ def _unusable(base: Any, new: Any) -> str | None:
 def to_markdown(checks: Sequence[Check], base: str, new: str, latency_tol: float, miou_tol: float) -> str:
     """The verdict as Markdown: conventions, one table line per check, and a summary line."""
     lines = [
-        f"## segbench compare: {base} -> {new}",
+        f"## segbench compare: {markdown_text(base)} -> {markdown_text(new)}",
         "",
         f"Rows matched on: {', '.join(KEY_FIELDS)}. Params and MACs must match exactly; median latency "
         f"may grow by {latency_tol:.1%} (same device_name only), and a larger growth fails only when it is "
@@ -215,8 +215,8 @@ def to_markdown(checks: Sequence[Check], base: str, new: str, latency_tol: float
         "|---|---|---|---|---|---|",
     ]
     for c in checks:
-        cells = (c.row, c.check, c.base, c.new, c.change, f"**{c.status}**" if c.status == REGRESSION else c.status)
-        lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")
+        row = markdown_row((c.row, c.check, c.base, c.new, c.change, c.status))
+        lines.append(row.replace(f"| {REGRESSION} |", f"| **{REGRESSION}** |") if c.status == REGRESSION else row)
     counts = {s: sum(c.status == s for c in checks) for s in (OK, REGRESSION, NOT_COMPARABLE, ADDED)}
     verdict = "FAIL" if counts[REGRESSION] else "PASS"
     lines += ["", f"**{verdict}**: {len(checks)} checks, " + ", ".join(f"{n} {s}" for s, n in counts.items())]

@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from segbench.errors import UserError
 from segbench.rows.schema import pair_ratios
 
 Row = dict[str, Any]
@@ -135,7 +134,9 @@ def _model_rows(rows: Sequence[Row], *fields: str) -> list[Row]:
     return [
         r
         for r in rows
-        if r.get("kind", "model") == "model" and not r.get("error") and all(number(r.get(f)) for f in fields)
+        if r.get("kind", "model") == "model"
+        and not r.get("error")
+        and all((number(r.get(f)) or 0) > 0 for f in fields)  # a latency or MAC count <= 0 measured nothing
     ]
 
 
@@ -143,20 +144,23 @@ def _figure(ncols: int = 1, width: float = 8.0) -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
+    # Labels are model names and file contents, never formulas: "$x$" is text, not mathtext (which
+    # would typeset it, or fail on "$" alone).
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt.subplots(1, ncols, figsize=(width, 5.5), squeeze=False)
 
 
 def _save(fig: Any, path: Path) -> None:
+    """Write the figure as PNG, atomically (`segbench.writing`: a `WriteError` names the file and why)."""
     import matplotlib.pyplot as plt
+
+    from segbench.writing import write_with
 
     fig.tight_layout()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-    except OSError as exc:
-        raise UserError(f"cannot write plot {path}: {exc.strerror}") from None
+        write_with(path, lambda temporary: fig.savefig(temporary, dpi=120, format="png"))
     finally:
         plt.close(fig)
 

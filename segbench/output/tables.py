@@ -5,6 +5,7 @@ Tables show a chosen subset of columns with readable units; the files always hol
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -77,16 +78,30 @@ def to_markdown(
     footnotes: Iterable[str] = (),
 ) -> str:
     cols = visible_columns(rows, columns)
-    lines = [f"### {title}", ""] if title else []
-    lines.append("| " + " | ".join(cols) + " |")
+    lines = [f"### {markdown_text(title)}", ""] if title else []
+    lines.append(markdown_row(cols))
     lines.append("|" + "|".join("---" for _ in cols) + "|")
     for row in rows:
-        lines.append("| " + " | ".join(format_cell(c, row.get(c)).replace("|", "\\|") for c in cols) + " |")
+        lines.append(markdown_row([format_cell(c, row.get(c)) for c in cols]))
     notes = header_notes(cols, footnotes)
     if notes:
         lines.append("")
-        lines.extend(f"- {note}" for note in notes)
+        lines.extend(f"- {markdown_text(note)}" for note in notes)
     return "\n".join(lines)
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]<>|$])")
+
+
+def markdown_text(text: str) -> str:
+    """Outside text (model names, errors, file names) as literal Markdown: no link (``[x](http://...)``),
+    no HTML, no emphasis, no math, no table cell break; one line."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def markdown_row(cells: Iterable[Any]) -> str:
+    """One Markdown table line of literal cells (`markdown_text`)."""
+    return "| " + " | ".join(markdown_text(cell) for cell in cells) + " |"
 
 
 def print_table(
@@ -95,21 +110,41 @@ def print_table(
     title: str | None = None,
     footnotes: Iterable[str] = (),
 ) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     cols = visible_columns(rows, columns)
     notes = header_notes(cols, footnotes)
-    table = Table(title=title, caption="\n".join(notes) or None, caption_justify="left")
-    for col in cols:
-        numeric = any(is_number(r.get(col)) for r in rows)
-        header = f"{col} (G)" if col in _MAC_COLUMNS else col
-        table.add_column(header, justify="right" if numeric else "left", overflow="fold")
-    for row in rows:
-        table.add_row(*(_terminal_cell(c, row.get(c)) for c in cols))
-    console = Console()
+    print_terminal_table(
+        [f"{col} (G)" if col in _MAC_COLUMNS else col for col in cols],
+        [[_terminal_cell(c, row.get(c)) for c in cols] for row in rows],
+        title=title,
+        caption="\n".join(notes) or None,
+        right=[any(is_number(r.get(col)) for r in rows) for col in cols],
+    )
+
+
+def print_terminal_table(
+    headers: Sequence[str],
+    cells: Sequence[Sequence[str]],
+    title: str | None = None,
+    caption: str | None = None,
+    right: Sequence[bool] | None = None,
+) -> None:
+    """The one way a table reaches the terminal (rich). Every text is a plain `rich.text.Text`, never
+    markup: model names, errors (``cannot open [/dev/shm/x]``) and file contents are shown as they are,
+    whatever brackets they hold."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(
+        title=Text(title) if title else None, caption=Text(caption) if caption else None, caption_justify="left"
+    )
+    for i, header in enumerate(headers):
+        table.add_column(Text(header), justify="right" if right and right[i] else "left", overflow="fold")
+    for row in cells:
+        table.add_row(*(Text(cell) for cell in row))
+    console = Console(highlight=False)
     if not console.is_terminal:  # a file or pipe gets the whole table, not an 80-column fold
-        console = Console(width=200)
+        console = Console(width=200, highlight=False)
     console.print(table)
 
 

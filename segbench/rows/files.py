@@ -10,42 +10,27 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from segbench.errors import UserError
-from segbench.rows.schema import JSON_ONLY_FIELDS, ROW_FIELDS, TEXT_FIELDS
+from segbench.rows.schema import IDENTITY_FIELDS, JSON_ONLY_FIELDS, ROW_FIELDS, TEXT_FIELDS, VARIANT_FIELDS
+from segbench.writing import write_text
 
 SUFFIXES = (".json", ".jsonl", ".csv")
 _NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
 
 def save_rows(rows: list[dict[str, Any]], stem: Path, markdown: str | None = None) -> list[Path]:
-    """Write ``stem.json`` and ``stem.csv`` (and ``stem.md`` when given), each atomically."""
+    """Write ``stem.json`` and ``stem.csv`` (and ``stem.md`` when given), each atomically (`segbench.writing`)."""
     paths = [stem.with_suffix(".json"), stem.with_suffix(".csv")]
-    write_atomic(paths[0], to_json(rows) + "\n")
-    write_atomic(paths[1], to_csv(rows))
+    write_text(paths[0], to_json(rows) + "\n")
+    write_text(paths[1], to_csv(rows))
     if markdown is not None:
         paths.append(stem.with_suffix(".md"))
-        write_atomic(paths[2], markdown + "\n")
+        write_text(paths[2], markdown + "\n")
     return paths
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write a temporary file beside ``path`` and rename it over ``path``: readers never see half a file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def to_json_line(row: dict[str, Any]) -> str:
@@ -71,7 +56,8 @@ def to_json(rows: list[dict[str, Any]]) -> str:
 def load_rows(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     """Read rows back from result files: ``.json``, ``.csv`` or a run's ``.jsonl`` journal.
 
-    CSV cells are typed back to numbers; a journal's last line, cut short by a kill, is left out.
+    CSV cells are typed back to numbers; a journal's last line, cut short by a kill, is left out, and so
+    is an error row of a cell a resumed run measured again (`latest_attempts`).
     A file that holds no segbench rows (no ``model`` and ``segbench_version`` fields) is a UserError.
     """
     rows: list[dict[str, Any]] = []
@@ -84,8 +70,30 @@ def load_rows(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
             raise UserError(f"cannot read result file {path}: {exc}") from None
         if any(not {"model", "segbench_version"} <= set(r) for r in found):
             raise UserError(f"{path} holds no segbench result rows (no model and segbench_version fields)")
-        rows.extend(found)
+        rows.extend(latest_attempts(found) if path.suffix == ".jsonl" else found)
     return [full_row(r) for r in rows]
+
+
+def latest_attempts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` less each error row that a later run's row of the same cell replaces (``--resume``
+    measures a failed cell again).
+
+    A cell is its identity, variant and breakdown fields (`segbench.rows.schema`); rows without an
+    error, and rows of the same run, are never dropped.
+    """
+    later: dict[tuple[Any, ...], set[Any]] = {}
+    kept = []
+    for row in reversed(rows):
+        runs = later.setdefault(cell_key(row), set())
+        if not (row.get("error") and runs - {row.get("run_id")}):
+            kept.append(row)
+        runs.add(row.get("run_id"))
+    return kept[::-1]
+
+
+def cell_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """What tells a row's cell from the others: what was measured and how (a breakdown's part apart)."""
+    return tuple(row.get(f) for f in (*IDENTITY_FIELDS, *VARIANT_FIELDS))
 
 
 def full_row(raw: dict[str, Any]) -> dict[str, Any]:

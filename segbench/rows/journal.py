@@ -16,6 +16,7 @@ journal of the run it sees. A resumed run reads all the journals of its run.
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import os
 import re
@@ -27,6 +28,7 @@ from typing import Any, TextIO
 from segbench.errors import UserError
 from segbench.rows.files import load_rows, save_rows, to_json_line
 from segbench.rows.store import journal_row
+from segbench.writing import WriteError
 
 Row = dict[str, Any]
 
@@ -58,6 +60,7 @@ class Journal:
         run_id: str | None = None,
     ) -> None:
         self.previous: list[Row] = [] if resume is None else previous if previous is not None else load_rows([resume])
+        self.failed = False
         self.suffix = ".jsonl" if rank is None else f".rank{rank}.jsonl"
         if resume is not None:
             self.stem = stem_of(resume)
@@ -65,6 +68,7 @@ class Journal:
             resumed_journals = journal_paths(self.stem)
             self.fresh = self.path not in resumed_journals
             self._stream = self._open(self.path, "a")
+            _cut_unfinished_line(self._stream)
             if not resumed_journals:  # resumed from final files: the journal starts with their rows
                 for row in self.previous:
                     self._write(row)
@@ -86,27 +90,39 @@ class Journal:
 
     @staticmethod
     def _open(path: Path, mode: str) -> TextIO:
+        """Open ``path`` and lock it for this run alone (`_lock`)."""
         try:
-            return path.open(mode)
+            stream = path.open(mode)
         except FileExistsError:
             raise
         except OSError as exc:
             raise UserError(f"cannot write results to {path.parent}: {exc.strerror}") from None
+        _lock(stream, path)
+        return stream
 
     @property
     def path(self) -> Path:
         return self.stem.with_name(self.stem.name + self.suffix)
 
     def append(self, row: Row) -> None:
-        """Stamp the row with this run's id, write it to the journal, durably, then add it to the history store."""
+        """Stamp the row with this run's id, write it to the journal, durably, then add it to the history store.
+
+        A failed write (a full disk) raises `WriteError` once; the journal takes no more rows after it.
+        """
         row["run_id"] = self.run_id
+        if self.failed:
+            return
         self._write(row)
         journal_row(self.stem.parent, row, self.path)
 
     def _write(self, row: Row) -> None:
-        self._stream.write(to_json_line(row) + "\n")
-        self._stream.flush()
-        os.fsync(self._stream.fileno())
+        try:
+            self._stream.write(to_json_line(row) + "\n")
+            self._stream.flush()
+            os.fsync(self._stream.fileno())
+        except OSError as exc:
+            self.failed = True
+            raise WriteError(f"cannot write {self.path}: {exc.strerror}") from None
 
     def finish(self, rows: list[Row], markdown: str | None = None) -> list[Path]:
         """Write the final files of ``rows`` (a resumed run's earlier rows included), remove the journal."""
@@ -142,6 +158,39 @@ class Journal:
     def _remove_journals(self) -> None:
         for path in {self.path, *journal_paths(self.stem)}:
             path.unlink(missing_ok=True)
+
+
+def _lock(stream: TextIO, path: Path) -> None:
+    """Hold an exclusive lock on a journal while this run writes it: a second run resuming the same
+    file (or a run still writing) is refused with one line instead of both writing and the last one winning.
+
+    The lock goes with the process (``flock``), so a killed run leaves none behind.
+    """
+    try:
+        fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        stream.close()
+        raise UserError(f"{path} is being written by another segbench run; wait for it to finish") from None
+    try:
+        same = os.fstat(stream.fileno()).st_ino == path.stat().st_ino
+    except OSError:
+        same = False
+    if not same:  # the run holding it finished (and removed it) while we waited for the lock
+        stream.close()
+        raise UserError(f"{path} was finished by another segbench run meanwhile; resume its final files")
+
+
+def _cut_unfinished_line(stream: TextIO) -> None:
+    """Drop a last line that a killed run left unfinished, so that appended rows start on a line of their own."""
+    fd = stream.fileno()
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return
+    with open(fd, "rb", closefd=False) as raw:
+        raw.seek(0)
+        data = raw.read()
+    if not data.endswith(b"\n"):
+        os.ftruncate(fd, data.rfind(b"\n") + 1)
 
 
 def stem_of(path: Path) -> Path:

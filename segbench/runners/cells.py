@@ -11,13 +11,12 @@ measured.
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from segbench.foreign import foreign_code
 from segbench.rows.schema import make_row
 
 if TYPE_CHECKING:
@@ -143,17 +142,18 @@ class Outcome:
 def isolated(fn: Callable[[], Any], stage: str | None = None, device: str | None = None) -> Outcome:
     """Run one piece of measurement so that nothing it does can stop the run (see the module docstring).
 
-    What it prints goes to stderr; any exception but Ctrl-C / SIGTERM becomes ``error`` (prefixed
+    What it prints goes to stderr, a change of the working directory is undone (`segbench.foreign`); any
+    exception but Ctrl-C / SIGTERM becomes ``error`` (prefixed
     ``stage:``, except a build error, which names itself), and the device's memory is given back.
     """
     from segbench.measure.faults import BuildError, error_reason, release_memory
 
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # a model that prints must not corrupt --format json
+        with foreign_code():  # a model that prints must not corrupt --format json, nor move the cwd
             return Outcome(fn())
-    except (KeyboardInterrupt, GeneratorExit):
+    except KeyboardInterrupt:
         raise
-    except BaseException as exc:
+    except BaseException as exc:  # GeneratorExit and SystemExit from plugin code included
         reason = error_reason(exc)
         if stage and not isinstance(exc, BuildError):
             reason = f"{stage}: {reason}"

@@ -258,7 +258,7 @@ def _measure_variant(
 
     config, device = sweep.config, x.device
     missing = (
-        runtime.unavailable(device.type)
+        runtime.why_unavailable(device.type)
         if device.type in runtime.devices
         else (f"{runtime.name} does not run on {device.type}")
     )
