@@ -42,16 +42,39 @@ def check_all_positive(values: Iterable[int], what: str) -> list[int]:
     return values
 
 
+#: The largest side of an input accepted: 16384 (one 3 x 16384 x 16384 fp32 image is 3 GiB already).
+MAX_SIDE = 16384
+#: Seeds: what every generator segbench seeds (torch, numpy, random) accepts.
+SEED_RANGE = (0, 2**32 - 1)
+#: Learning rates: above this, SGD with momentum diverges for any network here.
+MAX_LR = 10.0
+
+
 def check_sizes(sizes: Sequence[tuple[int, int]] | None) -> list[tuple[int, int]] | None:
-    """Input sizes (H, W) with positive sides; None means each model's own."""
+    """Input sizes (H, W) with sides from 1 to `MAX_SIDE`; None means each model's own."""
     if sizes is None:
         return None
     for size in sizes:
-        if len(size) != 2 or min(size) < 1:
+        if len(size) != 2 or min(size) < 1 or max(size) > MAX_SIDE:
             raise UserError(
-                f"bad size '{'x'.join(map(str, size))}': expected HxW with positive integers, e.g. 512x1024"
+                f"bad size '{'x'.join(map(str, size))}': expected HxW with integers from 1 to {MAX_SIDE}, e.g. 512x1024"
             )
     return [tuple(size) for size in sizes]  # type: ignore[misc]
+
+
+def check_seed(seed: int) -> int:
+    """A seed every generator takes: an integer in `SEED_RANGE`."""
+    low, high = SEED_RANGE
+    if isinstance(seed, bool) or not isinstance(seed, int) or not low <= seed <= high:
+        raise UserError(f"bad seed {seed}: expected an integer from {low} to {high}")
+    return seed
+
+
+def check_lr(lr: float | None) -> float | None:
+    """None (the recipe's) or a finite learning rate in (0, `MAX_LR`]: inf or 1e30 trains nothing."""
+    if lr is not None and not (isinstance(lr, (int, float)) and 0 < lr <= MAX_LR):
+        raise UserError(f"bad learning rate {lr}: expected a number > 0 and at most {MAX_LR:g}, e.g. 0.02")
+    return lr
 
 
 def check_precisions(precisions: Sequence[str]) -> list[str]:

@@ -10,17 +10,31 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from segbench.errors import UserError
+
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
 
 def open_datasets(selection: str, seed: int = 0, num_classes: int | None = None) -> tuple[Dataset, Dataset]:
-    """The train and val splits named by ``selection`` (``name`` or ``name:PATH``)."""
+    """The train and val splits named by ``selection`` (``name`` or ``name:PATH``), and the first val
+    sample read: every failure here (a missing folder, an unknown name, a damaged image, a plugin
+    builder that raises, an empty val split) is a UserError, found before anything is measured."""
+    from segbench.foreign import foreign_code, one_line
     from segbench.plugins import get_registry
 
     spec, path = get_registry().dataset(selection)
-    train = spec.open(path, "train", seed=seed, num_classes=num_classes)
-    val = spec.open(path, "val", seed=seed, num_classes=num_classes)
+    try:
+        with foreign_code():
+            train = spec.open(path, "train", seed=seed, num_classes=num_classes)
+            val = spec.open(path, "val", seed=seed, num_classes=num_classes)
+            if not len(val):
+                raise UserError(f"dataset {selection}: the val split is empty")
+            val[0]
+    except (UserError, KeyboardInterrupt):
+        raise
+    except BaseException as exc:  # a plugin's builder or dataset
+        raise UserError(f"dataset {selection}: cannot open it: {one_line(exc)}") from None
     return train, val
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime
+import math
 import os
 import pickle
 import time
@@ -36,6 +37,8 @@ from segbench.errors import UserError
 #: Two hours: longer than the imbalance of any sweep tried here, short enough to end a stuck job.
 DEFAULT_TIMEOUT_S = 7200.0
 TIMEOUT_VARIABLE = "SEGBENCH_DIST_TIMEOUT"
+#: The timeouts accepted: a second to a week.
+TIMEOUT_RANGE_S = (1.0, 7 * 24 * 3600.0)
 
 
 @dataclass(frozen=True)
@@ -58,15 +61,58 @@ class Place:
 
 
 def launched() -> bool:
-    """Whether torchrun (or another launcher speaking its environment) started this process."""
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    """Whether torchrun (or another launcher speaking its environment) started this process: RANK or
+    WORLD_SIZE is set (`torchrun_environment` then checks that the whole environment is there)."""
+    return "RANK" in os.environ or "WORLD_SIZE" in os.environ
+
+
+#: What torchrun sets for every process, and what segbench needs of it.
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def torchrun_environment() -> tuple[int, int, int, int]:
+    """(rank, world size, local rank, local world size) from torchrun's variables, every one checked
+    (UserError naming the variable): a partial or inconsistent environment is one line and exit 2 on
+    every rank, never a traceback inside torch or a rank that waits for ranks that do not exist."""
+    missing = [name for name in TORCHRUN_VARIABLES if not os.environ.get(name)]
+    if missing:
+        raise UserError(
+            f"{', '.join(missing)} not set while {'RANK' if 'RANK' in os.environ else 'WORLD_SIZE'} is: start "
+            f"segbench with torchrun (which sets {', '.join(TORCHRUN_VARIABLES)}), or unset it"
+        )
+    world_size = _integer("WORLD_SIZE", 1)
+    rank = _integer("RANK", 0)
+    if rank >= world_size:
+        raise UserError(f"bad RANK={rank}: expected 0 to WORLD_SIZE - 1 = {world_size - 1}")
+    local_world_size = _integer("LOCAL_WORLD_SIZE", 1, default=world_size)
+    local_rank = _integer("LOCAL_RANK", 0, default=rank)
+    if local_world_size > world_size:
+        raise UserError(f"bad LOCAL_WORLD_SIZE={local_world_size}: more than WORLD_SIZE={world_size}")
+    if local_rank >= local_world_size:
+        raise UserError(f"bad LOCAL_RANK={local_rank}: expected 0 to LOCAL_WORLD_SIZE - 1 = {local_world_size - 1}")
+    port = _integer("MASTER_PORT", 1)
+    if port > 65535:
+        raise UserError(f"bad MASTER_PORT={port}: expected a TCP port, 1 to 65535")
+    return rank, world_size, local_rank, local_world_size
+
+
+def _integer(name: str, least: int, default: int | None = None) -> int:
+    """The environment variable ``name`` as an integer >= ``least`` (``default`` when unset)."""
+    text = os.environ.get(name)
+    if text is None and default is not None:
+        return default
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        value = least - 1
+    if value < least:
+        raise UserError(f"bad {name}={text!r}: expected an integer >= {least}")
+    return value
 
 
 def start(device: str) -> Place:
     """Pin this rank's cores, pick its GPU and join the process group (UserError on an impossible setup)."""
-    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ.get("LOCAL_RANK", rank))
-    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    rank, world_size, local_rank, local_world_size = torchrun_environment()
     timeout_s = timeout_seconds()
     cores = pin_cores(local_rank, local_world_size)
     backend = "gloo"
@@ -81,16 +127,21 @@ def start(device: str) -> Place:
 
 
 def timeout_seconds() -> float:
-    """``SEGBENCH_DIST_TIMEOUT`` (seconds > 0), or `DEFAULT_TIMEOUT_S`."""
+    """``SEGBENCH_DIST_TIMEOUT`` (seconds, `TIMEOUT_RANGE_S`), or `DEFAULT_TIMEOUT_S`.
+
+    A timeout under a second fails the first collective of a healthy job; one beyond a week (or inf)
+    is beyond what ``datetime.timedelta`` and the process group take, and never ends a stuck job.
+    """
     text = os.environ.get(TIMEOUT_VARIABLE)
     if text is None:
         return DEFAULT_TIMEOUT_S
     try:
         value = float(text)
     except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise UserError(f"bad {TIMEOUT_VARIABLE}={text!r}: expected seconds > 0, e.g. 600")
+        value = math.nan
+    low, high = TIMEOUT_RANGE_S
+    if not low <= value <= high:
+        raise UserError(f"bad {TIMEOUT_VARIABLE}={text!r}: expected seconds from {low:g} to {high:g}, e.g. 600")
     return value
 
 

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from segbench.checks import check_nonnegative, check_positive
+from segbench.checks import check_lr, check_nonnegative, check_positive, check_seed
 from segbench.data.common import IGNORE_INDEX
 from segbench.errors import UserError
 from segbench.measure import recipe
@@ -52,6 +52,7 @@ from segbench.measure.checkpoints import load_weights, save_checkpoint
 from segbench.measure.convbackend import ONEDNN, Plan, parse_plan, probe, use_plan
 from segbench.measure.memory import MIB, cpu_peak_mb
 from segbench.measure.outputs import main_output
+from segbench.writing import WriteError
 
 if TYPE_CHECKING:
     from segbench.measure.data_parallel import DataParallel
@@ -358,8 +359,8 @@ class TrainSettings:
     def __post_init__(self) -> None:
         check_nonnegative(self.steps, "steps")
         check_positive(self.batch_size, "batch size")
-        if self.lr is not None and not self.lr > 0:
-            raise UserError(f"bad learning rate {self.lr}: expected a number > 0")
+        check_lr(self.lr)
+        check_seed(self.seed)
         if self.time_budget is not None and not (self.time_budget > 0 and math.isfinite(self.time_budget)):
             raise UserError(f"bad --train-time {self.time_budget}: expected seconds > 0")
         if (self.steps is None) == (self.time_budget is None):
@@ -381,7 +382,8 @@ def train_and_evaluate(
 
     ``weights``: a local state_dict to start from (``steps=0`` then only evaluates it); ``save``: where
     to write the trained one; ``on_step(step, loss)`` after every step; ``parallel``: train as one rank
-    of a data-parallel job (`segbench.measure.data_parallel`), only rank 0 writes ``save``.
+    of a data-parallel job (`segbench.measure.data_parallel`), only rank 0 writes ``save`` (atomically: a
+    failed write leaves no checkpoint, and the row keeps its measurements with ``error`` saying why).
     Returns ``dataset, train_steps, train_seconds, miou, pixel_acc, iou_per_class, peak_mem_mb``
     (training only: CUDA ``max_memory_allocated``; CPU the weights and buffers plus the allocator peak of
     the first step, see `fit`), ``train_budget_seconds, train_conv_backend, conv_probe_seconds,
@@ -410,9 +412,14 @@ def train_and_evaluate(
             num_workers=settings.num_workers,
             parallel=parallel,
         )
+    saved = None
     if save and (parallel is None or parallel.rank == 0):
-        save_checkpoint(model, save)
+        try:
+            save_checkpoint(model, save)
+        except WriteError as exc:  # the measured mIoU stays in the row, beside why --save failed
+            saved = f"--save: {exc}"
     return {
+        **({"error": saved} if saved else {}),
         "dataset": train_set.name,
         "train_steps": steps,
         "train_seconds": seconds,
@@ -469,7 +476,19 @@ def _fit(
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         seconds = time.perf_counter() - start
+    if steps:
+        _check_finite(model, steps)
     return steps, seconds, memory["peak_mem_mb"] if first_step_mb is None else tensor_mib(model) + first_step_mb
+
+
+def _check_finite(model: nn.Module, steps: int) -> None:
+    """Trained weights must be numbers: a last step that overflowed (its loss was finite, its update was
+    not) would otherwise be evaluated as the constant predictor and reported as an mIoU."""
+    bad = [
+        name for name, value in model.state_dict().items() if value.is_floating_point() and not value.isfinite().all()
+    ]
+    if bad:
+        raise FloatingPointError(f"weights became non-finite in {steps} steps ({bad[0]}, ...); try a lower --lr")
 
 
 def _accuracy_fields(accuracy: Accuracy) -> dict[str, Any]:

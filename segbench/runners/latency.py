@@ -24,7 +24,14 @@ from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segbench.checks import check_all_positive, check_device, check_precisions, check_sizes, check_writable
+from segbench.checks import (
+    check_all_positive,
+    check_device,
+    check_precisions,
+    check_seed,
+    check_sizes,
+    check_writable,
+)
 from segbench.errors import UserError
 from segbench.measure.session import Session, Variant
 from segbench.rows.environment import device_name
@@ -72,6 +79,7 @@ class LatencyConfig:
     def __post_init__(self) -> None:
         check_device(self.device)
         check_sizes(self.sizes)
+        check_seed(self.seed)
         check_all_positive(self.batch_sizes, "batch size")
         check_precisions([v.precision for v in self.variants])
         if self.trace_dir is not None:
@@ -112,7 +120,9 @@ def latency(specs: Sequence[ModelSpec], config: LatencyConfig, context: Context 
     for spec in specs:
         if weights[spec.name] is not None:
             check_weights(spec, weights[spec.name], config.num_classes or spec.default_num_classes)
-    return measure_cells(cells(specs, config, context), context)
+    images = _Images(config)
+    images.splits()  # the dataset opened (and checked) now, not inside the first cell
+    return measure_cells(cells(specs, config, context, images=images), context)
 
 
 @dataclass(frozen=True)
@@ -133,6 +143,7 @@ def cells(
     built: dict[str, Built] | None = None,
     stage: str | None = None,
     evaluate: Evaluate | None = None,
+    images: _Images | None = None,
 ) -> Iterator[Cell]:
     """The sweep's cells, model by model; each model is built once (or taken from ``built``).
 
@@ -140,7 +151,7 @@ def cells(
     """
     label = device_name(config.device)
     combos = config.combos()
-    sweep = _Sweep(config, context, _Images(config), stage, evaluate)
+    sweep = _Sweep(config, context, images or _Images(config), stage, evaluate)
     weights = per_model(config.weights, "--weights", [s.name for s in specs])
     for spec in specs:
         classes = (config.num_classes or spec.default_num_classes) if spec.kind == "model" else None
@@ -316,7 +327,7 @@ class _Images:
 
         if shape[1] != 3:
             return torch.randn(*shape, generator=torch.Generator().manual_seed(self.config.seed))
-        image = self._resized([self._open()[1][0][0]], shape)[0]
+        image = self._resized([self.splits()[1][0][0]], shape)[0]
         return image.expand(shape[0], *image.shape[1:]).contiguous()
 
     def calibration(self, shape: tuple[int, ...], variant: Variant) -> list[torch.Tensor]:
@@ -325,13 +336,14 @@ class _Images:
 
         if variant.precision != "int8" or shape[1] != 3:
             return []
-        train_set = self._open()[0]
+        train_set = self.splits()[0]
         count = min(len(train_set), CALIBRATION_IMAGES * shape[0])
         resized = self._resized([train_set[i][0] for i in range(count)], shape)
         batch = shape[0]
         return [torch.cat(resized[i : i + batch]) for i in range(0, len(resized) - batch + 1, batch)]
 
-    def _open(self) -> tuple[Any, Any]:
+    def splits(self) -> tuple[Any, Any]:
+        """The dataset's (train, val) splits, opened on first use (`segbench.data.open_datasets`)."""
         if self._splits is None:
             from segbench.data import open_datasets
 

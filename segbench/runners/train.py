@@ -171,6 +171,8 @@ def prepare(specs: Sequence[ModelSpec], config: TrainConfig, context: Context = 
         if path is not None:
             check_writable(Path(path), "--save file", folder=False)
     train_set, val_set = open_datasets(config.dataset, seed=config.seed, num_classes=config.num_classes)
+    if config.budget[0] != 0 and not len(train_set):
+        raise UserError(f"dataset {config.dataset}: the train split is empty")
     init = init_source(config.init)
     backbone = read_vgg16(init) if init is not None else None
     for spec in specs:
