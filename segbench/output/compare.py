@@ -104,7 +104,11 @@ def compare_rows(
         if row is None:
             checks.append(Check(label, "row", "present", "missing", "", REGRESSION))
             continue
-        checks += _check_pair(label, old, row, latency_tolerance, miou_tolerance)
+        pair = _check_pair(label, old, row, latency_tolerance, miou_tolerance)
+        if not pair:  # BASE measured nothing this gate knows: passing it would vouch for nothing
+            measured = ", ".join((*EXACT_FIELDS, "latency_ms_median", "miou"))
+            pair = [Check(label, "row", "-", "-", f"BASE row has none of {measured}", REGRESSION)]
+        checks += pair
     for key, row in new_index.items():
         if key not in base_index:
             checks.append(Check(key_label(row), "row", "missing", "present", "", ADDED))
@@ -141,7 +145,7 @@ def _latency(label: str, old: Row, row: Row, tolerance: float) -> list[Check]:
     shown = (format_cell(field, a), format_cell(field, b))
     if b is None:
         return [Check(label, field, *shown, "not measured", REGRESSION)]
-    unusable = _unusable(a, b)
+    unusable = _unusable(a, b) or _unusable_evidence(old, "base") or _unusable_evidence(row, "new")
     if unusable:
         return [Check(label, field, *shown, unusable, REGRESSION)]
     if old.get("device_name") != row.get("device_name"):
@@ -187,17 +191,43 @@ def _miou(label: str, old: Row, row: Row, tolerance: float) -> list[Check]:
     return [Check(label, "miou", *shown, f"{change:+.4f} (limit -{tolerance:.4f})", status)]
 
 
+def _unusable_evidence(row: Row, which: str) -> str | None:
+    """Why a row's per-call samples or interval cannot be used as evidence (None when absent or usable):
+    a NaN or a string among them would make every test "not clear", and the gate pass."""
+    samples = row.get("latency_samples_ms")
+    if samples is not None:
+        if not isinstance(samples, list):
+            return f"{which} latency_samples_ms is not a list ({type(samples).__name__})"
+        why = next(filter(None, map(_not_a_measure, samples)), None)
+        if why:
+            return f"{which} latency_samples_ms holds a value that {why}"
+    for field in ("latency_ms_ci_low", "latency_ms_ci_high"):
+        value = row.get(field)
+        why = None if value is None else _not_a_measure(value)
+        if why:
+            return f"{which} {field} {why}"
+    return None
+
+
 def _unusable(base: Any, new: Any) -> str | None:
     """Why a pair of measured values cannot be compared (None for two finite, non-negative numbers)."""
     for which, value in (("base", base), ("new", new)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return f"{which} value is not a number ({value!r})"
-        if math.isnan(value):
-            return f"{which} value is NaN"
-        if math.isinf(value):
-            return f"{which} value is infinite"
-        if value < 0:
-            return f"{which} value is negative"
+        why = _not_a_measure(value)
+        if why:
+            return f"{which} value {why}"
+    return None
+
+
+def _not_a_measure(value: Any) -> str | None:
+    """Why ``value`` is not a finite, non-negative number, or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"is not a number ({value!r})"
+    if math.isnan(value):
+        return "is NaN"
+    if math.isinf(value):
+        return "is infinite"
+    if value < 0:
+        return "is negative"
     return None
 
 
@@ -218,10 +248,13 @@ def to_markdown(checks: Sequence[Check], base: str, new: str, latency_tol: float
         row = markdown_row((c.row, c.check, c.base, c.new, c.change, c.status))
         lines.append(row.replace(f"| {REGRESSION} |", f"| **{REGRESSION}** |") if c.status == REGRESSION else row)
     counts = {s: sum(c.status == s for c in checks) for s in (OK, REGRESSION, NOT_COMPARABLE, ADDED)}
-    verdict = "FAIL" if counts[REGRESSION] else "PASS"
+    verdict = "FAIL" if has_regression(checks) else "PASS"
     lines += ["", f"**{verdict}**: {len(checks)} checks, " + ", ".join(f"{n} {s}" for s, n in counts.items())]
+    if not counts[OK] and not counts[REGRESSION]:
+        lines.append("Nothing was compared (no check passed): the gate fails.")
     return "\n".join(lines)
 
 
 def has_regression(checks: Sequence[Check]) -> bool:
-    return any(c.status == REGRESSION for c in checks)
+    """A regression, or a gate that compared nothing (no check ``ok``): it must not pass."""
+    return any(c.status == REGRESSION for c in checks) or not any(c.status == OK for c in checks)

@@ -66,9 +66,13 @@ def load_rows(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
             raise UserError(f"result file not found: {path}")
         try:
             found = _read(path)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, csv.Error) as exc:
             raise UserError(f"cannot read result file {path}: {exc}") from None
-        if any(not {"model", "segbench_version"} <= set(r) for r in found):
+        except RecursionError:  # valid JSON nested deeper than any row
+            raise UserError(f"cannot read result file {path}: nested too deeply to be result rows") from None
+        except OSError as exc:
+            raise UserError(f"cannot read result file {path}: {exc.strerror}") from None
+        if any(not {"model", "segbench_version"} <= set(r) or not isinstance(r["model"], str) for r in found):
             raise UserError(f"{path} holds no segbench result rows (no model and segbench_version fields)")
         rows.extend(latest_attempts(found) if path.suffix == ".jsonl" else found)
     return [full_row(r) for r in rows]
@@ -113,10 +117,14 @@ def _read(path: Path) -> list[dict[str, Any]]:
         rows = []
         for number, line in enumerate(lines, start=1):
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except ValueError:
                 if number < len(lines) or text.endswith("\n"):  # only an unfinished last line may be cut
                     raise ValueError(f"line {number} is not a JSON row") from None
+                continue
+            if not isinstance(row, dict):  # valid JSON (null, 42, a list), but not a row
+                raise ValueError(f"line {number} is not a JSON row (a {type(row).__name__})")
+            rows.append(row)
         return rows
     if path.suffix == ".csv":
         with path.open(newline="") as fh:
