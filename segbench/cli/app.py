@@ -96,8 +96,8 @@ def _message(exc: Exception) -> str:
     return f"{exc.strerror or exc}"
 
 
-#: What a write to stdout fails with: a closed pipe, a full device (/dev/full), a closed descriptor, I/O.
-_STREAM_ERRORS = frozenset({errno.EPIPE, errno.ENOSPC, errno.EBADF, errno.EIO, errno.EDQUOT})
+#: What a write to stdout fails with: a closed pipe, a full device (/dev/full) or quota.
+_STREAM_ERRORS = frozenset({errno.EPIPE, errno.ENOSPC, errno.EDQUOT})
 
 
 def mute_stdout() -> None:

@@ -51,7 +51,13 @@ class Job:
         """The runner's rows, journaled as they finish (the runner has checked every option by now)."""
         self.journal = open_journal(self.output.folder, self.command, self.output.resume, self.previous, self.team)
         done, self.stopped = collect(
-            rows, self.progress, self.journal, on_row=on_row, team=self.team, settings=self.output.settings
+            rows,
+            self.progress,
+            self.journal,
+            on_row=on_row,
+            team=self.team,
+            settings=self.output.settings,
+            previous=self.previous if self.team is None or self.team.rank == 0 else (),  # rank 0 merges
         )
         return done
 

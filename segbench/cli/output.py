@@ -158,6 +158,7 @@ def collect(
     on_row: Callable[[Row], str | None] | None = None,
     team: Team | None = None,
     settings: str | None = None,
+    previous: Sequence[Row] = (),
 ) -> tuple[list[Row], int | None]:
     """Gather a runner's rows as they finish, journaling each, with the ``progress`` display running.
 
@@ -168,7 +169,7 @@ def collect(
     Under torchrun (``team``) rank 0 returns every rank's rows, exit code 1 if a rank failed, and the
     other ranks exit here.
     """
-    done: list[Row] = list(journal.previous) if journal is not None else []
+    done: list[Row] = list(previous)  # a resumed run's rows, kept whether or not this run saves
     code = None
     try:
         with _sigterm_stops(), progress:

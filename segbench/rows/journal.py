@@ -68,7 +68,7 @@ class Journal:
             resumed_journals = journal_paths(self.stem)
             self.fresh = self.path not in resumed_journals
             self._stream = self._open(self.path, "a")
-            _cut_unfinished_line(self._stream)
+            _cut_unfinished_line(self._stream, self.path)
             if not resumed_journals:  # resumed from final files: the journal starts with their rows
                 for row in self.previous:
                     self._write(row)
@@ -180,17 +180,12 @@ def _lock(stream: TextIO, path: Path) -> None:
         raise UserError(f"{path} was finished by another segbench run meanwhile; resume its final files")
 
 
-def _cut_unfinished_line(stream: TextIO) -> None:
-    """Drop a last line that a killed run left unfinished, so that appended rows start on a line of their own."""
-    fd = stream.fileno()
-    size = os.fstat(fd).st_size
-    if size == 0:
-        return
-    with open(fd, "rb", closefd=False) as raw:
-        raw.seek(0)
-        data = raw.read()
-    if not data.endswith(b"\n"):
-        os.ftruncate(fd, data.rfind(b"\n") + 1)
+def _cut_unfinished_line(stream: TextIO, path: Path) -> None:
+    """Drop a last line that a killed run left unfinished (under the lock, before appending), so that
+    new rows start on a line of their own instead of making the file unreadable."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        os.ftruncate(stream.fileno(), data.rfind(b"\n") + 1)
 
 
 def stem_of(path: Path) -> Path:
