@@ -175,9 +175,10 @@ def test_resume_repairs_a_cut_line_and_replaces_the_retried_error_row(tiny, tmp_
     result, (first,) = _flops(tmp_path)
     assert result.exit_code == 1
     rows = load_rows([first])
-    # as a killed run leaves it: the journal of the rows, its last line cut short
+    assert [r["error"] is None for r in rows] == [True, True, False]
+    # as a killed run leaves it: the journal of the rows (flagged_net's error row too), its last line cut short
     journal = first.with_suffix(".jsonl")
-    journal.write_text("".join(json.dumps(r) + "\n" for r in json.loads(first.read_text())[:2]) + '{"model": "tin')
+    journal.write_text("".join(json.dumps(r) + "\n" for r in json.loads(first.read_text())) + '{"model": "tin')
     for suffix in (".json", ".csv", ".md"):
         first.with_suffix(suffix).unlink()
     flag.unlink()
@@ -187,6 +188,18 @@ def test_resume_repairs_a_cut_line_and_replaces_the_retried_error_row(tiny, tmp_
     assert [(r["model"], r["error"]) for r in final] == [("tiny_a", None), ("tiny_b", None), ("flagged_net", None)]
     assert [r["params"] for r in final[:2]] == [r["params"] for r in rows[:2]]
     assert runner.invoke(app, ["compare", str(first), str(first)]).exit_code == 0
+
+
+def test_a_resumed_journal_appends_after_its_cut_line_not_to_it(tmp_path):
+    from segbench.rows.journal import Journal
+
+    row = make_row(model="a", kind="model", params=1)
+    journal = tmp_path / "flops-x.jsonl"
+    journal.write_text(json.dumps(row) + "\n" + '{"model": "tin')
+    resumed = Journal(tmp_path, "flops", resume=journal)
+    resumed.append(make_row(model="b", kind="model", params=2))
+    resumed.close()  # killed again before the final files
+    assert [(r["model"], r["params"]) for r in load_rows([journal])] == [("a", 1), ("b", 2)]
 
 
 def test_a_killed_resume_leaves_a_journal_that_reads_as_the_latest_attempts(tiny, tmp_path, monkeypatch):
@@ -446,8 +459,17 @@ def test_a_runtime_whose_check_raises_is_listed_unavailable(tiny):
 
 def test_report_plots_dollar_names_and_negative_latency(tmp_path):
     rows = [
-        make_row(model=name, kind="model", latency_ms_median=ms, miou=0.5, macs_analytic=10**9, device_name="x")
-        for name, ms in (("$\\alpha$", 2.0), ("a$b", 3.0), ("$", 4.0), ("neg", -1.0))
+        make_row(
+            model=name,
+            kind="model",
+            latency_ms_median=ms,
+            latency_ms_ci_low=0.5,  # a negative median lies outside its own interval
+            latency_ms_ci_high=5.0,
+            miou=0.5,
+            macs_analytic=10**9,
+            device_name="x",
+        )
+        for name, ms in (("$\\alpha$", 2.0), ("$x^$", 3.0), ("a$b", 3.5), ("neg", -1.0))
     ]
     path = result_file(tmp_path / "r.json", rows)
     result = runner.invoke(app, ["report", str(path), "--plot", str(tmp_path / "plots"), "-f", "json"])
@@ -455,7 +477,9 @@ def test_report_plots_dollar_names_and_negative_latency(tmp_path):
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["macs_vs_latency.png", "miou_vs_latency.png"]
 
 
-@pytest.mark.parametrize("line", ["null", "42", '"text"', "[1, 2]", "[" * 100000 + "]" * 100000])
+@pytest.mark.parametrize(
+    "line", ["null", "42", '"text"', "[1, 2]", "[" * 100000 + "]" * 100000], ids=["null", "42", "text", "list", "deep"]
+)
 def test_journal_lines_that_are_json_but_not_rows_are_one_line_errors(tmp_path, line):
     row = json.dumps(make_row(model="a", kind="model", params=1))
     journal = tmp_path / "flops-x.jsonl"
