@@ -15,6 +15,7 @@ from segbench.measure.faults import OOM, VariantUnavailable
 from segbench.measure.session import Variant
 from segbench.measure.settings import measurement_settings
 from segbench.registry import ModelSpec
+from segbench.runners.defaults import Timing
 from segbench.runners.latency import LatencyConfig, latency
 from segbench.runtimes import torch_runtime
 
@@ -63,7 +64,9 @@ def test_an_out_of_memory_cell_on_the_gpu_is_a_row_error_and_its_memory_is_relea
         description="t",
     )
     before = torch.cuda.memory_allocated()
-    rows = list(latency([spec], LatencyConfig(device="cuda", sizes=[(64, 64), (32, 32)], warmup=1, iters=2)))
+    rows = list(
+        latency([spec], LatencyConfig(device="cuda", sizes=[(64, 64), (32, 32)], timing=Timing(warmup=1, iters=2)))
+    )
     assert [r["error"] for r in rows] == [OOM, None]
     assert torch.cuda.memory_allocated() - before < 64 * 2**20  # nothing of the failed cell is held
 
