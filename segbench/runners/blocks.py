@@ -158,6 +158,7 @@ def _measure_pair(
                 peak_mem_mb=peak_memory(session, device),
                 threads=threads,
                 ci_target_met=timing.target_met,
+                timing_protocol=defaults.protocol_label(protocol, paired=True),
                 **Variant().fields(),
             )
     baseline, other = measured

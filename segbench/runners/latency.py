@@ -285,7 +285,9 @@ def _measure_variant(
         if baseline is None or error_reason(exc) != OOM:
             raise
         release_memory(device)
+        baseline = None
         fields = measure_session(session, x, reference, device=device, protocol=config.protocol, trace=trace)
+    fields["timing_protocol"] = defaults.protocol_label(config.protocol, paired=baseline is not None)
     if config.evaluate is not None and not reference_row:
         fields.update(config.evaluate(session.predict, x.shape[0]))
     return fields
