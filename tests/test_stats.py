@@ -44,3 +44,11 @@ def test_relative_half_width_is_the_wider_side_over_the_median():
 
 def test_ratios_pair_the_lists_call_by_call():
     assert ratios([2.0, 9.0, 4.0], [1.0, 3.0, 8.0]) == [2.0, 3.0, 0.5]
+
+
+@pytest.mark.parametrize("n", [1074, 1075, 1076, 2000, 5001])
+def test_median_interval_of_large_samples_matches_scipys_binomial_quantile(n):
+    """Past n = 1074, where 2^-n underflows a float: the lower index is binom.ppf(alpha / 2)."""
+    low, high = median_ci(list(range(n)))
+    j = int(binom.ppf(0.025, n, 0.5))
+    assert (low, high) == (j - 1, n - j)

@@ -12,6 +12,7 @@ samples, maintained and tested upstream.
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Sequence
@@ -22,17 +23,29 @@ CONFIDENCE = 0.95
 def median_ci(samples: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
     """(low, high) of the median's confidence interval, from the order statistics of ``samples``."""
     ordered = sorted(samples)
-    n = len(ordered)
+    j = _order_index(len(ordered), confidence)
+    if j == 0:
+        return ordered[0], ordered[-1]
+    return ordered[j - 1], ordered[len(ordered) - j]
+
+
+@functools.cache
+def _order_index(n: int, confidence: float) -> int:
+    """The largest j with 2 P(Bin(n, 1/2) <= j - 1) <= 1 - confidence (0: none).
+
+    The binomial terms by their ratio, in logs (2^-n underflows from n = 1075): the timing loop asks
+    after every round, so this is O(n) float steps rather than big-integer binomial coefficients;
+    cached, as each session and ratio of a round asks for the same n.
+    """
     alpha = 1 - confidence
-    j, cumulative = 0, 0.0
+    j, cumulative, log_term = 0, 0.0, -n * math.log(2)  # log P(Bin(n, 1/2) = 0)
     for i in range(n // 2 + 1):
-        cumulative += math.comb(n, i) / 2**n
+        cumulative += math.exp(log_term)
         if 2 * cumulative > alpha:
             break
         j = i + 1
-    if j == 0:
-        return ordered[0], ordered[-1]
-    return ordered[j - 1], ordered[n - j]
+        log_term += math.log((n - i) / (i + 1))
+    return j
 
 
 def relative_half_width(samples: Sequence[float], confidence: float = CONFIDENCE) -> float:
