@@ -192,3 +192,35 @@ def test_a_schema_version_that_is_no_version_number_is_refused(tmp_path, version
     path.write_text(to_json([make_row(model="a", schema_version=version)]))
     with pytest.raises(UserError, match="is not a version number"):
         load_rows([path])
+
+
+def test_protocol_label_names_the_method_and_every_setting():
+    from segbench.measure.latency import Protocol
+    from segbench.runners.defaults import protocol_label
+
+    adaptive = Protocol(warmup=3, min_samples=6, min_seconds=1.0, budget_s=10.0, target=0.02)
+    assert protocol_label(adaptive, paired=False) == (
+        "single adaptive warmup=3 min_samples=6 min_seconds=1 budget_s=10 target=0.02"
+    )
+    assert protocol_label(Protocol(warmup=0, iters=5), paired=True) == "paired fixed warmup=0 iters=5"
+
+
+def test_latency_and_blocks_rows_record_how_they_were_timed():
+    """fp32 eager is timed alone; a variant alternately with it; the two blocks of a pair alternately."""
+    from typer.testing import CliRunner
+
+    from segbench.cli import app
+
+    fast = ["--warmup", "0", "--iters", "2", "--no-save", "--format", "json"]
+    latency = CliRunner().invoke(app, ["latency", "-m", "block_dsconv", "--channels-last", *fast])
+    assert latency.exit_code == 0, latency.output
+    assert [(r["channels_last"], r["timing_protocol"]) for r in json.loads(latency.stdout)] == [
+        (False, "single fixed warmup=0 iters=2"),
+        (True, "paired fixed warmup=0 iters=2"),
+    ]
+    blocks = CliRunner().invoke(app, ["blocks", "-k", "3", "-c", "16", *fast])
+    assert blocks.exit_code == 0, blocks.output
+    assert {(r["block"], r["timing_protocol"]) for r in json.loads(blocks.stdout)} == {
+        ("standard", "paired fixed warmup=0 iters=2"),
+        ("dsconv", "paired fixed warmup=0 iters=2"),
+    }
