@@ -184,9 +184,9 @@ def slower(old: Row, new: Row, alpha: float = ALPHA) -> tuple[bool, str]:
 
         p = float(mannwhitneyu(samples[1], samples[0], alternative="greater").pvalue)
         return p < alpha, f"rank test p={p:.2g} ({'clear' if p < alpha else 'not clear'} at {alpha:g})"
-    intervals = old.get("latency_ms_ci_high"), new.get("latency_ms_ci_low")
-    if all(isinstance(v, (int, float)) for v in intervals):
-        apart = intervals[1] > intervals[0]
+    old_high, new_low = old.get("latency_ms_ci_high"), new.get("latency_ms_ci_low")
+    if isinstance(old_high, (int, float)) and isinstance(new_low, (int, float)):
+        apart = new_low > old_high
         return apart, f"95% intervals {'apart' if apart else 'overlap'}"
     return True, "no samples or intervals: medians only"
 

@@ -51,9 +51,9 @@ def timing(
 
     default = TIMING[device_type(device)]
     return Protocol(
-        warmup=default["warmup"] if warmup is None else warmup,
+        warmup=int(default["warmup"]) if warmup is None else warmup,
         iters=iters,
-        min_samples=default["min_samples"],
+        min_samples=int(default["min_samples"]),
         min_seconds=default["min_seconds"],
         budget_s=default["budget_s"] if budget_s is None else budget_s,
         target=TARGET if target is None else target,
