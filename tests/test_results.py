@@ -195,14 +195,16 @@ def test_a_schema_version_that_is_no_version_number_is_refused(tmp_path, version
 
 
 def test_protocol_label_names_the_method_and_every_setting():
-    from segbench.measure.latency import Protocol
+    from types import SimpleNamespace
+
     from segbench.runners.defaults import protocol_label
 
-    adaptive = Protocol(warmup=3, min_samples=6, min_seconds=1.0, budget_s=10.0, target=0.02)
+    adaptive = SimpleNamespace(warmup=3, iters=None, min_samples=6, min_seconds=1.0, budget_s=10.0, target=0.02)
     assert protocol_label(adaptive, paired=False) == (
         "single adaptive warmup=3 min_samples=6 min_seconds=1 budget_s=10 target=0.02"
     )
-    assert protocol_label(Protocol(warmup=0, iters=5), paired=True) == "paired fixed warmup=0 iters=5"
+    fixed = SimpleNamespace(warmup=0, iters=5)
+    assert protocol_label(fixed, paired=True) == "paired fixed warmup=0 iters=5"
 
 
 def test_latency_and_blocks_rows_record_how_they_were_timed():
