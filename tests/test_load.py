@@ -1,0 +1,350 @@
+"""Load scenarios against models of known service time: what queueing predicts is what is measured.
+
+The plugin models sleep a fixed S seconds per call (a batch costs S whatever its size), so with one
+worker a stream of F fps is kept up with exactly while S < 1/F, N evenly phased streams while
+N x F x S < 1, and a batch waits at most max_delay before its S. Sleep can only overshoot, never
+undershoot, so the "every frame misses" predictions are exact; the "none misses" ones get the
+slack between S and the deadline (tens of ms) against a loaded machine's scheduling delays.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+
+import pytest
+from typer.testing import CliRunner
+
+from segbench.cli import app
+from segbench.measure.load import poisson_arrivals, replay, search_max, stream_arrivals
+from segbench.runners.load import LoadConfig, load
+
+SLEEPERS = """
+import time
+
+import torch
+from torch import nn
+
+import segbench
+from segbench.registry import ModelSpec
+
+
+class Sleeper(nn.Module):
+    '''A 1x1 conv after a sleep of ``seconds``, allocating ``mib`` MiB per image of scratch; ``fail_at``:
+    the call (counted from 1, the runtime's priming call included) that raises.'''
+
+    def __init__(self, num_classes, seconds, mib=0, fail_at=0):
+        super().__init__()
+        self.conv = nn.Conv2d(3, num_classes, 1)
+        self.seconds, self.mib, self.fail_at, self.calls = seconds, mib, fail_at, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("the worker's model broke")
+        time.sleep(self.seconds)
+        if self.mib:
+            scratch = torch.ones(x.shape[0], self.mib * 2**18)  # float32: mib MiB per image
+            del scratch
+        return self.conv(x)
+
+
+@segbench.hookimpl
+def register_models(register):
+    for name, seconds, mib, fail_at in (
+        ("sleep20_net", 0.02, 0, 0),
+        ("sleep40_net", 0.04, 0, 0),
+        ("sleep50_net", 0.05, 0, 0),
+        ("megabyte_net", 0.002, 1, 0),
+        ("breaking_net", 0.01, 0, 5),
+    ):
+        register(
+            ModelSpec(
+                name=name,
+                family="sleepers",
+                builder=lambda num_classes, s=seconds, m=mib, f=fail_at: Sleeper(num_classes, s, m, f),
+                default_size=(8, 8),
+                default_num_classes=2,
+                description=f"sleeps {seconds} s per call",
+            )
+        )
+"""
+
+cli = CliRunner()
+
+
+@pytest.fixture
+def sleepers(fake_plugins):
+    fake_plugins("segbench-sleepers", SLEEPERS)
+
+
+def sleeping(seconds: float, sizes: list[int] | None = None):
+    def serve(size: int) -> None:
+        if sizes is not None:
+            sizes.append(size)
+        time.sleep(seconds)
+
+    return serve
+
+
+def threads_now() -> set[threading.Thread]:
+    return set(threading.enumerate())
+
+
+# --- the engine ------------------------------------------------------------------------------------
+
+
+def test_stream_arrivals_are_evenly_phased_and_jitter_stays_within_its_share() -> None:
+    assert stream_arrivals(2, 10, 0.3) == pytest.approx([0.0, 0.05, 0.1, 0.15, 0.2, 0.25])
+    jittered = stream_arrivals(2, 10, 0.3, jitter=0.2, seed=1)
+    assert len(jittered) == 6
+    assert all(abs(j - t) <= 0.02 + 1e-12 for j, t in zip(jittered, [0.0, 0.05, 0.1, 0.15, 0.2, 0.25]))
+
+
+def test_poisson_arrivals_have_the_rate_asked_for() -> None:
+    arrivals = poisson_arrivals(1000, 10, seed=3)
+    assert len(arrivals) == pytest.approx(10_000, abs=4 * 100)  # Poisson: sd = sqrt(10 000)
+    assert arrivals == sorted(arrivals) and arrivals[-1] < 10
+
+
+def test_one_worker_keeps_up_exactly_while_the_service_time_is_below_the_period() -> None:
+    """S = 20 ms < 1/F = 40 ms: no frame waits (D/D/1 below saturation), latency = S, no misses."""
+    before = threads_now()
+    result = replay(stream_arrivals(1, 25, 0.5), [sleeping(0.02)], duration_s=0.5, deadline_s=0.04)
+    fields = result.fields(0.04)
+    assert threads_now() == before
+    assert fields["offered_ips"] == 13 / 0.5  # frames at 0, 40, ..., 480 ms
+    assert fields["dropped"] == 0 and fields["iters"] == 13
+    assert fields["deadline_miss_rate"] <= 1 / 13  # one scheduling hiccup of > 20 ms allowed
+    assert 20 <= fields["latency_ms_median"] < 30
+
+
+def test_one_worker_misses_every_frame_once_the_service_time_exceeds_the_period() -> None:
+    """S = 50 ms > 1/F = 40 ms: every result comes at least S after its frame, so every frame misses,
+    and one worker serves at most one frame per S."""
+    result = replay(stream_arrivals(1, 25, 0.5), [sleeping(0.05)], duration_s=0.5, deadline_s=0.04)
+    fields = result.fields(0.04)
+    assert fields["deadline_miss_rate"] == 1.0
+    assert fields["latency_ms_median"] >= 50
+    served_window = max(r.done for r in result.served) - result.start
+    assert fields["iters"] <= served_window / 0.05 + 1e-9
+    assert fields["iters"] + fields["dropped"] == 13
+
+
+def test_n_streams_are_kept_up_with_while_the_utilisation_is_below_one() -> None:
+    """N x F x S: 2 x 10 x 0.04 = 0.8 keeps up (no frame waits); 3 x 10 x 0.04 = 1.2 cannot: one worker
+    serves one frame per 40 ms, so at most window / S of the 18 frames are served at all."""
+    kept = replay(stream_arrivals(2, 10, 0.6), [sleeping(0.04)], duration_s=0.6, deadline_s=0.1).fields(0.1)
+    assert kept["deadline_miss_rate"] <= 1 / 12 and kept["queue_ms_p99"] < 60
+    over = replay(stream_arrivals(3, 10, 0.6), [sleeping(0.04)], duration_s=0.6, deadline_s=0.1)
+    fields = over.fields(0.1)
+    assert fields["iters"] <= (max(r.done for r in over.served) - over.start) / 0.04 + 1e-9
+    # the queue grows by 40 - 33.3 ms per frame: waits pass the 60 ms slack after 9 frames, so about half miss
+    assert fields["deadline_miss_rate"] >= 0.25
+    assert fields["queue_ms_p99"] > 50
+
+
+def test_the_batcher_waits_max_delay_then_serves_what_arrived() -> None:
+    """4 streams at 10 fps arrive every 25 ms; a batch opened by a frame closes 40 ms later holding it and
+    the next one, so batches are pairs and the first frame of each waits 40 ms: latency max = 40 + S."""
+    sizes: list[int] = []
+    result = replay(
+        stream_arrivals(4, 10, 0.8), [sleeping(0.03, sizes)], duration_s=0.8, max_batch=4, max_delay_s=0.04
+    )
+    fields = result.fields(0.1)
+    assert Counter(sizes).most_common(1)[0][0] == 2
+    assert sum(sizes) == 32 == fields["iters"]
+    assert fields["latency_ms_max"] >= 70
+    assert fields["queue_ms_p99"] >= 40
+
+
+def test_a_worker_that_raises_stops_the_run_and_leaves_no_thread() -> None:
+    before = threads_now()
+    calls = []
+
+    def broken(size: int) -> None:
+        calls.append(size)
+        if len(calls) == 3:
+            raise RuntimeError("broken")
+        time.sleep(0.01)
+
+    started = time.perf_counter()
+    with pytest.raises(RuntimeError, match="broken"):
+        replay(stream_arrivals(1, 20, 5.0), [broken, sleeping(0.01)], duration_s=5.0)
+    assert time.perf_counter() - started < 2.5  # stopped, not played to the end
+    assert threads_now() == before
+
+
+def test_ctrl_c_in_a_worker_reaches_the_caller_after_every_thread_ended() -> None:
+    before = threads_now()
+
+    def interrupted(size: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        replay(stream_arrivals(1, 20, 1.0), [interrupted, sleeping(0.01)], duration_s=1.0)
+    assert threads_now() == before
+
+
+# --- the search ------------------------------------------------------------------------------------
+
+
+def run_search(search, passes):
+    """Drive a search with ``passes(load, confirming)``; return (the loads tried, the result)."""
+    tried = []
+    step = next(search)
+    while True:
+        tried.append(step)
+        try:
+            step = search.send(passes(*step))
+        except StopIteration as stop:
+            return tried, stop.value
+
+
+def test_search_doubles_bisects_and_confirms_the_largest_passing_load() -> None:
+    tried, found = run_search(search_max(1), lambda n, confirming: n <= 37)
+    assert found == 37
+    assert [n for n, _ in tried] == [1, 2, 4, 8, 16, 32, 64, 48, 40, 36, 38, 37, 37]
+    assert [c for _, c in tried] == [False] * 12 + [True]
+
+
+def test_search_below_the_first_load_tries_it_once() -> None:
+    tried, found = run_search(search_max(4), lambda n, confirming: False)
+    assert (tried, found) == ([(4, False)], None)
+
+
+def test_search_steps_down_when_the_confirmation_fails_and_stops_at_the_cap() -> None:
+    tried, found = run_search(search_max(1), lambda n, confirming: n <= 5 and not (confirming and n == 5))
+    assert found == 4 and tried[-2:] == [(5, True), (4, True)]
+    tried, found = run_search(search_max(1, cap=8), lambda n, confirming: True)
+    assert found == 8 and [n for n, _ in tried] == [1, 2, 4, 8, 8]
+
+
+def test_search_over_rates_stops_at_its_resolution() -> None:
+    tried, found = run_search(search_max(10.0, integer=False, resolution=0.05), lambda q, c: q <= 33.0)
+    assert 33.0 * 0.95 <= found <= 33.0
+    assert len(tried) < 12
+
+
+# --- the runner and the command ----------------------------------------------------------------------
+
+
+def test_streams_rows_record_their_settings_and_match_queueing(sleepers) -> None:
+    result = cli.invoke(
+        app,
+        [
+            "load",
+            "-m",
+            "sleep20_net,sleep50_net",
+            "--fps",
+            "25",
+            "--duration",
+            "0.5",
+            "--format",
+            "json",
+            "--no-save",
+        ],
+    )
+    assert result.exit_code == 0, result.stderr
+    rows = {r["model"]: r for r in json.loads(result.stdout)}
+    for row in rows.values():
+        assert row["scenario"] == "streams" and row["streams"] == 1 and row["fps"] == 25
+        assert (row["workers"], row["max_batch"], row["max_delay_ms"], row["duration_s"]) == (1, 1, 0, 0.5)
+        assert row["offered_ips"] == 26 and row["runtime"] == "torch" and row["error"] is None
+    assert rows["sleep20_net"]["deadline_miss_rate"] <= 1 / 13
+    assert rows["sleep50_net"]["deadline_miss_rate"] == 1.0
+    assert rows["sleep50_net"]["latency_ms_p99"] >= 50
+
+
+def test_find_max_finds_the_stream_count_queueing_predicts(sleepers) -> None:
+    """S = 40 ms, F = 10: N x F x S < 1 holds up to N = 2 (0.8); N = 3 (1.2) misses about half."""
+    before = threads_now()
+    config = LoadConfig(fps=10, duration_s=0.6, find_max=True, miss_budget=0.2)
+    rows = list(load([_spec("sleep40_net")], config))
+    assert threads_now() == before
+    assert [(r["streams"], r["search"]) for r in rows] == [
+        (1, "probe"),
+        (2, "probe"),
+        (4, "probe"),
+        (3, "probe"),
+        (2, "max"),
+    ]
+    assert {r["miss_budget"] for r in rows} == {0.2}
+    assert rows[2]["deadline_miss_rate"] > 0.2 and rows[3]["deadline_miss_rate"] > 0.2
+
+
+def test_find_max_whose_first_load_fails_says_so(sleepers) -> None:
+    result = cli.invoke(
+        app,
+        ["load", "-m", "sleep40_net", "--fps", "10", "--streams", "3", "--duration", "0.6", "--find-max"]
+        + ["--miss-budget", "0.2", "--no-save"],
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "below the lowest load tried (3 streams already misses too often)" in result.stdout
+
+
+def test_server_rows_count_the_poisson_arrivals(sleepers) -> None:
+    config = LoadConfig(scenario="server", qps=20, duration_s=0.5, latency_bound_ms=200)
+    (row,) = load([_spec("sleep20_net")], config)
+    assert row["offered_ips"] == len(poisson_arrivals(20, 0.5, seed=0)) / 0.5
+    assert row["qps"] == 20 and row["latency_bound_ms"] == 200 and row["streams"] is None
+    assert row["latency_ms_median"] >= 20 and row["dropped"] == 0
+
+
+def test_offline_bisection_finds_the_memory_limit(sleepers) -> None:
+    """1 MiB of scratch per image: within 10.5 MiB the largest batch is 10."""
+    result = cli.invoke(
+        app,
+        ["load", "--scenario", "offline", "-m", "megabyte_net", "--max-memory", "10.5MB", "--duration", "0.02"]
+        + ["--format", "json", "--no-save"],
+    )
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [(r["batch_size"], r["search"]) for r in rows] == [
+        (1, None),
+        (2, None),
+        (4, None),
+        (8, None),
+        (16, "over"),
+        (12, "over"),
+        (10, "max"),
+        (11, "over"),
+    ]
+    assert all(r["memory_limit_mb"] == 10.5 and r["scenario"] == "offline" for r in rows)
+    assert rows[6]["peak_mem_mb"] == pytest.approx(10, abs=0.2)
+    assert all(r["throughput_ips"] > 0 for r in rows if r["search"] != "over")
+
+
+def test_a_worker_that_raises_errors_its_row_and_ends_cleanly(sleepers) -> None:
+    before = threads_now()
+    (row,) = load([_spec("breaking_net")], LoadConfig(fps=20, duration_s=2.0))
+    assert row["error"] == "RuntimeError: the worker's model broke"
+    assert threads_now() == before
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--streams", "0"], "bad stream count 0"),
+        (["--fps", "0"], "bad fps 0"),
+        (["--qps", "-1"], "bad qps -1"),
+        (["--duration", "0"], "bad duration 0"),
+        (["--miss-budget", "0"], "bad miss budget 0"),
+        (["--scenario", "offline", "--max-memory", "lots"], "bad memory size 'lots'"),
+        (["--scenario", "server", "--find-max"], "server --find-max needs --latency-bound-ms"),
+        (["--scenario", "batch"], "bad scenario 'batch'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    result = cli.invoke(app, ["load", "-m", "fast_scnn", *args])
+    assert result.exit_code == 2 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert message in line
+
+
+def _spec(name: str):
+    from segbench.plugins import get_registry
+
+    return get_registry().model(name)
