@@ -124,7 +124,7 @@ def test_the_graph_sees_imports_inside_functions():
     assert "segbench.plugins" in GRAPH["segbench"]
 
 
-@pytest.mark.parametrize("name", ["count", "latency", "blocks", "train", "run"])
+@pytest.mark.parametrize("name", ["count", "latency", "blocks", "train", "run", "load"])
 def test_every_runner_has_the_same_shape(name):
     """``runner(specs, config) -> Iterator[row]``, with its config a dataclass of the same module."""
     import importlib

@@ -150,9 +150,7 @@ def test_the_batcher_waits_max_delay_then_serves_what_arrived() -> None:
     """4 streams at 10 fps arrive every 25 ms; a batch opened by a frame closes 40 ms later holding it and
     the next one, so batches are pairs and the first frame of each waits 40 ms: latency max = 40 + S."""
     sizes: list[int] = []
-    result = replay(
-        stream_arrivals(4, 10, 0.8), [sleeping(0.03, sizes)], duration_s=0.8, max_batch=4, max_delay_s=0.04
-    )
+    result = replay(stream_arrivals(4, 10, 0.8), [sleeping(0.03, sizes)], duration_s=0.8, max_batch=4, max_delay_s=0.04)
     fields = result.fields(0.1)
     assert Counter(sizes).most_common(1)[0][0] == 2
     assert sum(sizes) == 32 == fields["iters"]
@@ -278,8 +276,10 @@ def test_find_max_finds_the_stream_count_queueing_predicts(sleepers) -> None:
 def test_find_max_whose_first_load_fails_says_so(sleepers) -> None:
     result = cli.invoke(
         app,
-        ["load", "-m", "sleep40_net", "--fps", "10", "--streams", "3", "--duration", "0.6", "--find-max"]
-        + ["--miss-budget", "0.2", "--no-save"],
+        [
+            *("load", "-m", "sleep40_net", "--fps", "10", "--streams", "3", "--duration", "0.6"),
+            *("--find-max", "--miss-budget", "0.2", "--no-save"),
+        ],
     )
     assert result.exit_code == 0, result.stderr
     assert "below the lowest load tried (3 streams already misses too often)" in result.stdout
@@ -297,8 +297,10 @@ def test_offline_bisection_finds_the_memory_limit(sleepers) -> None:
     """1 MiB of scratch per image: within 10.5 MiB the largest batch is 10."""
     result = cli.invoke(
         app,
-        ["load", "--scenario", "offline", "-m", "megabyte_net", "--max-memory", "10.5MB", "--duration", "0.02"]
-        + ["--format", "json", "--no-save"],
+        [
+            *("load", "--scenario", "offline", "-m", "megabyte_net", "--max-memory", "10.5MB"),
+            *("--duration", "0.02", "--format", "json", "--no-save"),
+        ],
     )
     assert result.exit_code == 0, result.stderr
     rows = json.loads(result.stdout)
@@ -342,6 +344,41 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None
     assert result.exit_code == 2 and result.stdout == ""
     (line,) = result.stderr.strip().splitlines()
     assert message in line
+
+
+def test_the_miss_rate_plot_stars_the_found_maximum(tmp_path) -> None:
+    from PIL import Image
+
+    from segbench.output.plots import plot_load
+    from segbench.rows.schema import make_row
+
+    rows = [
+        make_row(
+            model="m",
+            kind="model",
+            runtime="torch",
+            precision="fp32",
+            scenario="streams",
+            streams=n,
+            fps=10,
+            miss_budget=0.01,
+            deadline_miss_rate=miss,
+            search=search,
+        )
+        for n, miss, search in (
+            (1, 0.0, "probe"),
+            (2, 0.0, "probe"),
+            (4, 0.5, "probe"),
+            (3, 0.2, "probe"),
+            (2, 0.0, "max"),
+        )
+    ]
+    assert plot_load(rows, tmp_path / "load.png") is None
+    with Image.open(tmp_path / "load.png") as image:
+        assert image.format == "PNG" and len(image.convert("RGB").getcolors(maxcolors=1 << 20)) > 50
+    assert plot_load([make_row(model="m", kind="model", scenario="offline")], tmp_path / "no.png") == (
+        "no streams or server rows with deadline_miss_rate"
+    )
 
 
 def _spec(name: str):
