@@ -15,6 +15,7 @@ import time
 from collections import Counter
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from segbench.cli import app
@@ -46,7 +47,7 @@ class Sleeper(nn.Module):
             raise RuntimeError("the worker's model broke")
         time.sleep(self.seconds)
         if self.mib:
-            scratch = torch.ones(x.shape[0], self.mib * 2**18)  # float32: mib MiB per image
+            scratch = torch.ones(x.shape[0], self.mib * 2**18, device=x.device)  # float32: mib MiB per image
             del scratch
         return self.conv(x)
 
@@ -59,6 +60,7 @@ def register_models(register):
         ("sleep50_net", 0.05, 0, 0),
         ("megabyte_net", 0.002, 1, 0),
         ("breaking_net", 0.01, 0, 5),
+        ("gigabytes_net", 0.0, 16 * 2**10, 0),
     ):
         register(
             ModelSpec(
@@ -317,6 +319,19 @@ def test_offline_bisection_finds_the_memory_limit(sleepers) -> None:
     assert all(r["memory_limit_mb"] == 10.5 and r["scenario"] == "offline" for r in rows)
     assert rows[6]["peak_mem_mb"] == pytest.approx(10, abs=0.2)
     assert all(r["throughput_ips"] > 0 for r in rows if r["search"] != "over")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="out of memory on a CUDA device")
+def test_offline_on_cuda_bisects_on_out_of_memory_and_the_process_stays_healthy(sleepers) -> None:
+    """16 GiB of scratch per image: the largest batch is the device's memory / 16 GiB, give or take one."""
+    total_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
+    rows = list(load([_spec("gigabytes_net")], LoadConfig(scenario="offline", device="cuda", duration_s=0.01)))
+    assert all(r["error"] is None for r in rows)
+    (best,) = [r["batch_size"] for r in rows if r["search"] == "max"]
+    assert total_gib / 16 - 2 <= best <= total_gib / 16
+    assert all(r["search"] == "over" for r in rows if r["batch_size"] > best)
+    assert torch.ones(1024, device="cuda").sum().item() == 1024  # healthy after the out-of-memory errors
+    assert torch.cuda.memory_allocated() < 2**30
 
 
 def test_a_worker_that_raises_errors_its_row_and_ends_cleanly(sleepers) -> None:
