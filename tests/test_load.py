@@ -321,6 +321,16 @@ def test_offline_bisection_finds_the_memory_limit(sleepers) -> None:
     assert all(r["throughput_ips"] > 0 for r in rows if r["search"] != "over")
 
 
+def test_offline_prepares_each_batch_afresh_for_runtimes_that_export(sleepers) -> None:
+    """ONNX Runtime's session is an export for one input shape: batch 2 must not reuse batch 1's. Its
+    memory is not measured, so --max-batch bounds the sweep."""
+    pytest.importorskip("onnxruntime")
+    config = LoadConfig(scenario="offline", runtimes=("onnxruntime",), max_batch=2, duration_s=0.01)
+    rows = list(load([_spec("sleep20_net")], config))
+    assert [(r["batch_size"], r["search"], r["error"]) for r in rows] == [(1, None, None), (2, "max", None)]
+    assert all(r["peak_mem_mb"] is None and r["throughput_ips"] > 0 for r in rows)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="out of memory on a CUDA device")
 def test_offline_on_cuda_bisects_on_out_of_memory_and_the_process_stays_healthy(sleepers) -> None:
     """16 GiB of scratch per image: the largest batch is the device's memory / 16 GiB, give or take one."""

@@ -41,7 +41,6 @@ COLUMNS = (
     "fps",
     "qps",
     "workers",
-    "max_batch",
     "batch_size",
     "offered_ips",
     "throughput_ips",
@@ -213,4 +212,5 @@ def _summary(row: dict[str, Any]) -> str:
     miss, p99 = row.get("deadline_miss_rate"), row.get("latency_ms_p99")
     load = f"{row['streams']} x {row['fps']:g} fps" if row["scenario"] == "streams" else f"{row['qps']:g} qps"
     missed = f"{miss:.1%} missed, " if miss is not None else ""
-    return f"{what} {load}: {missed}p99 " + ("-" if p99 is None else f"{p99:.1f} ms")
+    search = f" ({row['search']})" if row.get("search") else ""
+    return f"{what} {load}{search}: {missed}p99 " + ("-" if p99 is None else f"{p99:.1f} ms")

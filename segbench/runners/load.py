@@ -207,6 +207,8 @@ def _measure(
 
         def prepare(batch: int) -> Any:
             x = torch.randn(batch, spec.input_channels(), *size, generator=torch.Generator().manual_seed(config.seed))
+            folder = Path(workdir) / f"batch-{batch}"  # an export is for one input shape
+            folder.mkdir(exist_ok=True)
             with torch.inference_mode():
                 return runtime.prepare(
                     network.to(device),
@@ -214,7 +216,7 @@ def _measure(
                     device=device,
                     variant=variant,
                     threads=threads,
-                    workdir=Path(workdir),
+                    workdir=folder,
                     calibration=[x] if variant.precision == "int8" else [],
                 )
 
@@ -272,6 +274,8 @@ def _run(servers: Sequence[Callable[[int], None]], config: LoadConfig, load: flo
 
 def _offline(prepare: Callable[[int], Any], device: torch.device, config: LoadConfig) -> list[Row]:
     """Images/s and peak memory per batch size, up to the largest batch within the memory limit."""
+    import torch
+
     from segbench.measure.faults import OOM, error_reason, release_memory
     from segbench.measure.latency import peak_memory, summarize
     from segbench.measure.load import search_max, serving, time_calls
@@ -286,7 +290,8 @@ def _offline(prepare: Callable[[int], Any], device: torch.device, config: LoadCo
             session = prepare(batch)
             serve = serving(session.call, device)
             serve(batch)
-            row["peak_mem_mb"] = peak_memory(session, device)
+            with torch.inference_mode():
+                row["peak_mem_mb"] = peak_memory(session, device)
             fits = limit is None or row["peak_mem_mb"] is None or row["peak_mem_mb"] <= limit
             if fits:
                 row.update(summarize(time_calls(partial(serve, batch), config.duration_s), batch))
