@@ -295,6 +295,19 @@ def test_server_rows_count_the_poisson_arrivals(sleepers) -> None:
     assert row["latency_ms_median"] >= 20 and row["dropped"] == 0
 
 
+def test_server_find_max_stays_within_what_one_worker_can_serve(sleepers) -> None:
+    """S = 20 ms, bound B = 100 ms, d = 1 s of arrivals: 99 % of the lambda x d requests served within B of
+    arriving, the last arriving before d, is lambda x d x 0.99 x S <= d + B of work for one worker, so
+    lambda <= (1 + B/d) / (0.99 S) = 55.6/s; at 10 requests/s (utilisation 0.2) p99 is well within B."""
+    config = LoadConfig(scenario="server", qps=10, duration_s=1.0, find_max=True, latency_bound_ms=100)
+    rows = list(load([_spec("sleep20_net")], config))
+    assert rows[0]["qps"] == 10 and rows[0]["search"] == "probe"
+    (found,) = [r for r in rows if r["search"] == "max"]
+    assert 10 <= found["qps"] <= (1 + 0.1 / 1.0) / (0.99 * 0.02)
+    assert found["deadline_miss_rate"] <= 0.01 and found["latency_bound_ms"] == 100
+    assert len(rows) <= 14  # doubling, bisection to 5 %, confirmation
+
+
 def test_offline_bisection_finds_the_memory_limit(sleepers) -> None:
     """1 MiB of scratch per image: within 10.5 MiB the largest batch is 10."""
     result = cli.invoke(
@@ -342,6 +355,17 @@ def test_offline_on_cuda_bisects_on_out_of_memory_and_the_process_stays_healthy(
     assert all(r["search"] == "over" for r in rows if r["batch_size"] > best)
     assert torch.ones(1024, device="cuda").sum().item() == 1024  # healthy after the out-of-memory errors
     assert torch.cuda.memory_allocated() < 2**30
+
+
+def test_resume_skips_the_finished_cells(sleepers, tmp_path) -> None:
+    args = ["load", "--scenario", "offline", "-m", "megabyte_net", "--max-batch", "2", "--duration", "0.01"]
+    first = cli.invoke(app, [*args, "--format", "json", "--out", str(tmp_path)])
+    assert first.exit_code == 0, first.stderr
+    (saved,) = tmp_path.glob("load-*.json")
+    again = cli.invoke(app, [*args, "--format", "json", "--resume", str(saved)])
+    assert again.exit_code == 0, again.stderr
+    assert json.loads(again.stdout) == json.loads(first.stdout)
+    assert "offline batch" not in again.stderr  # nothing measured again
 
 
 def test_a_worker_that_raises_errors_its_row_and_ends_cleanly(sleepers) -> None:

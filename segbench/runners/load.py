@@ -135,7 +135,10 @@ class LoadConfig(RunnerOptions):
         """The row fields that record the scenario's settings (the searched load left out)."""
         fields: Row = {"scenario": self.scenario, "duration_s": self.duration_s}
         if self.scenario == "offline":
-            return {**fields, "max_batch": self.batch, "memory_limit_mb": self.memory_limit_mb, "workers": 1}
+            limit = self.memory_limit_mb
+            if limit is None:
+                limit = default_memory_limit_mb(defaults.device_type(self.device))
+            return {**fields, "max_batch": self.batch, "memory_limit_mb": limit, "workers": 1}
         fields.update(workers=self.workers, max_batch=self.batch, max_delay_ms=self.max_delay_ms)
         fields["batch_size"] = self.batch
         if self.find_max:
@@ -280,12 +283,12 @@ def _offline(prepare: Callable[[int], Any], device: torch.device, config: LoadCo
     from segbench.measure.latency import peak_memory, summarize
     from segbench.measure.load import search_max, serving, time_calls
 
-    limit = config.memory_limit_mb if config.memory_limit_mb is not None else default_memory_limit_mb(device.type)
+    limit = config.settings()["memory_limit_mb"]
     rows: list[Row] = []
     search = search_max(1, confirm=False, cap=config.batch)
     batch, _ = next(search)
     while True:
-        row: Row = {"batch_size": batch, "memory_limit_mb": limit}
+        row: Row = {"batch_size": batch}
         try:
             session = prepare(batch)
             serve = serving(session.call, device)
