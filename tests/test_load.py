@@ -19,7 +19,7 @@ import torch
 from typer.testing import CliRunner
 
 from segbench.cli import app
-from segbench.measure.load import poisson_arrivals, replay, search_max, stream_arrivals
+from segbench.measure.load import poisson_arrivals, replay, search_max, stream_arrivals, time_calls
 from segbench.runners.load import LoadConfig, load
 
 SLEEPERS = """
@@ -185,6 +185,22 @@ def test_ctrl_c_in_a_worker_reaches_the_caller_after_every_thread_ended() -> Non
 
     with pytest.raises(KeyboardInterrupt):
         replay(stream_arrivals(1, 20, 1.0), [interrupted, sleeping(0.01)], duration_s=1.0)
+    assert threads_now() == before
+
+
+def test_offline_calls_are_timed_in_a_thread_of_their_own_that_ends() -> None:
+    before = threads_now()
+    callers: list[str] = []
+
+    def call() -> None:
+        callers.append(threading.current_thread().name)
+        time.sleep(0.01)
+
+    times = time_calls(call, 0.05)
+    assert len(times) == len(callers) >= 3 and min(times) >= 10
+    assert set(callers) == {"segbench-load-offline"}
+    with pytest.raises(ZeroDivisionError):
+        time_calls(lambda: 1 / 0, 1.0)
     assert threads_now() == before
 
 
@@ -355,6 +371,14 @@ def test_offline_on_cuda_bisects_on_out_of_memory_and_the_process_stays_healthy(
     assert all(r["search"] == "over" for r in rows if r["batch_size"] > best)
     assert torch.ones(1024, device="cuda").sum().item() == 1024  # healthy after the out-of-memory errors
     assert torch.cuda.memory_allocated() < 2**30
+
+
+def test_offline_where_no_batch_fits_says_so_and_is_no_failure(sleepers) -> None:
+    args = ["load", "--scenario", "offline", "-m", "megabyte_net", "--max-memory", "0.5MB", "--duration", "0.01"]
+    result = cli.invoke(app, [*args, "--no-save"])
+    assert result.exit_code == 0, result.stderr
+    assert "megabyte_net torch fp32: not even batch 1 fits within the memory limit" in result.stdout
+    assert "megabyte_net torch offline batch 1: over the memory limit, peak 1.0 MiB" in result.stderr
 
 
 def test_resume_skips_the_finished_cells(sleepers, tmp_path) -> None:

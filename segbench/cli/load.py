@@ -188,6 +188,8 @@ def footnotes(rows: list[dict[str, Any]]) -> list[str]:
             if fitting:
                 best = max(fitting, key=lambda r: r["throughput_ips"])
                 notes.append(f"{what}: best batch {best['batch_size']} ({best['throughput_ips']:.1f} img/s)")
+            else:
+                notes.append(f"{what}: not even batch 1 fits within the memory limit")
             continue
         if not any(r.get("search") for r in part):
             continue

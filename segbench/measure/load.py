@@ -257,13 +257,34 @@ def serving(call: Callable[[], Any], device: Any) -> Callable[[int], None]:
 
 
 def time_calls(call: Callable[[], Any], duration_s: float, min_calls: int = 3) -> list[float]:
-    """Milliseconds of back-to-back calls for ``duration_s`` (at least ``min_calls``): offline throughput."""
+    """Milliseconds of back-to-back calls for ``duration_s`` (at least ``min_calls``): offline throughput.
+
+    The calls are made by a thread of their own, as `replay`'s workers make theirs, so offline and
+    streams time a session alike; the thread has ended when this returns, Ctrl-C included.
+    """
     times: list[float] = []
-    end = time.perf_counter() + duration_s
-    while len(times) < min_calls or time.perf_counter() < end:
-        started = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - started) * 1e3)
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        end = time.perf_counter() + duration_s
+        try:
+            while not stop.is_set() and (len(times) < min_calls or time.perf_counter() < end):
+                started = time.perf_counter()
+                call()
+                times.append((time.perf_counter() - started) * 1e3)
+        except BaseException as exc:  # raised in the caller's thread
+            failures.append(exc)
+
+    caller = threading.Thread(target=loop, name="segbench-load-offline", daemon=True)
+    caller.start()
+    try:
+        caller.join()
+    finally:
+        stop.set()
+        caller.join()
+    if failures:
+        raise failures[0]
     return times
 
 
