@@ -121,6 +121,7 @@ def test_one_worker_keeps_up_exactly_while_the_service_time_is_below_the_period(
     assert fields["dropped"] == 0 and fields["iters"] == 13
     assert fields["deadline_miss_rate"] <= 1 / 13  # one scheduling hiccup of > 20 ms allowed
     assert 20 <= fields["latency_ms_median"] < 30
+    assert fields["throughput_ips"] == pytest.approx(26, rel=0.1)  # achieved = offered, the last result at ~0.5 s
 
 
 def test_one_worker_misses_every_frame_once_the_service_time_exceeds_the_period() -> None:

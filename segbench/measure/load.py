@@ -85,7 +85,8 @@ class LoadResult:
     def fields(self, deadline_s: float | None) -> dict[str, Any]:
         """Row fields: offered and achieved rates, miss rate, latency and queue-wait percentiles, drops.
 
-        Achieved = results delivered / time from the start to the last result. Latency is from arrival
+        Achieved = results delivered / time from the start to the last result (at least the arrival
+        window, so a run that keeps up achieves what was offered). Latency is from arrival
         to result; a miss is a result later than ``deadline_s`` after arrival, or a dropped request.
         """
         latency = [(r.done - r.arrived) * 1e3 for r in self.served]  # type: ignore[operator]
@@ -98,7 +99,7 @@ class LoadResult:
             missed = (late + dropped) / len(self.requests)
         return {
             "offered_ips": len(self.requests) / self.duration_s,
-            "throughput_ips": len(self.served) / (last - self.start) if last is not None else 0.0,
+            "throughput_ips": len(self.served) / max(self.duration_s, last - self.start) if last is not None else 0.0,
             "deadline_miss_rate": missed,
             "latency_ms_median": statistics.median(latency) if latency else None,
             "latency_ms_p90": percentile(latency, 90),
