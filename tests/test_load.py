@@ -393,6 +393,20 @@ def test_resume_skips_the_finished_cells(sleepers, tmp_path) -> None:
     assert "offline batch" not in again.stderr  # nothing measured again
 
 
+def test_ctrl_c_keeps_the_finished_rows(sleepers, monkeypatch) -> None:
+    import segbench.runners.load
+
+    def interrupted(specs, config):
+        yield from load(specs[:1], config)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(segbench.runners.load, "load", interrupted)
+    args = ["load", "-m", "sleep20_net,sleep40_net", "--fps", "10", "--duration", "0.2"]
+    result = cli.invoke(app, [*args, "--format", "json", "--no-save"])
+    assert result.exit_code == 130
+    assert [r["model"] for r in json.loads(result.stdout)] == ["sleep20_net"]
+
+
 def test_a_worker_that_raises_errors_its_row_and_ends_cleanly(sleepers) -> None:
     before = threads_now()
     (row,) = load([_spec("breaking_net")], LoadConfig(fps=20, duration_s=2.0))

@@ -347,9 +347,10 @@ def plot_load(rows: Sequence[Row], path: Path) -> str | None:
     curves: dict[tuple[Any, ...], list[Row]] = {}
     for row in data:
         curves.setdefault((row["model"], row.get("runtime"), row.get("precision"), row["scenario"]), []).append(row)
-    for n, ((model, runtime, precision, scenario), part) in enumerate(curves.items()):
+    for n, ((model, runtime, precision, scenario), curve) in enumerate(curves.items()):
         load = "streams" if scenario == "streams" else "qps"
-        part = sorted((r for r in part if r.get("search") != "unconfirmed"), key=lambda r: float(r[load]))
+        part = sorted((r for r in curve if r.get("search") != "unconfirmed"), key=lambda r: float(r[load]))
+        refuted = [r for r in curve if r.get("search") == "unconfirmed"]
         color = f"C{n % 10}"
         ax.plot(
             [r[load] for r in part],
@@ -358,6 +359,7 @@ def plot_load(rows: Sequence[Row], path: Path) -> str | None:
             color=color,
             label=f"{model} {runtime} {precision} ({load})",
         )
+        ax.plot([r[load] for r in refuted], [r["deadline_miss_rate"] for r in refuted], "x", color=color, markersize=9)
         for row in part:
             if row.get("search") == "max":
                 ax.plot([row[load]], [row["deadline_miss_rate"]], "*", color=color, markersize=16, zorder=5)
@@ -372,7 +374,10 @@ def plot_load(rows: Sequence[Row], path: Path) -> str | None:
         ax.axhline(budget, linestyle="--", color="grey", linewidth=1)
     ax.set_xlabel("load (camera streams, or requests/s for server)")
     ax.set_ylabel("deadline miss rate")
-    ax.set_title("Miss rate against load\nstar: the largest load confirmed within the budget (dashed)", fontsize=10)
+    ax.set_title(
+        "Miss rate against load\nstar: the largest load confirmed within the budget (dashed); x: a confirmation run that failed",
+        fontsize=10,
+    )
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     _save(fig, path)
