@@ -352,13 +352,12 @@ def test_offline_bisection_finds_the_memory_limit(sleepers) -> None:
 
 
 def test_offline_prepares_each_batch_afresh_for_runtimes_that_export(sleepers) -> None:
-    """ONNX Runtime's session is an export for one input shape: batch 2 must not reuse batch 1's. Its
-    memory is not measured, so --max-batch bounds the sweep."""
+    """ONNX Runtime's session is an export for one input shape: batch 2 must not reuse batch 1's."""
     pytest.importorskip("onnxruntime")
     config = LoadConfig(scenario="offline", runtimes=("onnxruntime",), max_batch=2, duration_s=0.01)
     rows = list(load([_spec("sleep20_net")], config))
     assert [(r["batch_size"], r["search"], r["error"]) for r in rows] == [(1, None, None), (2, "max", None)]
-    assert all(r["peak_mem_mb"] is None and r["throughput_ips"] > 0 for r in rows)
+    assert all(r["peak_mem_mb"] >= 0 and r["throughput_ips"] > 0 for r in rows)  # resident memory growth
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="out of memory on a CUDA device")

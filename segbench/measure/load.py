@@ -289,6 +289,15 @@ def time_calls(call: Callable[[], Any], duration_s: float, min_calls: int = 3) -
     return times
 
 
+def resident_mb() -> float:
+    """The process's resident memory now (MiB, Linux ``/proc/self/statm``): what runtimes with arenas of
+    their own (ONNX Runtime, OpenVINO) hold, where PyTorch's allocator cannot see it."""
+    import os
+
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def search_max(
     start: float, *, integer: bool = True, resolution: float = 0.05, confirm: bool = True, cap: float = SEARCH_CAP
 ) -> Generator[tuple[float, bool], bool, float | None]:
