@@ -14,10 +14,11 @@ called through its runtime's `Session`, so every runtime is loaded alike (`segbe
   doubling then bisecting to the largest batch within the memory limit (``memory_limit_mb``; default
   a share of RAM on CPU, the device's memory on CUDA, where an out-of-memory batch is the limit, and
   the memory is given back after it). Its row has ``search = "max"``; a batch over the limit
-  ``search = "over"``. Peak memory: PyTorch's allocator peak for sessions running in PyTorch; on CPU,
-  for other runtimes (whose arenas keep what they took, as the process keeps freed memory while
-  measuring), the growth of the process's resident memory since the sweep began; on CUDA other
-  runtimes stop at out-of-memory or ``max_batch``.
+  ``search = "over"``. Peak memory (``peak_mem_mb``) is PyTorch's allocator peak, for sessions running
+  in PyTorch. Other runtimes' arenas are invisible to it: on CPU the whole process's resident memory
+  after a batch must stay within the limit instead (conservative; not recorded, since the process
+  keeps freed memory while measuring and one runtime reuses what another freed); on CUDA they stop at
+  out-of-memory or ``max_batch``.
 
 A search is one cell: its rows come together when it ends, and torchrun shares out whole searches.
 """
@@ -286,7 +287,6 @@ def _offline(prepare: Callable[[int], Any], device: torch.device, config: LoadCo
     from segbench.measure.load import resident_mb, search_max, serving, time_calls
 
     limit = config.settings()["memory_limit_mb"]
-    resident_before = resident_mb()
     rows: list[Row] = []
     search = search_max(1, confirm=False, cap=config.batch)
     batch, _ = next(search)
@@ -298,9 +298,10 @@ def _offline(prepare: Callable[[int], Any], device: torch.device, config: LoadCo
             serve(batch)
             with torch.inference_mode():
                 row["peak_mem_mb"] = peak_memory(session, device)
-            if row["peak_mem_mb"] is None and device.type == "cpu":
-                row["peak_mem_mb"] = max(0.0, resident_mb() - resident_before)
-            fits = limit is None or row["peak_mem_mb"] is None or row["peak_mem_mb"] <= limit
+            used = row["peak_mem_mb"]
+            if used is None and device.type == "cpu":
+                used = resident_mb()  # the whole process: conservative, and not a figure of the batch
+            fits = limit is None or used is None or used <= limit
             if fits:
                 row.update(summarize(time_calls(partial(serve, batch), config.duration_s), batch))
         except Exception as exc:
