@@ -277,20 +277,19 @@ def test_streams_rows_record_their_settings_and_match_queueing(sleepers) -> None
 
 
 def test_find_max_finds_the_stream_count_queueing_predicts(sleepers) -> None:
-    """S = 40 ms, F = 10: N x F x S < 1 holds up to N = 2 (0.8); N = 3 (1.2) misses about half."""
+    """S = 40 ms, F = 10: N x F x S < 1 holds up to N = 2 (0.8); from N = 3 (1.2) the queue grows 6.7 ms a
+    frame, past the 60 ms slack after 9 frames: about half of 18 miss. A scheduling hiccup can only add
+    misses, so on a loaded machine N = 2 may fail its run and the search end at 1: within one step."""
     before = threads_now()
     config = LoadConfig(fps=10, duration_s=0.6, find_max=True, miss_budget=0.2)
     rows = list(load([_spec("sleep40_net")], config))
     assert threads_now() == before
-    assert [(r["streams"], r["search"]) for r in rows] == [
-        (1, "probe"),
-        (2, "probe"),
-        (4, "probe"),
-        (3, "probe"),
-        (2, "max"),
-    ]
-    assert {r["miss_budget"] for r in rows} == {0.2}
-    assert rows[2]["deadline_miss_rate"] > 0.2 and rows[3]["deadline_miss_rate"] > 0.2
+    (found,) = [r["streams"] for r in rows if r["search"] == "max"]
+    assert found in (1, 2)  # 2 exactly on a quiet machine
+    assert (rows[0]["streams"], rows[0]["search"]) == (1, "probe")
+    assert rows[-1]["search"] == "max" and {r["miss_budget"] for r in rows} == {0.2}
+    assert all(r["deadline_miss_rate"] > 0.2 for r in rows if r["streams"] >= 3)
+    assert len(rows) <= 7  # 1, 2, 4, 3 and the confirmation; a failed confirmation steps down once more
 
 
 def test_find_max_whose_first_load_fails_says_so(sleepers) -> None:
