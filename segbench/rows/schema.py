@@ -10,6 +10,12 @@ from collections.abc import Iterable, Mapping
 from fractions import Fraction
 from typing import Any
 
+#: The version of the row schema, in every row (``schema_version``). Raise it when a field is renamed,
+#: removed or changes meaning, and teach ``rows.files.load_rows`` to migrate the previous version.
+#: 1: the rows of segbench before the field existed; 2: adds ``schema_version``, ``timing_protocol`` and
+#: the third wave's fields (layer profiles, load scenarios, history, end-to-end, GPU state).
+SCHEMA_VERSION = 2
+
 ROW_FIELDS: tuple[str, ...] = (
     "model",
     "kind",
@@ -44,6 +50,7 @@ ROW_FIELDS: tuple[str, ...] = (
     "latency_ms_ci_low",
     "latency_ms_ci_high",
     "ci_target_met",
+    "timing_protocol",
     "iters",
     "throughput_ips",
     "host_ms_median",
@@ -76,6 +83,26 @@ ROW_FIELDS: tuple[str, ...] = (
     "latency_speedup_ci_low",
     "latency_speedup_ci_high",
     "latency_samples_ms",
+    # load scenarios (segbench load): their settings, then what the load gave
+    "scenario",
+    "streams",
+    "fps",
+    "jitter",
+    "workers",
+    "max_batch",
+    "max_delay_ms",
+    "qps",
+    "duration_s",
+    "miss_budget",
+    "latency_bound_ms",
+    "memory_limit_mb",
+    "search",
+    "offered_ips",
+    "deadline_miss_rate",
+    "latency_ms_p99",
+    "latency_ms_max",
+    "queue_ms_p99",
+    "dropped",
     "run_id",
     "settings",
     "world_size",
@@ -83,6 +110,7 @@ ROW_FIELDS: tuple[str, ...] = (
     "cores",
     "cell",
     "error",
+    "schema_version",
     "segbench_version",
     "torch_version",
     "cuda_version",
@@ -112,7 +140,10 @@ TEXT_FIELDS = frozenset(
         "init",
         "cores",
         "train_conv_backend",
+        "scenario",
+        "search",
         "error",
+        "timing_protocol",
         "segbench_version",
         "torch_version",
         "cuda_version",
@@ -164,7 +195,7 @@ RATIO_NOTE = (
 
 
 def make_row(**fields: Any) -> dict[str, Any]:
-    """A full row: the given fields, the environment fingerprint, and None for the rest.
+    """A full row: the given fields, the schema version, the environment fingerprint, and None for the rest.
 
     Breakdown rows also keep their ``BREAKDOWN_FIELDS``; any other unknown name is a bug (KeyError).
     """
@@ -174,6 +205,7 @@ def make_row(**fields: Any) -> dict[str, Any]:
     if unknown:
         raise KeyError(f"not result-row fields: {', '.join(sorted(unknown))}")
     row = dict.fromkeys(ROW_FIELDS)
+    row["schema_version"] = SCHEMA_VERSION
     row.update(fingerprint())
     row.update(fields)
     return row
