@@ -20,6 +20,7 @@ from segbench.rows.schema import (
     BREAKDOWN_FIELDS,
     IDENTITY_FIELDS,
     JSON_ONLY_FIELDS,
+    LATE_FIELDS,
     ROW_FIELDS,
     SCHEMA_VERSION,
     TEXT_FIELDS,
@@ -131,7 +132,7 @@ def _migrated(row: dict[str, Any], path: Path) -> dict[str, Any]:
         )
     if version == 1:  # before schema_version: no timing_protocol recorded, no third-wave fields
         row = {**dict.fromkeys(ROW_FIELDS), **row, "schema_version": SCHEMA_VERSION}
-    return row
+    return {**dict.fromkeys(LATE_FIELDS), **row}
 
 
 def _checked(row: dict[str, Any], path: Path) -> dict[str, Any]:

@@ -15,6 +15,9 @@ from typing import Any
 #: 1: the rows of segbench before the field existed; 2: adds ``schema_version``, ``timing_protocol`` and
 #: the third wave's fields (layer profiles, load scenarios, history, end-to-end, GPU state).
 SCHEMA_VERSION = 2
+#: Fields added to the current version after rows of it were written: absent, they read as None
+#: (``settings``: the options a run was measured with, which ``--resume`` checks).
+LATE_FIELDS = ("settings",)
 
 ROW_FIELDS: tuple[str, ...] = (
     "model",
