@@ -222,9 +222,9 @@ def test_train_time_records_the_steps_that_reproduce_it(tiny_data: tuple) -> Non
 
 
 def test_budget_steps_fit_what_is_left_or_say_why_not() -> None:
-    assert budget_steps(10.0, 4.0, 2.0) == 3
-    with pytest.raises(BudgetError, match=r"--train-time 5 s leaves no time for a step: 4.5 s spent"):
-        budget_steps(5.0, 4.5, 1.0)
+    assert budget_steps(10.0, 3.0) == 3
+    with pytest.raises(BudgetError, match=r"--train-time 5 s leaves no time for a step: a step takes 6.00 s"):
+        budget_steps(5.0, 6.0)
 
 
 def test_runner_records_and_replays_the_conv_backend(tiny_data: tuple) -> None:

@@ -132,8 +132,8 @@ def _footnotes(rows: list[dict[str, Any]], lr: float | None) -> list[str]:
         "Eval: val images resized to HxW, logits back to mask size; mIoU leaves out classes absent from "
         "both prediction and ground truth",
         memory,
-        "train_seconds: the training steps with their data loading, and the step timing under --train-time; "
-        "not the conv probe (conv_probe_seconds) or evaluation",
+        "train_seconds: the training steps with their data loading; not the conv probe (conv_probe_seconds), "
+        "the step timing under --train-time, or evaluation",
     ] + [
         f"Data parallel over {size} ranks (torchrun, DDP): batch_size is the global batch, {size} equal parts; "
         "BatchNorm synchronised over the ranks; loss over the batch's labelled pixels; peak_mem_mb is rank 0's"

@@ -271,8 +271,8 @@ def seconds_per_step(
     lr: float,
     device: torch.device,
     num_workers: int = 0,
-) -> tuple[float, float]:
-    """(median wall time of a training step as `fit` runs it, seconds of the timed steps together).
+) -> float:
+    """Median wall time of a training step as `fit` runs it.
 
     A step here is what it is in `fit`: a batch loaded and augmented through the same loader, then the
     recipe step, on a copy of ``model`` (left untouched). The first step is not timed: it pays the
@@ -300,17 +300,16 @@ def seconds_per_step(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times[1:]), sum(times[1:])
+    return statistics.median(times[1:])
 
 
-def budget_steps(budget: float, spent: float, per_step: float) -> int:
-    """Optimiser steps that fit in what is left of ``budget`` seconds after the timed steps (``spent``);
-    at least one, or an error."""
-    steps = int((budget - spent) // per_step)
+def budget_steps(budget: float, per_step: float) -> int:
+    """Optimiser steps that fit in ``budget`` seconds at ``per_step`` seconds each; at least one, or an error."""
+    steps = int(budget // per_step)
     if steps < 1:
         raise BudgetError(
-            f"--train-time {budget:g} s leaves no time for a step: {spent:.1f} s of step timing, "
-            f"{per_step:.2f} s per step (data loading included)"
+            f"--train-time {budget:g} s leaves no time for a step: a step takes {per_step:.2f} s "
+            "(data loading included)"
         )
     return steps
 
@@ -362,8 +361,8 @@ class TrainSettings:
     :param batch_size: the global batch (under data parallelism, split over the ranks).
     :param size: training (and evaluation) size (H, W); the train set's ``default_size`` when None.
     :param lr: peak learning rate; ``recipe.DEFAULT_LR`` when None.
-    :param time_budget: seconds for the step timing and the training steps together (data loading
-        included; not the conv probe or the untimed first step, see `_fit`): the steps
+    :param time_budget: seconds of training steps (data loading included; the conv probe and the step
+        timing come on top, see `_fit`): the steps
         that fit are run as ``steps`` would run them (poly schedule over them), so ``steps`` = the
         row's ``train_steps`` reproduces the mIoU exactly.
     :param conv_backend: CPU convolution backends while training and evaluating: ``auto`` (measured,
@@ -411,8 +410,8 @@ def train_and_evaluate(
     Returns ``dataset, train_steps, train_seconds, miou, pixel_acc, iou_per_class, peak_mem_mb``
     (training only: CUDA ``max_memory_allocated``; CPU the weights and buffers plus the allocator peak of
     the first step, see `fit`), ``train_budget_seconds, train_conv_backend, conv_probe_seconds,
-    deterministic``, and the conditions; ``train_seconds`` is the training steps' time (under a budget,
-    with the step timing's; see `_fit`), apart from ``conv_probe_seconds``.
+    deterministic``, and the conditions; ``train_seconds`` is the training steps' time (not the conv
+    probe's, ``conv_probe_seconds``, nor the step timing's; see `_fit`).
     """
     _check_splits(train_set, val_set, trains=bool(settings.steps or settings.time_budget))
     size = tuple(settings.size or getattr(train_set, "default_size", (256, 256)))
@@ -474,14 +473,15 @@ def _fit(
 ) -> tuple[int, float, float | None]:
     """The training part of `train_and_evaluate`: (steps run, their seconds, peak MiB).
 
-    Under a time budget the steps are those that fit in it after the step timing (`seconds_per_step`);
-    the seconds are the timed steps' and the training's, data loading included: the budget, held within
-    `BUDGET_TOLERANCE`. The conv probe (``conv_probe_seconds``) and the untimed first step come on top.
+    Under a time budget the steps are those that fit in it at the timed step's pace (`seconds_per_step`,
+    data loading included); the seconds are the training's, so they hold the budget within
+    `BUDGET_TOLERANCE`. The conv probe (``conv_probe_seconds``) and the step timing come on top, the
+    same for every model (its one-time costs are not charged to any).
     """
     dev, lr = torch.device(settings.device), settings.lr or recipe.DEFAULT_LR
     start = time.perf_counter()
     if settings.time_budget is not None:
-        per_step, spent = seconds_per_step(
+        per_step = seconds_per_step(
             model,
             train_set,
             batch_size=settings.batch_size,
@@ -490,8 +490,8 @@ def _fit(
             device=dev,
             num_workers=settings.num_workers,
         )
-        steps = budget_steps(settings.time_budget, spent, per_step)
-        start = time.perf_counter() - spent  # the timed steps count; the untimed first one does not
+        steps = budget_steps(settings.time_budget, per_step)
+        start = time.perf_counter()
     elif settings.steps is not None:  # always, without a time budget (`TrainSettings`)
         steps = settings.steps
     generator = seed_everything(settings.seed)
