@@ -36,6 +36,11 @@ from segbench.registry import DatasetSpec, ModelSpec, RuntimeSpec
 from torch import nn
 
 
+class Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("even the message fails")
+
+
 class Faulty(nn.Module):
     def __init__(self, num_classes, how):
         super().__init__()
@@ -48,6 +53,10 @@ class Faulty(nn.Module):
             raise GeneratorExit("plugin closed a generator")
         if self.how == "chdir":
             os.chdir(os.environ["FAULTS_ELSEWHERE"])
+        if self.how == "unprintable":
+            raise Unprintable()
+        if self.how == "ansi":
+            raise RuntimeError("ok\\x1b[2J\\x1b[31mred\\rhidden")
         return self.conv(x)
 
 
@@ -62,6 +71,10 @@ def register_models(register):
     for name, how in (("tiny_a", ""), ("tiny_b", ""), ("brackets_net", "brackets"), ("closing_net", "generatorexit"),
                       ("moving_net", "chdir"), ("flagged_net", "flagged")):
         register(ModelSpec(name=name, family="tiny", default_size=(8, 8), default_num_classes=2, description="t",
+                           builder=lambda num_classes, how=how: build(num_classes, how)))
+    for name, how in (("unprintable_net", "unprintable"), ("ansi_net", "ansi")):
+        register(ModelSpec(name=name, family="tiny", default_size=(8, 8), default_num_classes=2,
+                           description="[/oops]", reference="[link=https://evil.example]paper[/link]",
                            builder=lambda num_classes, how=how: build(num_classes, how)))
 
 
@@ -505,6 +518,9 @@ TORCHRUN = {"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_
         ({"LOCAL_WORLD_SIZE": "0"}, "bad LOCAL_WORLD_SIZE='0'"),
         ({"SEGBENCH_DIST_TIMEOUT": "1e-9"}, "bad SEGBENCH_DIST_TIMEOUT='1e-9'"),
         ({"SEGBENCH_DIST_TIMEOUT": "inf"}, "bad SEGBENCH_DIST_TIMEOUT='inf'"),
+        ({"SEGBENCH_DIST_TIMEOUT": "nan"}, "bad SEGBENCH_DIST_TIMEOUT='nan'"),
+        ({"MASTER_PORT": "0"}, "bad MASTER_PORT='0'"),
+        ({"WORLD_SIZE": "2", "LOCAL_RANK": "3", "LOCAL_WORLD_SIZE": "2"}, "bad LOCAL_RANK=3"),
     ],
 )
 def test_torchrun_variables_are_checked_with_one_line(tmp_path, variables, message):
@@ -560,6 +576,36 @@ def test_a_budget_holds_and_identical_networks_get_the_same_steps():
     assert all(r["train_seconds"] <= budget * (1 + BUDGET_TOLERANCE) * 1.5 for r in rows), rows
     assert max(steps) <= 2 * min(steps), steps
     assert max(steps) <= budget / 0.2  # each step sleeps 0.2 s loading its two samples
+
+
+# --- the fresh hostile pass: cases of the same classes that the first pass did not try ----------------
+
+
+def test_exceptions_that_cannot_be_shown_or_hold_control_codes_stay_in_their_rows(tiny, tmp_path):
+    result = runner.invoke(app, ["latency", "-m", "unprintable_net,ansi_net,tiny_a", *FAST, "-f", "json", "--no-save"])
+    assert result.exit_code == 1, result.output
+    errors = [r["error"] for r in json.loads(result.stdout)]
+    assert errors == [
+        "Unprintable: <Unprintable whose message cannot be shown>",
+        "RuntimeError: ok\\x1b[2J\\x1b[31mred\\rhidden",
+        None,
+    ]
+    assert "\x1b" not in result.stderr and "\r" not in result.stderr
+
+
+def test_plugin_descriptions_with_markup_are_listed_literally(tiny):
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 0, result.output
+    shown = "".join(result.stdout.split())
+    assert "[link=https://evil.example]paper[/link]" in shown
+
+
+def test_a_csv_file_csv_cannot_parse_is_a_one_line_error(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("model,segbench_version\n" + "x" * 200000 + ",1\n")  # beyond csv's field size limit
+    result = runner.invoke(app, ["report", str(path)])
+    assert result.exit_code == 2
+    assert "field larger than field limit" in one_error_line(result.stderr)
 
 
 # --- 9. small ones -------------------------------------------------------------------------------------

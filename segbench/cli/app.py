@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 from segbench import __version__
 from segbench.cli.options import grouped
 from segbench.errors import UserError
+from segbench.foreign import printable
 
 
 class OneLineErrors(TyperGroup):
@@ -44,8 +45,9 @@ class OneLineErrors(TyperGroup):
 
 
 def one_line(text: str) -> str:
-    """A message on one line: outside text (a plugin's error, torch's) may span several."""
-    return " ".join(text.split())
+    """A message on one line, safe to show: outside text (a plugin's error, torch's, a path) may span
+    several lines or hold terminal control sequences."""
+    return " ".join(printable(text).split())
 
 
 app = typer.Typer(

@@ -6,6 +6,8 @@ import gc
 
 import torch
 
+from segbench.foreign import text_of
+
 OOM = "out of memory"
 
 
@@ -22,8 +24,9 @@ class BuildError(CellError):
 
 
 def error_reason(exc: BaseException) -> str:
-    """One line for a row's ``error``: ``out of memory`` for any OOM, else the exception's first line."""
-    text = str(exc).strip()
+    """One line for a row's ``error``: ``out of memory`` for any OOM, else the exception's first line
+    (safe to show: `segbench.foreign.text_of`)."""
+    text = text_of(exc).strip()
     if isinstance(exc, CellError):
         return text
     if (

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from segbench.foreign import printable
 from segbench.rows.files import to_csv, to_json
 from segbench.rows.schema import JSON_ONLY_FIELDS, MACS_NOTE, ROW_FIELDS
 
@@ -130,18 +131,20 @@ def print_terminal_table(
 ) -> None:
     """The one way a table reaches the terminal (rich). Every text is a plain `rich.text.Text`, never
     markup: model names, errors (``cannot open [/dev/shm/x]``) and file contents are shown as they are,
-    whatever brackets they hold."""
+    whatever brackets they hold, their control characters as escapes."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     table = Table(
-        title=Text(title) if title else None, caption=Text(caption) if caption else None, caption_justify="left"
+        title=Text(printable(title)) if title else None,
+        caption=Text(printable(caption)) if caption else None,
+        caption_justify="left",
     )
     for i, header in enumerate(headers):
         table.add_column(Text(header), justify="right" if right and right[i] else "left", overflow="fold")
     for row in cells:
-        table.add_row(*(Text(cell) for cell in row))
+        table.add_row(*(Text(printable(cell)) for cell in row))
     console = Console(highlight=False)
     if not console.is_terminal:  # a file or pipe gets the whole table, not an 80-column fold
         console = Console(width=200, highlight=False)
