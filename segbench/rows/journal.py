@@ -170,9 +170,11 @@ def _lock(stream: TextIO, path: Path) -> None:
     """
     try:
         fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         stream.close()
         raise UserError(f"{path} is being written by another segbench run; wait for it to finish") from None
+    except OSError:  # a file system without locks (some network mounts): write unlocked, as before
+        return
     try:
         same = os.fstat(stream.fileno()).st_ino == path.stat().st_ino
     except OSError:

@@ -121,7 +121,8 @@ def latency(specs: Sequence[ModelSpec], config: LatencyConfig, context: Context 
         if weights[spec.name] is not None:
             check_weights(spec, weights[spec.name], config.num_classes or spec.default_num_classes)
     images = _Images(config)
-    images.splits()  # the dataset opened (and checked) now, not inside the first cell
+    if any(spec.input_channels() == 3 for spec in specs):  # their cells read it: opened and checked now
+        images.splits()
     return measure_cells(cells(specs, config, context, images=images), context)
 
 
