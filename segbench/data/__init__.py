@@ -30,6 +30,7 @@ def open_datasets(selection: str, seed: int = 0, num_classes: int | None = None)
             val = spec.open(path, "val", seed=seed, num_classes=num_classes)
             if not len(val):
                 raise UserError(f"dataset {selection}: the val split is empty")
+            len(train)  # asked again by training: it must answer
             val[0]
     except (UserError, KeyboardInterrupt):
         raise
