@@ -8,7 +8,8 @@ Formats are registered through the ``register_datasets`` hook; `open_datasets` r
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sized
+from typing import TYPE_CHECKING, cast
 
 from segbench.errors import UserError
 
@@ -28,9 +29,9 @@ def open_datasets(selection: str, seed: int = 0, num_classes: int | None = None)
         with foreign_code():
             train = spec.open(path, "train", seed=seed, num_classes=num_classes)
             val = spec.open(path, "val", seed=seed, num_classes=num_classes)
-            if not len(val):
+            if not len(cast("Sized", val)):
                 raise UserError(f"dataset {selection}: the val split is empty")
-            len(train)  # asked again by training: it must answer
+            len(cast("Sized", train))  # asked again by training: it must answer
             val[0]
     except (UserError, KeyboardInterrupt):
         raise

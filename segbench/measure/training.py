@@ -29,12 +29,12 @@ import random
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Sized
 from copy import deepcopy
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -283,7 +283,9 @@ def seconds_per_step(
     copy = deepcopy(model).train()
     step = _recipe_step(copy, steps=CALIBRATION_STEPS + 1, lr=lr, device=device)
     sampler = RandomSampler(
-        train_set, num_samples=(CALIBRATION_STEPS + 1) * batch_size, generator=torch.Generator().manual_seed(0)
+        cast("Sized", train_set),
+        num_samples=(CALIBRATION_STEPS + 1) * batch_size,
+        generator=torch.Generator().manual_seed(0),
     )
     loader = DataLoader(
         _Augmented(train_set, size),

@@ -23,7 +23,7 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
 from segbench.errors import UserError
 from segbench.rows.files import load_rows, save_rows, to_json_line
@@ -162,7 +162,7 @@ class Journal:
             path.unlink(missing_ok=True)
 
 
-def _lock(stream: TextIO, path: Path) -> None:
+def _lock(stream: IO[Any], path: Path) -> None:
     """Hold an exclusive lock on a journal while this run writes it: a second run resuming the same
     file (or a run still writing) is refused with one line instead of both writing and the last one winning.
 

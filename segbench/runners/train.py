@@ -9,11 +9,11 @@ called, before the first cell.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Sized
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from segbench.checks import check_device, check_positive, check_sizes, check_writable
 from segbench.errors import UserError
@@ -171,7 +171,7 @@ def prepare(specs: Sequence[ModelSpec], config: TrainConfig, context: Context = 
         if path is not None:
             check_writable(Path(path), "--save file", folder=False)
     train_set, val_set = open_datasets(config.dataset, seed=config.seed, num_classes=config.num_classes)
-    if config.budget[0] != 0 and not len(train_set):
+    if config.budget[0] != 0 and not len(cast("Sized", train_set)):
         raise UserError(f"dataset {config.dataset}: the train split is empty")
     init = init_source(config.init)
     backbone = read_vgg16(init) if init is not None else None
