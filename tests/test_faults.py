@@ -450,7 +450,8 @@ def test_generator_exit_and_a_moved_cwd_in_plugin_code_stay_in_their_row(tiny, t
     elsewhere.mkdir()
     monkeypatch.setenv("FAULTS_ELSEWHERE", str(elsewhere))
     monkeypatch.chdir(tmp_path)
-    result = runner.invoke(app, ["latency", "-m", "closing_net,moving_net,tiny_a", *FAST, "--out", "results"])
+    args = ["latency", "-m", "closing_net,moving_net,tiny_a", *FAST, "--out", "results", "--trace", "traces"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
     assert Path.cwd() == tmp_path
     (final,) = (tmp_path / "results").glob("latency-*.json")
@@ -461,6 +462,7 @@ def test_generator_exit_and_a_moved_cwd_in_plugin_code_stay_in_their_row(tiny, t
         ("tiny_a", None),
     ]
     assert list(elsewhere.iterdir()) == []
+    assert len(list((tmp_path / "traces").iterdir())) == 2  # moving_net's trace too, though its forward moved
 
 
 def test_a_runtime_whose_check_raises_is_listed_unavailable(tiny):

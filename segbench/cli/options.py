@@ -168,6 +168,7 @@ def grouped(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def call(**options: Any) -> Any:
+        options = {name: absolute(name, value) for name, value in options.items()}
         for name, group in groups.items():
             options[name] = group(**{field: options.pop(field) for field, _, _ in GROUPS[group]})
         settings = settings_of(options)
@@ -176,6 +177,18 @@ def grouped(fn: Callable[..., Any]) -> Callable[..., Any]:
     call.__signature__ = inspect.Signature(parameters, return_annotation=None)  # type: ignore[attr-defined]
     call.__annotations__ = {p.name: p.annotation for p in parameters}
     return call
+
+
+#: Options that name files as text (``{model}`` templates), besides those typed `Path`.
+PATH_TEXT = frozenset({"save", "weights"})
+
+
+def absolute(name: str, value: Any) -> Any:
+    """A path the user gave, made absolute before any plugin code runs: plugin code that changes the
+    working directory must not move where results, checkpoints or traces go (``-``, stdout, stays)."""
+    if (isinstance(value, Path) or (name in PATH_TEXT and isinstance(value, str))) and str(value) != "-":
+        return type(value)(os.path.abspath(value))
+    return value
 
 
 #: Options that may change between a run and its ``--resume``: which models, and where the rows go.
