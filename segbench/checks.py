@@ -7,6 +7,7 @@ these check the parsed values, once, when a config is built.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -96,8 +97,8 @@ def check_timing(
     check_nonnegative(warmup, "warmup")
     check_positive(iters, "iters")
     check_positive(threads, "threads")
-    if budget_s is not None and not budget_s > 0:
-        raise UserError(f"bad budget {budget_s}: expected seconds > 0")
+    if budget_s is not None and not 0 < budget_s < math.inf:
+        raise UserError(f"bad budget {budget_s}: expected seconds > 0 (finite)")
     if target is not None and not 0 < target < 1:
         raise UserError(f"bad target {target}: expected a relative half-width between 0 and 1, e.g. 0.02")
 

@@ -402,6 +402,7 @@ def test_bad_datasets_and_values_exit_2_before_anything_is_written(tiny, tmp_pat
         ([*train, "--seed", "-1"], "bad seed -1"),
         ([*train, "--seed", str(2**40)], "bad seed"),
         ([*latency, "--size", "100000x100000"], "bad size"),
+        (["latency", "-m", "tiny_a", "--budget", "inf", "--out", str(out)], "bad budget inf"),
         ([*train, "--lr", "inf"], "bad learning rate inf"),
         ([*train, "--lr", "1e30"], "bad learning rate"),
         ([*train, "--lr", "nan"], "bad learning rate"),
