@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import written
 from typer.testing import CliRunner
 
 from segbench.cli import app
@@ -85,7 +86,7 @@ def test_rank_journals_share_one_run_and_resume_reads_them_all(tmp_path):
     again = Journal(tmp_path, "latency", resume=ranks[1], previous=previous)  # resumed in one process
     assert again.path.name == f"latency-{first.run_id}.jsonl" and again.others() == ranks
     again.finish(in_cell_order(previous))
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"latency-{first.run_id}.{s}" for s in ("csv", "json")]
+    assert sorted(p.name for p in written(tmp_path)) == [f"latency-{first.run_id}.{s}" for s in ("csv", "json")]
     assert [r["model"] for r in load_rows([first.stem.with_suffix(".json")])] == ["a", "b"]
 
 
@@ -160,7 +161,7 @@ def test_a_sharded_run_gives_the_rows_of_one_process(tmp_path, faulty_plugin):
     assert len(set(cores.values())) == 2 and {r["threads"] for r in rows if r["kind"] == "model"} == {1}
     (saved,) = (tmp_path / "out").glob("*.json")
     assert [(r["model"], r["cell"]) for r in load_rows([saved])] == [(r["model"], r["cell"]) for r in rows]
-    assert sorted(p.suffix for p in (tmp_path / "out").iterdir()) == [".csv", ".json", ".md"]  # no journal left
+    assert sorted(p.suffix for p in written(tmp_path / "out")) == [".csv", ".json", ".md"]  # no journal left
 
 
 @pytest.mark.slow
@@ -243,4 +244,4 @@ def test_train_under_torchrun_records_the_world_and_the_global_batch(tmp_path):
     (row,) = json.loads(launched.stdout)
     assert (row["world_size"], row["batch_size"], row["rank"], row["error"]) == (2, 4, None, None)
     assert 0 <= row["miou"] <= 1 and (tmp_path / "weights.pt").is_file()
-    assert sorted(p.suffix for p in (tmp_path / "out").iterdir()) == [".csv", ".json", ".md"]
+    assert sorted(p.suffix for p in written(tmp_path / "out")) == [".csv", ".json", ".md"]
