@@ -33,7 +33,7 @@ from segbench.checks import (
     check_writable,
 )
 from segbench.errors import UserError
-from segbench.measure.session import Session, Variant
+from segbench.measure.session import Session, Variant, check_compile_modes
 from segbench.rows.environment import device_name
 from segbench.rows.schema import spec_fields
 from segbench.runners import defaults
@@ -86,6 +86,7 @@ class LatencyConfig(RunnerOptions):
         check_sizes(self.sizes)
         check_all_positive(self.batch_sizes, "batch size")
         check_precisions([v.precision for v in self.variants])
+        check_compile_modes(self.variants)
         check_timing(self.warmup, self.iters, self.threads, self.budget_s, self.target)
         if self.trace_dir is not None:
             check_writable(self.trace_dir, "trace folder", folder=True)
