@@ -111,6 +111,8 @@ def precision_api():
 def test_tf32_is_read_and_turned_off_through_the_new_precision_api(precision_api) -> None:
     """N8 / #5: after the new API is used, the legacy flags (and ``cudnn.flags``) raise."""
     torch.backends.fp32_precision = "ieee"
+    for owner in (torch.backends.cudnn, torch.backends.cudnn.conv, torch.backends.cuda.matmul):
+        owner.fp32_precision = "none"  # inherit: the root decides
     assert (tf32_enabled("conv"), tf32_enabled("matmul")) == (False, False)
     torch.backends.cudnn.conv.fp32_precision = "tf32"
     assert (tf32_enabled("conv"), tf32_enabled("matmul")) == (True, False)
