@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 import warnings
 import weakref
 from pathlib import Path
@@ -465,3 +466,57 @@ def test_settings_restore_the_current_device_and_graphs_capture_on_the_second_gp
         warnings.simplefilter("error")
         row = latency_row(tiny_net(), batch=1, variant=Variant(cuda_graph=True), device="cuda:1", warmup=1, iters=3)
     assert row["error"] is None and row["output_argmax_agreement"] == 1.0 and row["latency_ms_median"] > 0.001
+
+
+# ---- the acceptance script (benchmarks/gpu_acceptance.sh, benchmarks/gpu_checks.py) -------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU exit on a machine without CUDA")
+def test_the_acceptance_script_stops_at_once_with_one_line_without_a_gpu(tmp_path: Path) -> None:
+    import subprocess
+
+    out = tmp_path / "gpu-check"
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_acceptance.sh"), str(out)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "gpu_acceptance: no CUDA device visible to torch here (see docs/gpu.md); nothing was run"
+    ]
+    assert not out.exists()  # nothing measured, nothing written
+
+
+def test_the_acceptance_skip_rule_is_the_marker_not_the_message(tmp_path: Path) -> None:
+    """N2: the old rule failed on any skip message containing "CUDA" (one test skips on GPUs by design)."""
+    import subprocess
+
+    (tmp_path / "test_marked.py").write_text(
+        "import pytest\n"
+        "@pytest.mark.cuda\n@pytest.mark.optional_on_gpu\n"
+        "def test_optional():\n    pytest.skip('needs two CUDA devices')\n"
+        "@pytest.mark.skipif(True, reason='checks the message on a machine without CUDA')\n"
+        "def test_unmarked():\n    pass\n"
+        "@pytest.mark.cuda\ndef test_runs():\n    assert True\n"
+    )
+    (tmp_path / "test_required.py").write_text(
+        "import pytest\n@pytest.mark.cuda\ndef test_required():\n    pytest.skip('no reason containing the word')\n"
+    )
+    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    cuda: x\n    optional_on_gpu: x\n")
+
+    def check(*files: str) -> subprocess.CompletedProcess:
+        script = str(ROOT / "benchmarks" / "gpu_checks.py")
+        return subprocess.run(
+            [sys.executable, script, "tests", str(tmp_path), *files],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=120,
+        )
+
+    allowed = check("test_marked.py")
+    assert allowed.returncode == 0, allowed.stdout
+    refused = check("test_marked.py", "test_required.py")
+    assert refused.returncode == 1
+    assert "cuda tests that skipped on a GPU machine: test_required.py::test_required" in refused.stdout
