@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from segbench.runners.blocks import BlocksConfig, block_options, blocks, default_specs
+from segbench.runners.defaults import Timing
 from segbench.runners.latency import LatencyConfig, latency
 
 KERNELS, CHANNELS, SIZE = (3, 5, 7), (32, 128), (96, 96)
@@ -21,7 +22,7 @@ TOLERANCE = 0.15
 
 
 def paired_run(threads: int) -> dict[tuple[int, int], float]:
-    config = BlocksConfig(kernel_sizes=KERNELS, channels=CHANNELS, size=SIZE, threads=threads)
+    config = BlocksConfig(kernel_sizes=KERNELS, channels=CHANNELS, size=SIZE, timing=Timing(threads=threads))
     return {
         (r["kernel_size"], r["in_channels"]): r["latency_speedup"]
         for r in blocks(default_specs(), config)
@@ -32,7 +33,7 @@ def paired_run(threads: int) -> dict[tuple[int, int], float]:
 def sequential_run(threads: int) -> dict[tuple[int, int], float]:
     """The old method: each block timed apart (the latency runner), ratio of medians."""
     speedups = {}
-    config = LatencyConfig(sizes=[SIZE], warmup=3, iters=10, threads=threads)
+    config = LatencyConfig(sizes=[SIZE], timing=Timing(warmup=3, iters=10, threads=threads))
     for k in KERNELS:
         for c in CHANNELS:
             specs = [replace(spec, default_options=spec.options(**block_options(k, c))) for spec in default_specs()]

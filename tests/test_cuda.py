@@ -9,8 +9,10 @@ import copy
 import sys
 import warnings
 import weakref
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
@@ -24,6 +26,7 @@ from segbench.measure.session import Session, Variant, expand_variants
 from segbench.measure.settings import measurement_settings, strict_fp32, tf32_enabled, tf32_in_use
 from segbench.registry import ModelSpec
 from segbench.rows.latency import gpu_fields
+from segbench.runners.defaults import Timing
 from segbench.runners.latency import LatencyConfig, latency
 from segbench.runtimes import torch_runtime
 
@@ -274,6 +277,84 @@ def test_energy_per_image_subtracts_the_idle_power() -> None:
     assert gpu.energy_j_per_image(call, torch.device("cpu"), batch_size=4) is None
 
 
+def test_a_paired_oom_is_retried_after_the_failed_calls_tensors_are_freed() -> None:
+    """#3/N6: the alone retry ran inside the ``except``, whose traceback kept the failed call's tensors."""
+    state: dict[str, Any] = {"calls": 0, "failed": None, "alive_at_retry": None}
+
+    class OOMOnce(nn.Module):
+        def __init__(self, num_classes: int) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, num_classes, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.dtype == torch.bfloat16:  # the variant; its model is a copy, so the state is shared here
+                state["calls"] += 1
+                if state["calls"] == 2:  # the first paired call after the priming one
+                    activations = torch.ones(1024)  # what the failed call had allocated
+                    state["failed"] = weakref.ref(activations)
+                    raise torch.cuda.OutOfMemoryError("CUDA out of memory (pretend: paired)")
+                if state["failed"] is not None and state["alive_at_retry"] is None:
+                    state["alive_at_retry"] = state["failed"]() is not None
+            return self.conv(x)
+
+    spec = ModelSpec(
+        name="oom_once",
+        family="t",
+        builder=lambda num_classes: OOMOnce(num_classes),
+        default_size=(8, 8),
+        default_num_classes=3,
+        description="t",
+        plugin="tests",
+    )
+    config = LatencyConfig(variants=[Variant(), Variant("bf16")], timing=Timing(warmup=0, iters=2))
+    rows = list(latency([spec], config))
+    assert [r["error"] for r in rows] == [None, None]
+    assert rows[1]["latency_speedup"] is None  # the retry was timed alone
+    assert state["alive_at_retry"] is False  # the failed call's tensors were gone when the retry ran
+
+
+def test_a_lost_device_ends_the_sweep_with_rows_not_a_traceback(monkeypatch) -> None:
+    """N6: a sticky CUDA error made the memory release raise, and the sweep ended with a traceback."""
+    import segbench.measure.faults as faults
+    from segbench.runners.cells import Cell, measure_cells
+
+    def sticky(device) -> None:
+        if str(device).startswith("cuda"):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(faults, "release_memory", sticky)  # a dependency: what a dead context does
+    measured: list[int] = []
+
+    def measure(index: int, keys: list) -> list:
+        measured.append(index)
+        if index == 1:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return [{}] * len(keys)
+
+    cells = [Cell([{"model": f"m{i}"}], partial(measure, i), device="cuda") for i in range(4)]
+    rows = list(measure_cells(cells))
+    assert measured == [0, 1]  # nothing ran on the dead context after the failure
+    assert [r["error"] is None for r in rows] == [True, False, False, False]
+    assert rows[1]["error"].startswith("RuntimeError: CUDA error: an illegal memory access")
+    assert "context was lost" in rows[1]["error"] and "CUDA_LAUNCH_BLOCKING=1" in rows[1]["error"]
+    assert all(r["error"].startswith("not measured: the cuda context was lost") for r in rows[2:])
+
+
+def test_cuda_warms_up_by_time_as_well_as_by_count() -> None:
+    """N9: 10 warm-up calls are 15-60 ms of Fast-SCNN, shorter than an idle GPU's clock ramp."""
+    import time
+
+    from segbench.measure.timer import Protocol, time_sessions
+    from segbench.runners.defaults import timing
+
+    assert timing("cuda").warmup_s == 1.0 and timing("cpu").warmup_s == 0.0
+    assert timing("cuda", warmup=3).warmup_s == 0.0  # --warmup N: exactly N calls, as asked
+    calls: list[float] = []
+    session = Session(call=lambda: (time.sleep(0.05), calls.append(1)), predict=lambda x: x)
+    time_sessions([session], torch.device("cpu"), Protocol(warmup=1, iters=1, warmup_s=0.3))
+    assert len(calls) >= 0.3 / 0.05 + 1  # the warm-up lasted 0.3 s at least, then one timed call
+
+
 # ---- on a GPU ----------------------------------------------------------------------------------
 
 
@@ -317,9 +398,12 @@ def test_an_out_of_memory_cell_on_the_gpu_is_a_row_error_and_its_memory_is_relea
         default_size=(16, 16),
         default_num_classes=3,
         description="t",
+        plugin="tests",
     )
     before = torch.cuda.memory_reserved()
-    rows = list(latency([spec], LatencyConfig(device="cuda", sizes=[(64, 64), (32, 32)], warmup=1, iters=2)))
+    rows = list(
+        latency([spec], LatencyConfig(device="cuda", sizes=[(64, 64), (32, 32)], timing=Timing(warmup=1, iters=2)))
+    )
     assert [r["error"] for r in rows] == [OOM, None]
     assert held and held[0]() is None  # the failed call's half of the GPU is gone...
     assert torch.cuda.memory_reserved() - before < free // 4  # ...and given back to the driver
@@ -446,8 +530,14 @@ def test_an_oom_retry_runs_after_the_failed_call_is_released() -> None:
         default_size=(16, 16),
         default_num_classes=3,
         description="t",
+        plugin="tests",
     )
-    rows = list(latency([spec], LatencyConfig(device="cuda", variants=[Variant(), Variant("fp16")], warmup=1, iters=2)))
+    rows = list(
+        latency(
+            [spec],
+            LatencyConfig(device="cuda", variants=[Variant(), Variant("fp16")], timing=Timing(warmup=1, iters=2)),
+        )
+    )
     assert [r["error"] for r in rows] == [None, None]
     assert rows[1]["latency_speedup"] is None  # timed alone
 

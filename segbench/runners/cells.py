@@ -4,8 +4,9 @@ A runner turns ``(specs, config)`` into `Cell`s, each naming the rows it will ma
 is measured, and `measure_cells` measures them in order and yields each row the moment its cell is
 done. A cell that raises anything but Ctrl-C / SIGTERM (SystemExit and UserError from plugin code included)
 becomes rows whose ``error`` says why (``stage: reason`` when the cell has a stage), its memory is
-given back, and the next cell runs; what a cell prints goes to stderr. Bad user input is checked
-before the first cell (the configs, the runners' ``prepare``), so it stops a run before anything is
+given back, and the next cell runs (unless the device is lost for good: a sticky CUDA error; then the
+later cells are rows "not measured", which ``--resume`` measures); what a cell prints goes to stderr.
+Bad user input is checked before the first cell (the configs, the runners' ``prepare``), so it stops a run before anything is
 measured.
 """
 
@@ -23,6 +24,7 @@ from segbench.rows.schema import make_row
 if TYPE_CHECKING:
     from torch import nn
 
+    from segbench.measure.data_parallel import DataParallel
     from segbench.registry import ModelSpec
 
 Row = dict[str, Any]
@@ -60,19 +62,22 @@ class Shard:
         return replace(self, first=self.first + cells)
 
 
-@dataclass(frozen=True, kw_only=True)
-class RunnerOptions:
-    """What every runner's config has besides its own settings.
+@dataclass(frozen=True)
+class Context:
+    """How a run goes, apart from what it measures (the runner's config): the second argument of every
+    runner, and of `measure_cells`.
 
     :param progress: called with (model, what it is doing now) as the runner goes.
     :param done: rows of an earlier run of the same command (``--resume``): a cell whose every row
         is among them, with the same key fields and no error, is skipped.
     :param shard: this process's part of a sweep run by several (None: all of it).
+    :param parallel: this process's part of data-parallel training (torchrun; None: alone).
     """
 
-    progress: Progress = field(default=no_progress, compare=False)
-    done: Sequence[Row] = field(default=(), compare=False, repr=False)
-    shard: Shard | None = field(default=None, compare=False)
+    progress: Progress = no_progress
+    done: Sequence[Row] = field(default=(), repr=False)
+    shard: Shard | None = None
+    parallel: DataParallel | None = None
 
     def owns(self, index: int) -> bool:
         """Whether the cell at ``index`` of the sweep is this process's to measure."""
@@ -86,9 +91,31 @@ class RunnerOptions:
         """Whether every row of a cell (its ``keys``) was already measured without error."""
         return bool(self.done) and all(any(_matches(key, row) for row in self.done) for key in keys)
 
+    def after(self, cells: int) -> Context:
+        """The context of a sweep that continues this one's after ``cells`` cells (its shard renumbered)."""
+        return replace(self, shard=self.shard and self.shard.after(cells))
+
+
+#: The context of a run in one process, without a display or earlier rows.
+ALONE = Context()
+
 
 def _matches(key: Row, row: Row) -> bool:
     return not row.get("error") and all(row.get(name) == value for name, value in key.items())
+
+
+class Described(Iterator[Row]):
+    """A runner's rows, with the settings it resolved before the first one in words (`describe`), for the
+    notes on stderr and the footnotes of the table."""
+
+    def __init__(self, rows: Iterator[Row], lines: list[str]) -> None:
+        self.rows, self.lines = rows, lines
+
+    def __next__(self) -> Row:
+        return next(self.rows)
+
+    def describe(self) -> list[str]:
+        return list(self.lines)
 
 
 @dataclass
@@ -112,6 +139,7 @@ class Outcome:
 
     value: Any = None
     error: str | None = None
+    lost: str | None = None  # the device failed for good (a sticky CUDA error): why
 
 
 def isolated(fn: Callable[[], Any], stage: str | None = None, device: str | None = None) -> Outcome:
@@ -120,7 +148,7 @@ def isolated(fn: Callable[[], Any], stage: str | None = None, device: str | None
     What it prints goes to stderr; any exception but Ctrl-C / SIGTERM becomes ``error`` (prefixed
     ``stage:``, except a build error, which names itself), and the device's memory is given back.
     """
-    from segbench.measure.faults import BuildError, error_reason, release_memory
+    from segbench.measure.faults import BuildError, device_lost, error_reason
 
     try:
         with contextlib.redirect_stdout(sys.stderr):  # a model that prints must not corrupt --format json
@@ -131,26 +159,34 @@ def isolated(fn: Callable[[], Any], stage: str | None = None, device: str | None
         reason = error_reason(exc)
         if stage and not isinstance(exc, BuildError):
             reason = f"{stage}: {reason}"
-    if device is not None:  # outside the except: its traceback holds the failed cell's tensors
-        release_memory(device)
-    return Outcome(error=reason)
+    # outside the except: its traceback holds the failed cell's tensors
+    lost = device_lost(device) if device is not None else None
+    return Outcome(error=reason, lost=lost)
 
 
-def measure_cells(cells: Iterable[Cell], options: RunnerOptions = RunnerOptions()) -> Iterator[Row]:
+def measure_cells(cells: Iterable[Cell], context: Context = ALONE) -> Iterator[Row]:
     """Measure each cell in turn and yield its rows as soon as it is done (see the module docstring).
 
-    Rows already ``done`` (see `RunnerOptions`) are neither measured nor yielded again, and with a
+    Rows already ``done`` (see `Context`) are neither measured nor yielded again, and with a
     ``shard`` only this process's cells are measured.
     """
+    lost = None
     for index, cell in enumerate(cells):
-        todo = [key for key in cell.keys if not options.is_done([key])]
-        if not todo or not options.owns(index):
+        todo = [key for key in cell.keys if not context.is_done([key])]
+        if not todo or not context.owns(index):
             continue
-        outcome = isolated(partial(cell.measure, todo), cell.stage, cell.device)
+        outcome = (
+            Outcome(error=f"not measured: {lost}")
+            if lost
+            else isolated(partial(cell.measure, todo), cell.stage, cell.device)
+        )
+        if outcome.lost:  # every later cell would fail with the same, misattributed error
+            lost = f"the {cell.device} context was lost ({outcome.lost}); rerun with CUDA_LAUNCH_BLOCKING=1 (--resume measures the rest)"
+            outcome.error = f"{outcome.error}; {lost}"
         results = outcome.value if outcome.error is None else [{"error": outcome.error}] * len(todo)
         keys = todo * len(results) if len(todo) == 1 else todo
         for key, fields in zip(keys, results):
-            yield make_row(**{**key, **fields, **options.shard_fields(index)})
+            yield make_row(**{**key, **fields, **context.shard_fields(index)})
 
 
 class Built:
