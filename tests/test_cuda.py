@@ -172,6 +172,27 @@ def test_compile_modes_name_their_rows_and_graphing_modes_are_refused_with_cuda_
         LatencyConfig(device="cpu", variants=graphs)
 
 
+@pytest.mark.parametrize(
+    ("command", "args", "message"),
+    [
+        ("latency", ["--compile", "--compile-mode", "reduce-overhead", "--cuda-graph"], "not with --cuda-graph"),
+        ("run", ["--compile", "--compile-mode", "max-autotune", "--cuda-graph"], "not with --cuda-graph"),
+        ("latency", ["--compile", "--compile-mode", "fastest"], "unknown compile mode 'fastest'"),
+        ("latency", ["--compile-mode", "max-autotune-no-cudagraphs"], "needs --compile"),
+    ],
+)
+def test_the_cli_refuses_a_compile_mode_that_cannot_run_in_one_line(command, args, message, tmp_path) -> None:
+    """N12: --compile-mode; Inductor's cudagraph modes refused with --cuda-graph, before anything runs."""
+    from typer.testing import CliRunner
+
+    from segbench.cli import app
+
+    result = CliRunner().invoke(app, [command, "-m", "fast_scnn", *args, "--out", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("segbench: error: ") and message in result.stderr
+    assert result.stderr.count("\n") == 1 and not list(tmp_path.iterdir())
+
+
 @pytest.mark.slow
 def test_a_frozen_compile_folds_batchnorm_and_agrees_with_eager() -> None:
     """N12: inference freezing with --compile (BatchNorm folded into the convolutions by Inductor)."""
