@@ -376,6 +376,24 @@ def test_cuda_warms_up_by_time_as_well_as_by_count() -> None:
     assert len(calls) >= 0.3 / 0.05 + 1  # the warm-up lasted 0.3 s at least, then one timed call
 
 
+def test_cuda_training_forces_no_determinism_that_only_slows_it() -> None:
+    """N7: deterministic cuDNN without autotuning made CUDA training slower, and the row said false anyway."""
+    from segbench.measure.training import CUDA_NONDETERMINISTIC, _deterministic
+
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        with _deterministic(torch.device("cuda")) as alerts:
+            assert not torch.are_deterministic_algorithms_enabled()
+            assert torch.backends.cudnn.benchmark is True and torch.backends.cudnn.deterministic is False
+        assert alerts == [CUDA_NONDETERMINISTIC]  # the row says deterministic = false, with the reason
+        assert torch.backends.cudnn.benchmark is False  # restored
+        with _deterministic(torch.device("cpu")):
+            assert torch.are_deterministic_algorithms_enabled()  # the CPU guarantee stays
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+
+
 # ---- on a GPU ----------------------------------------------------------------------------------
 
 
