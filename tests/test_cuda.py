@@ -33,6 +33,19 @@ from segbench.runtimes import torch_runtime
 CUDA = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
+def spec_of(name: str, module: type[nn.Module], size: tuple[int, int]) -> ModelSpec:
+    """A model spec building ``module(num_classes)`` (3 classes by default) at ``size``."""
+    return ModelSpec(
+        name=name,
+        family="t",
+        builder=lambda num_classes: module(num_classes),
+        default_size=size,
+        default_num_classes=3,
+        description="t",
+        plugin="tests",
+    )
+
+
 def tiny_net(classes: int = 5) -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, classes, 1)).eval()
@@ -318,15 +331,7 @@ def test_a_paired_oom_is_retried_after_the_failed_calls_tensors_are_freed() -> N
                     state["alive_at_retry"] = state["failed"]() is not None
             return self.conv(x)
 
-    spec = ModelSpec(
-        name="oom_once",
-        family="t",
-        builder=lambda num_classes: OOMOnce(num_classes),
-        default_size=(8, 8),
-        default_num_classes=3,
-        description="t",
-        plugin="tests",
-    )
+    spec = spec_of("oom_once", OOMOnce, (8, 8))
     config = LatencyConfig(variants=[Variant(), Variant("bf16")], timing=Timing(warmup=0, iters=2))
     rows = list(latency([spec], config))
     assert [r["error"] for r in rows] == [None, None]
@@ -430,15 +435,7 @@ def test_an_out_of_memory_cell_on_the_gpu_is_a_row_error_and_its_memory_is_relea
                 torch.empty(2 * free, dtype=torch.uint8, device=x.device)  # then more than the GPU has
             return self.conv(x)
 
-    spec = ModelSpec(
-        name="greedy",
-        family="t",
-        builder=lambda num_classes: Greedy(num_classes),
-        default_size=(16, 16),
-        default_num_classes=3,
-        description="t",
-        plugin="tests",
-    )
+    spec = spec_of("greedy", Greedy, (16, 16))
     before = torch.cuda.memory_reserved()
     rows = list(
         latency([spec], LatencyConfig(device="cuda", sizes=[(64, 64), (32, 32)], timing=Timing(warmup=1, iters=2)))
@@ -562,15 +559,7 @@ def test_an_oom_retry_runs_after_the_failed_call_is_released() -> None:
                     torch.empty(int(free * 0.6), dtype=torch.uint8, device=x.device)
             return self.conv(x)
 
-    spec = ModelSpec(
-        name="paired",
-        family="t",
-        builder=lambda num_classes: PairedOOM(num_classes),
-        default_size=(16, 16),
-        default_num_classes=3,
-        description="t",
-        plugin="tests",
-    )
+    spec = spec_of("paired", PairedOOM, (16, 16))
     rows = list(
         latency(
             [spec],
