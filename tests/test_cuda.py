@@ -113,6 +113,15 @@ def test_a_session_that_knows_its_peak_memory_is_not_measured_by_one_call() -> N
     assert peak_memory(session, torch.device("cuda")) == 12.5
 
 
+@pytest.mark.parametrize(("precision", "bytes_per_value"), [("fp32", 4), ("bf16", 2)])
+def test_rows_say_how_much_memory_the_weights_take(precision: str, bytes_per_value: int) -> None:
+    """N5: "inference memory" left out the weights (537 MB of fp32 for FCN-8s), which decide whether a model fits."""
+    values = 3 * 8 * 9 + 8 + 4 * 8 + 8 * 5 + 5  # conv, BatchNorm (weight, bias, running mean and var), conv
+    counter = 8  # BatchNorm's num_batches_tracked: one int64, in every precision
+    row = latency_row(tiny_net(), variant=Variant(precision), warmup=0, iters=1)
+    assert row["weights_mb"] * 2**20 == values * bytes_per_value + counter
+
+
 @pytest.fixture
 def precision_api():
     """Restore every fp32_precision switch (root first: setting a parent sets its children)."""

@@ -55,6 +55,7 @@ class Measurement:
     samples: Samples
     batch_size: int
     peak_mem_mb: float | None
+    weights_mb: float | None
     prepare_seconds: float | None
     threads: int | None
     tf32: tuple[bool | None, bool | None]
@@ -100,6 +101,7 @@ def measure_session(
         samples=samples,
         batch_size=example.shape[0],
         peak_mem_mb=peak,
+        weights_mb=session.weights_mb,
         prepare_seconds=session.prepare_seconds,
         threads=session.threads,
         tf32=session.tf32,

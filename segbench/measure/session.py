@@ -114,6 +114,8 @@ class Session:
         times it even on a GPU (other runtimes' own streams are invisible to torch's CUDA events).
     :param tf32: (convolutions, matmuls) run in TF32: set by the runtime from its own settings
         (None where TF32 means nothing: a CPU, fp16/bf16).
+    :param weights_mb: the parameters and buffers of the model the session runs, in MiB (None where the
+        runtime does not say): with ``peak_mem_mb``, what decides whether a model fits.
     :param peak_mem_mb: the peak memory when one call cannot show it (a CUDA graph replay allocates
         nothing: its activations were reserved at capture, and this is the peak of warm-up and capture).
     """
@@ -126,3 +128,4 @@ class Session:
     blocking: bool = False
     tf32: tuple[bool | None, bool | None] = (None, None)
     peak_mem_mb: float | None = None
+    weights_mb: float | None = None

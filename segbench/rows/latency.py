@@ -26,6 +26,7 @@ def measurement_fields(measured: Measurement) -> dict[str, Any]:
     fields: dict[str, Any] = {
         **latency_fields(samples.device_ms[-1], samples.host_ms[-1], measured.batch_size, samples.target_met),
         "peak_mem_mb": measured.peak_mem_mb,
+        "weights_mb": measured.weights_mb,
         "compile_seconds": measured.prepare_seconds,
         "threads": measured.threads,
         "tf32": measured.tf32[0],

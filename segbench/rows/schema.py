@@ -61,6 +61,7 @@ ROW_FIELDS: tuple[str, ...] = (
     "output_argmax_agreement",
     "compile_seconds",
     "peak_mem_mb",
+    "weights_mb",
     "trace_file",
     "dataset",
     "init",

@@ -26,6 +26,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 
 from segbench.measure.faults import VariantUnavailable, error_reason
-from segbench.measure.memory import cuda_peak_mb, cuda_reset_peak
+from segbench.measure.memory import MIB, cuda_peak_mb, cuda_reset_peak
 from segbench.measure.session import Session, Variant
 from segbench.measure.settings import tf32_in_use
 from segbench.runtimes.batchnorm import fold_batchnorm
@@ -79,14 +80,20 @@ def prepare(
     if variant.compile:
         prepare_seconds = time.perf_counter() - start
     tf32 = tf32_in_use(device, variant.precision)
+    weights = sum(t.numel() * t.element_size() for t in (*network.parameters(), *network.buffers())) / MIB
     if variant.cuda_graph:
-        return _graph_session(forward, x, device, variant, threads, prepare_seconds, tf32)
+        return replace(_graph_session(forward, x, device, variant, threads, prepare_seconds, tf32), weights_mb=weights)
 
     def predict(inputs: torch.Tensor) -> torch.Tensor:
         return forward(convert_input(inputs.to(device), variant))
 
     return Session(
-        call=lambda: forward(x), predict=predict, prepare_seconds=prepare_seconds, threads=threads, tf32=tf32
+        call=lambda: forward(x),
+        predict=predict,
+        prepare_seconds=prepare_seconds,
+        threads=threads,
+        tf32=tf32,
+        weights_mb=weights,
     )
 
 
