@@ -161,7 +161,7 @@ def gpu_near_cpus(count: int) -> list[frozenset[int]] | None:
     where torch or sysfs cannot say."""
     sets = []
     for index in range(count):
-        props = torch.cuda.get_device_properties(index)
+        props: Any = torch.cuda.get_device_properties(index)  # pci_*_id: torch >= 2.5 (checked below)
         if not all(hasattr(props, f"pci_{n}_id") for n in ("domain", "bus", "device")):
             return None
         address = f"{props.pci_domain_id:04x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"

@@ -79,7 +79,7 @@ def strict_fp32() -> Iterator[None]:
             saved.append((chain[0], "fp32_precision", chain[0].fp32_precision))
             chain[0].fp32_precision = "ieee"
         else:
-            owner = torch.backends.cudnn if kind == _CONV else torch.backends.cuda.matmul
+            owner: Any = torch.backends.cudnn if kind == _CONV else torch.backends.cuda.matmul
             saved.append((owner, "allow_tf32", owner.allow_tf32))
             owner.allow_tf32 = False
     try:
