@@ -237,6 +237,7 @@ def test_runner_records_and_replays_the_conv_backend(tiny_data: tuple) -> None:
     assert replayed["miou"] == auto["miou"]
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_trains_on_cuda_with_mixed_precision(tiny_data: tuple) -> None:
     fields, losses = run(tiny_data, steps=4, device="cuda")

@@ -99,6 +99,15 @@ Precisions = Annotated[
 ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="Add channels_last rows.")]
 Compile = Annotated[bool, typer.Option("--compile", help="Add torch.compile rows (compile time reported apart).")]
 CudaGraph = Annotated[bool, typer.Option("--cuda-graph", help="Add CUDA-graph rows (CUDA only).")]
+CompileMode = Annotated[
+    str,
+    typer.Option(
+        "--compile-mode",
+        help="torch.compile mode of the --compile rows (inference freezing on): default, "
+        "max-autotune-no-cudagraphs; reduce-overhead and max-autotune capture CUDA graphs themselves "
+        "(not with --cuda-graph).",
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -167,15 +176,26 @@ def grouped(fn: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-def variants_of(precision: str, channels_last: bool, compile: bool, cuda_graph: bool, fold_bn: bool) -> list:
+def variants_of(
+    precision: str, channels_last: bool, compile: bool, cuda_graph: bool, fold_bn: bool, compile_mode: str = "default"
+) -> list:
     """The variants of --precision and the switches (`segbench.measure.session.expand_variants`)."""
     from segbench.checks import check_precisions
-    from segbench.measure.session import expand_variants
+    from segbench.measure.session import check_compile_modes, expand_variants
 
     precisions = check_precisions([p.strip() for p in precision.split(",") if p.strip()])
-    return expand_variants(
-        precisions, channels_last=channels_last, compile=compile, cuda_graph=cuda_graph, fold_bn=fold_bn
+    if compile_mode != "default" and not compile:
+        raise UserError(f"--compile-mode {compile_mode} needs --compile")
+    variants = expand_variants(
+        precisions,
+        compile_mode=compile_mode,
+        channels_last=channels_last,
+        compile=compile,
+        cuda_graph=cuda_graph,
+        fold_bn=fold_bn,
     )
+    check_compile_modes(variants)
+    return variants
 
 
 def parse_names(text: str) -> list[str]:

@@ -73,7 +73,12 @@ class DataParallel:
                     setattr(parent, name, synced)
                     swapped.append((parent, name, child))
         try:
-            yield DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if cuda else None)
+            yield DistributedDataParallel(  # the synced BatchNorms keep the buffers equal: none broadcast
+                model,
+                device_ids=[torch.cuda.current_device()] if cuda else None,
+                gradient_as_bucket_view=True,  # no second copy of the gradients
+                broadcast_buffers=False,
+            )
         finally:
             for parent, name, child in swapped:
                 setattr(parent, name, child)

@@ -11,6 +11,8 @@
   needs. Not counted: allocator bookkeeping, oneDNN buffers that do not come from torch's
   allocator, and Python objects.
 - Only sessions that run through PyTorch's allocator are measured (`peak_memory`); None for other runtimes.
+- CUDA graphs: a replay allocates nothing (its activations live in the pool reserved at capture), so
+  a graph session carries the peak of its warm-up and capture instead.
 """
 
 from __future__ import annotations
@@ -62,9 +64,12 @@ def peak_from_events(events: Any) -> float:
 
 
 def peak_memory(session: Session, device: torch.device) -> float | None:
-    """Peak tensor memory (MiB) of one call beyond what was allocated before it; None outside torch."""
+    """Peak tensor memory (MiB) of one call beyond what was allocated before it; None outside torch.
+    A session that knows its peak better (a CUDA graph: warm-up and capture) says so itself."""
     if not session.in_torch:
         return None
+    if session.peak_mem_mb is not None:
+        return session.peak_mem_mb
     if device.type == "cuda":
         baseline = cuda_reset_peak(device)
         session.call()

@@ -13,11 +13,12 @@ Defaults (the same for every model, so the comparison is fair; each is a keyword
   mask's own size, argmax, `ConfusionMatrix`; so a model sees val images at the scale it trained at;
 - mixed precision (float16 autocast + gradient scaling) on CUDA, float32 on CPU;
 - determinism: the seed sets the weights (the train runner seeds the build), the data order and the
-  augmentation, and PyTorch's deterministic algorithms are on while training; the row's
-  ``deterministic`` says whether every operation that ran had a deterministic kernel. On CPU the
-  built-ins do, so the same seed on the same machine gives the same mIoU; on CUDA cross-entropy,
-  bilinear-upsampling backward and adaptive-pooling backward use atomics, so it is False there and the
-  mIoU may differ between runs.
+  augmentation; on CPU PyTorch's deterministic algorithms are on while training, and the row's
+  ``deterministic`` says whether every operation that ran had a deterministic kernel. The built-ins
+  do, so the same seed on the same machine gives the same mIoU. On CUDA cross-entropy,
+  bilinear-upsampling backward and adaptive-pooling backward use atomics, so it is False there, the
+  mIoU may differ between runs, and nothing is forced that would only make training slower (cuDNN
+  autotunes).
 """
 
 from __future__ import annotations
@@ -512,14 +513,31 @@ def _conv_plan(
 _NONDETERMINISTIC = ("does not have a deterministic implementation", "is not deterministic because it uses CuBLAS")
 
 
+#: Why CUDA training is never deterministic here (segbench's loss and upsampling add with atomics).
+CUDA_NONDETERMINISTIC = (
+    "on CUDA, pixel-wise cross-entropy (nll_loss2d) and the backward of bilinear upsampling and adaptive "
+    "pooling have no deterministic kernel"
+)
+
+
 @contextlib.contextmanager
 def _deterministic(device: torch.device) -> Iterator[list[str]]:
-    """PyTorch's deterministic algorithms (cuDNN without autotuning on CUDA) while training, in warn-only
-    mode so an operation without a deterministic kernel is recorded, not fatal; restored afterwards.
+    """On CPU: PyTorch's deterministic algorithms while training, in warn-only mode so an operation
+    without a deterministic kernel is recorded, not fatal; restored afterwards. On CUDA nothing is
+    forced (deterministic cuDNN algorithms without autotuning would slow training and still not make
+    it deterministic: `CUDA_NONDETERMINISTIC`); cuDNN autotuning is on instead.
 
     Yields the list that receives PyTorch's warnings for such operations (filled when the block ends);
     other warnings pass through unchanged.
     """
+    if device.type == "cuda":
+        benchmark = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = True
+        try:
+            yield [CUDA_NONDETERMINISTIC]
+        finally:
+            torch.backends.cudnn.benchmark = benchmark
+        return
     alerts: list[str] = []
     saved = (
         torch.are_deterministic_algorithms_enabled(),
@@ -530,14 +548,9 @@ def _deterministic(device: torch.device) -> Iterator[list[str]]:
     torch.utils.deterministic.fill_uninitialized_memory = (
         False  # NaN-filling every allocation costs time, buys nothing here
     )
-    cudnn = (
-        torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False, deterministic=True)
-        if device.type == "cuda"
-        else contextlib.nullcontext()
-    )
     caught: list[warnings.WarningMessage] = []
     try:
-        with cudnn, warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             yield alerts
     finally:

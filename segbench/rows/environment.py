@@ -13,6 +13,7 @@ from typing import Any
 
 from segbench._version import __version__
 from segbench.measure.allocator import glibc
+from segbench.measure.settings import tf32_enabled
 
 
 @functools.cache
@@ -147,8 +148,7 @@ def environment() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cpu_memory_while_measuring": "freed memory kept (glibc: no mmap, no trim)" if glibc() else "C library default",
-        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        "tf32_matmul": tf32_enabled("matmul"),
+        "tf32_cudnn": tf32_enabled("conv"),
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
     }

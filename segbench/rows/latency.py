@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from segbench.measure.stats import median_ci, ratios
 
 if TYPE_CHECKING:
+    from segbench.measure.gpu_monitor import GpuState
     from segbench.measure.latency import Measurement
 
 NON_FINITE = "the output holds inf or NaN (an fp16 overflow?); output_max_abs_diff is inf"
@@ -25,12 +26,15 @@ def measurement_fields(measured: Measurement) -> dict[str, Any]:
     fields: dict[str, Any] = {
         **latency_fields(samples.device_ms[-1], samples.host_ms[-1], measured.batch_size, samples.target_met),
         "peak_mem_mb": measured.peak_mem_mb,
+        "weights_mb": measured.weights_mb,
         "compile_seconds": measured.prepare_seconds,
         "threads": measured.threads,
-        "tf32": measured.tf32,
+        "tf32": measured.tf32[0],
+        "tf32_matmul": measured.tf32[1],
         "output_max_abs_diff": None,
         "output_argmax_agreement": None,
         "trace_file": None if measured.trace is None else str(measured.trace),
+        **gpu_fields(measured.gpu_before, measured.gpu_after, measured.energy_j_per_image),
     }
     if measured.paired:
         fields.update(speedup_fields(samples.device_ms[0], samples.device_ms[1]))
@@ -39,6 +43,31 @@ def measurement_fields(measured: Measurement) -> dict[str, Any]:
     if not measured.finite:  # e.g. fp16 overflow: the timing is of a wrong result
         fields["error"] = NON_FINITE
     return fields
+
+
+def gpu_fields(before: GpuState | None, after: GpuState | None, energy_j_per_image: float | None) -> dict[str, Any]:
+    """The GPU's conditions around a row: clocks, power and temperature before and after, the throttle
+    reasons seen (either reading), how many other processes used the GPU, and the two flags a reader
+    filters on: ``gpu_throttled`` (a reason that slows the GPU) and ``gpu_shared`` (another process)."""
+    from segbench.measure.gpu_monitor import THROTTLING
+
+    if before is None or after is None:
+        return {}
+    reasons = list(dict.fromkeys([*before.reasons, *after.reasons]))
+    others = [n for n in (before.other_processes, after.other_processes) if n is not None]
+    fields: dict[str, Any] = {
+        f"gpu_{name}_{when}": getattr(state, name)
+        for name in ("sm_mhz", "mem_mhz", "power_w", "temp_c")
+        for when, state in (("before", before), ("after", after))
+    }
+    return {
+        **fields,
+        "gpu_throttle_reasons": ",".join(reasons),
+        "gpu_other_processes": max(others) if others else None,
+        "gpu_throttled": any(r in THROTTLING for r in reasons),
+        "gpu_shared": bool(others) and max(others) > 0,
+        "energy_j_per_image": energy_j_per_image,
+    }
 
 
 def latency_fields(device_ms: list[float], host_ms: list[float], batch_size: int, target_met: bool) -> dict[str, Any]:

@@ -136,9 +136,12 @@ def _measure_pair(
         tempfile.TemporaryDirectory() as workdir,
     ):
         x = example.to(device)
+        # on a GPU each conv of a block takes microseconds: eagerly, the pair's speed-up would count kernel
+        # launches (4 against 2), so the blocks are timed as CUDA-graph replays there
+        variant = Variant(cuda_graph=device.type == "cuda")
         sessions = [
             torch_runtime.prepare(
-                m.to(device), x, device=device, variant=Variant(), threads=threads, workdir=Path(workdir)
+                m.to(device), x, device=device, variant=variant, threads=threads, workdir=Path(workdir)
             )
             for m in models
         ]
@@ -149,7 +152,7 @@ def _measure_pair(
                 peak_mem_mb=peak_memory(session, device),
                 threads=threads,
                 timing_protocol=defaults.protocol_label(protocol, paired=True),
-                **Variant().fields(),
+                **variant.fields(),
             )
     baseline, other = measured
     other.update(speedup_fields(timing.device_ms[0], timing.device_ms[1]))

@@ -19,9 +19,11 @@ if TYPE_CHECKING:
 #: (and of each paired ratio) is within +-TARGET, or ``budget_s`` seconds per row are spent. A CPU call of FCN-8s at its
 #: default size takes seconds, so the CPU minimum is the smallest that gives a 95 % interval (6) and
 #: the budget bounds a row; CUDA calls take milliseconds, so more warm-up and samples are cheap.
+#: On CUDA the default warm-up also lasts ``warmup_s`` (an idle GPU's clocks and power ramp up over
+#: about a second); ``--warmup N`` means exactly N calls.
 TIMING = {
-    "cpu": {"warmup": 3, "min_samples": 6, "min_seconds": 1.0, "budget_s": 10.0},
-    "cuda": {"warmup": 10, "min_samples": 20, "min_seconds": 0.2, "budget_s": 2.0},
+    "cpu": {"warmup": 3, "warmup_s": 0.0, "min_samples": 6, "min_seconds": 1.0, "budget_s": 10.0},
+    "cuda": {"warmup": 10, "warmup_s": 1.0, "min_samples": 20, "min_seconds": 0.2, "budget_s": 2.0},
 }
 TARGET = 0.02
 #: (optimiser steps, batch size) of brief training per device type. CPU: 120 steps x 2 images keeps
@@ -55,6 +57,7 @@ def timing(
     default = TIMING[device_type(device)]
     return Protocol(
         warmup=int(default["warmup"]) if warmup is None else warmup,
+        warmup_s=default["warmup_s"] if warmup is None else 0.0,
         iters=iters,
         min_samples=int(default["min_samples"]),
         min_seconds=default["min_seconds"],
@@ -91,11 +94,15 @@ def training(device: str, steps: int | None = None, batch_size: int | None = Non
 def describe_protocol(protocol: Protocol) -> str:
     """The timing protocol in words, for the notes under the tables."""
     if protocol.iters is not None:
-        return f"{protocol.warmup} warm-up + {protocol.iters} timed calls per row"
+        return f"{_warmup(protocol)} warm-up + {protocol.iters} timed calls per row"
     return (
-        f"{protocol.warmup} warm-up, then at least {protocol.min_samples} timed calls per row until the 95% "
+        f"{_warmup(protocol)} warm-up, then at least {protocol.min_samples} timed calls per row until the 95% "
         f"interval of the median is within +-{protocol.target:.0%} or {protocol.budget_s:g} s are spent"
     )
+
+
+def _warmup(protocol: Protocol) -> str:
+    return f"{protocol.warmup}" + (f" (and >= {protocol.warmup_s:g} s)" if protocol.warmup_s else "")
 
 
 def protocol_label(protocol: Protocol, paired: bool) -> str:
@@ -106,9 +113,10 @@ def protocol_label(protocol: Protocol, paired: bool) -> str:
     settings. Rows whose labels differ were timed differently, so ``segbench compare`` does not rank them.
     """
     method = "paired" if paired else "single"
+    warmup = f"warmup={protocol.warmup}" + (f" warmup_s={protocol.warmup_s:g}" if protocol.warmup_s else "")
     if protocol.iters is not None:
-        return f"{method} fixed warmup={protocol.warmup} iters={protocol.iters}"
+        return f"{method} fixed {warmup} iters={protocol.iters}"
     return (
-        f"{method} adaptive warmup={protocol.warmup} min_samples={protocol.min_samples} "
+        f"{method} adaptive {warmup} min_samples={protocol.min_samples} "
         f"min_seconds={protocol.min_seconds:g} budget_s={protocol.budget_s:g} target={protocol.target:g}"
     )

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from segbench.checks import check_all_positive, check_device, check_precisions, check_sizes, check_writable
 from segbench.errors import UserError
-from segbench.measure.session import Session, Variant
+from segbench.measure.session import Session, Variant, check_compile_modes
 from segbench.rows.environment import device_name
 from segbench.rows.schema import spec_fields
 from segbench.runners import defaults
@@ -74,6 +74,7 @@ class LatencyConfig:
         check_sizes(self.sizes)
         check_all_positive(self.batch_sizes, "batch size")
         check_precisions([v.precision for v in self.variants])
+        check_compile_modes(self.variants)
         if self.trace_dir is not None:
             check_writable(self.trace_dir, "trace folder", folder=True)
         for variant in self.variants:
@@ -282,6 +283,7 @@ def _measure_variant(
     if config.trace_dir is not None:
         batch, _, height, width = x.shape
         trace = config.trace_dir / f"{spec.name}-{batch}x{height}x{width}-{runtime.name}-{variant.tag}.json"
+    fields = None
     try:
         fields = measurement_fields(
             measure_session(
@@ -294,6 +296,7 @@ def _measure_variant(
         # row has no speed-up (its agreement still comes from the reference, already on the CPU).
         if baseline is None or error_reason(exc) != OOM:
             raise
+    if fields is None:  # retried here, outside the except: its traceback holds the failed call's tensors
         release_memory(device)
         baseline = None
         fields = measurement_fields(
