@@ -1,8 +1,9 @@
 """pytest-benchmark: what segbench's timing loop adds per call, on a model that does nothing.
 
 Both benchmarks make ``CALLS`` calls of ``nn.Identity``; the difference of their times, divided by
-``CALLS``, bounds the per-iteration overhead of ``measure_latency`` (its fixed costs, one reference
-call and one profiled memory pass, are included and spread over the calls).
+``CALLS``, bounds the per-iteration overhead of the latency runner (its fixed costs: building the
+model and its input, the fp32 eager reference and one profiled memory pass, are included and spread
+over the calls).
 """
 
 from __future__ import annotations
@@ -12,13 +13,31 @@ import time
 import torch
 from torch import nn
 
-from segbench.measure.latency import measure_latency
+from segbench.registry import ModelSpec
+from segbench.runners.latency import LatencyConfig, latency
 
 CALLS = 1000
 
 
+IDENTITY = ModelSpec(
+    name="identity",
+    family="test",
+    builder=lambda **_: nn.Identity(),
+    default_size=(8, 8),
+    default_num_classes=None,
+    description="does nothing",
+    kind="block",
+)
+
+
 def _identity() -> tuple[nn.Module, torch.Tensor]:
     return nn.Identity(), torch.zeros(1, 3, 8, 8)
+
+
+def _timed_row(warmup: int) -> dict:
+    """The latency runner's row for ``IDENTITY``, 1x3x8x8, ``CALLS`` timed calls."""
+    (row,) = latency([IDENTITY], LatencyConfig(warmup=warmup, iters=CALLS))
+    return row
 
 
 def test_bare_loop(benchmark) -> None:
@@ -33,19 +52,16 @@ def test_bare_loop(benchmark) -> None:
     benchmark.pedantic(bare, rounds=5, warmup_rounds=1)
 
 
-def test_measure_latency_loop(benchmark) -> None:
-    model, x = _identity()
+def test_latency_runner_loop(benchmark) -> None:
     benchmark.group = f"harness overhead ({CALLS} calls)"
-    row = benchmark.pedantic(
-        lambda: measure_latency(model, x, device="cpu", warmup=0, iters=CALLS), rounds=5, warmup_rounds=1
-    )
+    row = benchmark.pedantic(lambda: _timed_row(warmup=0), rounds=5, warmup_rounds=1)
     assert row["iters"] == CALLS
 
 
 def test_timed_call_floor_is_microseconds() -> None:
     """The median segbench reports for a no-op: perf_counter and Python call cost, nothing else."""
     model, x = _identity()
-    row = measure_latency(model, x, device="cpu", warmup=10, iters=CALLS)
+    row = _timed_row(warmup=10)
     with torch.inference_mode():
         start = time.perf_counter()
         for _ in range(CALLS):

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import os
 
+from segbench.measure.session import Variant
 from segbench.plugins import get_registry
 from segbench.runners.defaults import Timing
 from segbench.runners.latency import LatencyConfig, latency
 from segbench.runners.train import TrainConfig, train
-from segbench.runtimes.base import Variant
 
 SIZE = (1024, 2048)
 THREADS = 2

@@ -262,17 +262,20 @@ def test_report_refuses_to_overwrite_its_input_and_files_without_rows(tmp_path):
 
 def test_an_overflowing_variant_is_an_error_and_inf_not_null():
     import torch
+    from helpers import latency_row
 
-    from segbench.measure.latency import NON_FINITE, measure_latency
+    from segbench.measure.session import Variant
+    from segbench.rows.latency import NON_FINITE
 
     class Overflows(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x * 1e5 * 1e5  # finite in fp32, inf in fp16
 
-    try:
-        fields = measure_latency(Overflows(), torch.ones(1, 2, 4, 4), device="cpu", precision="fp16", warmup=0, iters=1)
-    except RuntimeError as exc:  # no fp16 multiply on this CPU: nothing to check
-        pytest.skip(str(exc))
+    fields = latency_row(
+        Overflows(), size=(4, 4), batch=1, channels=2, variant=Variant("fp16"), device="cpu", warmup=0, iters=1
+    )
+    if fields["error"] not in (None, NON_FINITE):  # no fp16 multiply on this CPU: nothing to check
+        pytest.skip(fields["error"])
     assert fields["output_max_abs_diff"] == float("inf") and fields["error"] == NON_FINITE
     assert (
         json.loads(to_json([make_row(output_max_abs_diff=fields["output_max_abs_diff"])]))[0]["output_max_abs_diff"]

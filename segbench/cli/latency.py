@@ -159,6 +159,6 @@ def _summary(row: dict[str, Any]) -> str:
 
 
 def _tag(row: dict[str, Any]) -> str:
-    from segbench.runtimes.base import Variant
+    from segbench.measure.session import Variant
 
     return f"{row['runtime']} {Variant.of_row(row).tag}"

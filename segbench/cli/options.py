@@ -163,9 +163,9 @@ def grouped(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def variants_of(precision: str, channels_last: bool, compile: bool, cuda_graph: bool, fold_bn: bool) -> list:
-    """The variants of --precision and the switches (`segbench.runtimes.base.expand_variants`)."""
+    """The variants of --precision and the switches (`segbench.measure.session.expand_variants`)."""
     from segbench.checks import check_precisions
-    from segbench.runtimes.base import expand_variants
+    from segbench.measure.session import expand_variants
 
     precisions = check_precisions([p.strip() for p in precision.split(",") if p.strip()])
     return expand_variants(

@@ -50,8 +50,8 @@ from segbench.measure.accuracy import Accuracy, ConfusionMatrix
 from segbench.measure.allocator import keep_freed_memory
 from segbench.measure.checkpoints import load_weights, save_checkpoint
 from segbench.measure.convbackend import ONEDNN, Plan, parse_plan, probe, use_plan
-from segbench.measure.latency import main_output
 from segbench.measure.memory import MIB, cpu_peak_mb
+from segbench.measure.outputs import main_output
 
 if TYPE_CHECKING:
     from segbench.measure.data_parallel import DataParallel

@@ -85,7 +85,12 @@ def load_rows(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
         if any(not {"model", "segbench_version"} <= set(r) for r in found):
             raise UserError(f"{path} holds no segbench result rows (no model and segbench_version fields)")
         rows.extend(found)
-    return [{**dict.fromkeys(ROW_FIELDS), **_typed(r)} for r in rows]
+    return [full_row(r) for r in rows]
+
+
+def full_row(raw: dict[str, Any]) -> dict[str, Any]:
+    """A row read back from JSON: every schema field (None where absent), non-finite numbers as floats."""
+    return {**dict.fromkeys(ROW_FIELDS), **_typed(raw)}
 
 
 def _read(path: Path) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ ROW_FIELDS: tuple[str, ...] = (
     "kind",
     "family",
     "plugin",
+    "plugin_version",
     "device",
     "device_name",
     "runtime",
@@ -87,6 +88,9 @@ ROW_FIELDS: tuple[str, ...] = (
     "timestamp",
     "git_sha",
     "hostname",
+    "project_git_sha",
+    "project_dirty",
+    "cpu_flags",
 )
 #: Fields that hold text: never read back as numbers, whatever they look like.
 TEXT_FIELDS = frozenset(
@@ -113,6 +117,9 @@ TEXT_FIELDS = frozenset(
         "timestamp",
         "git_sha",
         "hostname",
+        "plugin_version",
+        "project_git_sha",
+        "cpu_flags",
     }
 )
 #: Lists and mappings: kept in JSON, left out of CSV and tables.
@@ -176,7 +183,15 @@ def spec_fields(spec: Any, options: Mapping[str, Any] | None = None, **fields: A
     A block also gets ``block`` (its name without the ``block_`` prefix: ``standard``, ``dsconv``)
     and its geometry from ``options`` over its defaults, so every command names a block the same way.
     """
-    identity = {"model": spec.name, "kind": spec.kind, "family": spec.family, "plugin": spec.plugin}
+    from segbench.rows.environment import plugin_version
+
+    identity = {
+        "model": spec.name,
+        "kind": spec.kind,
+        "family": spec.family,
+        "plugin": spec.plugin,
+        "plugin_version": plugin_version(spec.plugin),
+    }
     if spec.kind == "block":
         geometry = spec.options(**(options or {}))
         identity["block"] = spec.name.removeprefix("block_")

@@ -25,7 +25,7 @@ from segbench.runners.cells import ALONE, Cell, Context, Row, measure_cells
 from segbench.runners.defaults import Timing
 
 if TYPE_CHECKING:
-    from segbench.measure.latency import Protocol
+    from segbench.measure.timer import Protocol
     from segbench.registry import ModelSpec
 
 #: The pair the study compares: the baseline first.
@@ -113,16 +113,13 @@ def _measure_pair(
 
     import torch
 
-    from segbench.measure.latency import (
-        latency_fields,
-        measurement_settings,
-        peak_memory,
-        speedup_fields,
-        time_sessions,
-    )
     from segbench.measure.macs import count_model
+    from segbench.measure.memory import peak_memory
+    from segbench.measure.session import Variant
+    from segbench.measure.settings import measurement_settings
+    from segbench.measure.timer import time_sessions
+    from segbench.rows.latency import latency_fields, speedup_fields
     from segbench.runtimes import torch_runtime
-    from segbench.runtimes.base import Variant
 
     device = torch.device(config.device)
     protocol = config.protocol
@@ -148,10 +145,9 @@ def _measure_pair(
         timing = time_sessions(sessions, device, protocol)
         for fields, session, device_ms, host_ms in zip(measured, sessions, timing.device_ms, timing.host_ms):
             fields.update(
-                latency_fields(device_ms, host_ms, config.batch_size, protocol.target),
+                latency_fields(device_ms, host_ms, config.batch_size, timing.target_met),
                 peak_mem_mb=peak_memory(session, device),
                 threads=threads,
-                ci_target_met=timing.target_met,
                 **Variant().fields(),
             )
     baseline, other = measured

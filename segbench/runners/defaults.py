@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from segbench.checks import check_timing
 
 if TYPE_CHECKING:
-    from segbench.measure.latency import Protocol
+    from segbench.measure.timer import Protocol
 
 #: The timing protocol per device type: warm-up calls, then (unless --iters fixes the count) at least
 #: ``min_samples`` timed calls over ``min_seconds`` and more until the 95 % interval of each median
@@ -50,7 +50,7 @@ def timing(
     target: float | None = None,
 ) -> Protocol:
     """The timing protocol: the user's settings where given, else the device type's defaults."""
-    from segbench.measure.latency import Protocol
+    from segbench.measure.timer import Protocol
 
     default = TIMING[device_type(device)]
     return Protocol(

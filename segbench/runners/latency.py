@@ -8,7 +8,7 @@ serves ONNX Runtime and OpenVINO). A runtime x variant that fails (CUDA out of m
 device lacks, CUDA graphs on a CPU, a runtime not installed) gets its own row ``error``; the other
 rows of the cell and the sweep go on. A model whose builder fails gives every one of its rows that error.
 
-Variant rule (`segbench.runtimes.base.expand_variants`): fp32 first; then one variant for every
+Variant rule (`segbench.measure.session.expand_variants`): fp32 first; then one variant for every
 combination of a requested precision with each requested switch (``channels_last``, ``compile``,
 ``cuda_graph``, ``fold_bn``) off and on. Each runtime gets the variants it supports (PyTorch: fp16 and
 bf16 and every switch; ONNX Runtime and OpenVINO: int8 and ``fold_bn``).
@@ -26,18 +26,18 @@ from typing import TYPE_CHECKING, Any
 
 from segbench.checks import check_all_positive, check_device, check_precisions, check_sizes, check_writable
 from segbench.errors import UserError
+from segbench.measure.session import Session, Variant
 from segbench.rows.environment import device_name
 from segbench.rows.schema import spec_fields
 from segbench.runners import defaults
 from segbench.runners.cells import ALONE, Built, Cell, Context, Row, isolated, measure_cells
 from segbench.runners.defaults import Timing
 from segbench.runners.weights import check_weights, per_model
-from segbench.runtimes.base import Session, Variant
 
 if TYPE_CHECKING:
     import torch
 
-    from segbench.measure.latency import Protocol
+    from segbench.measure.timer import Protocol
     from segbench.registry import ModelSpec, RuntimeSpec
 
 #: Calibration batches of an int8 variant, from the train split of ``LatencyConfig.dataset``.
@@ -181,7 +181,7 @@ def _measure(
     """The rows ``keys`` of one cell: the PyTorch fp32 eager reference first, then each runtime x variant."""
     import torch
 
-    from segbench.measure.latency import measurement_settings
+    from segbench.measure.settings import measurement_settings
 
     config, images = sweep.config, sweep.images
     device = torch.device(config.device)
@@ -225,7 +225,8 @@ def _eager(
     network: torch.nn.Module, x: torch.Tensor, device: torch.device, threads: int, workdir: Path
 ) -> tuple[Session, torch.Tensor]:
     """The PyTorch fp32 eager session every other row is timed against, and its logits (on the CPU)."""
-    from segbench.measure.latency import main_output, strict_fp32
+    from segbench.measure.outputs import main_output
+    from segbench.measure.settings import strict_fp32
     from segbench.runtimes import torch_runtime
 
     session = torch_runtime.prepare(
@@ -253,6 +254,7 @@ def _measure_variant(
 
     from segbench.measure.faults import OOM, VariantUnavailable, error_reason, release_memory
     from segbench.measure.latency import measure_session
+    from segbench.rows.latency import measurement_fields
 
     config, device = sweep.config, x.device
     missing = (
@@ -281,8 +283,10 @@ def _measure_variant(
         batch, _, height, width = x.shape
         trace = config.trace_dir / f"{spec.name}-{batch}x{height}x{width}-{runtime.name}-{variant.tag}.json"
     try:
-        fields = measure_session(
-            session, x, reference, device=device, protocol=config.protocol, baseline=baseline, trace=trace
+        fields = measurement_fields(
+            measure_session(
+                session, x, reference, device=device, protocol=config.protocol, baseline=baseline, trace=trace
+            )
         )
     except Exception as exc:
         # Paired, the fp32 network's calls share the device with this variant's: a variant that fits
@@ -291,7 +295,9 @@ def _measure_variant(
         if baseline is None or error_reason(exc) != OOM:
             raise
         release_memory(device)
-        fields = measure_session(session, x, reference, device=device, protocol=config.protocol, trace=trace)
+        fields = measurement_fields(
+            measure_session(session, x, reference, device=device, protocol=config.protocol, trace=trace)
+        )
     if sweep.evaluate is not None and not reference_row:
         fields.update(sweep.evaluate(session.predict, x.shape[0]))
     return fields

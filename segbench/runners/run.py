@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from segbench.measure.session import Variant
 from segbench.runners import blocks as blocks_runner
 from segbench.runners import count as count_runner
 from segbench.runners import defaults
@@ -29,7 +30,6 @@ from segbench.runners import latency as latency_runner
 from segbench.runners import train as train_runner
 from segbench.runners.cells import ALONE, Built, Context, Described, Row, measure_cells
 from segbench.runners.defaults import describe_protocol
-from segbench.runtimes.base import Variant
 
 if TYPE_CHECKING:
     import torch
