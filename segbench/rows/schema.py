@@ -76,6 +76,10 @@ ROW_FIELDS: tuple[str, ...] = (
     "latency_speedup_ci_low",
     "latency_speedup_ci_high",
     "latency_samples_ms",
+    "latency_speedup_samples",
+    "samples_per_process",
+    "processes",
+    "between_process_share",
     "run_id",
     "world_size",
     "rank",
@@ -123,7 +127,9 @@ TEXT_FIELDS = frozenset(
     }
 )
 #: Lists and mappings: kept in JSON, left out of CSV and tables.
-JSON_ONLY_FIELDS = frozenset({"iou_per_class", "mac_notes", "latency_samples_ms"})
+JSON_ONLY_FIELDS = frozenset(
+    {"iou_per_class", "mac_notes", "latency_samples_ms", "latency_speedup_samples", "samples_per_process"}
+)
 #: Extra fields of breakdown rows (``segbench flops --by operator|module``): what the row is a part of.
 BREAKDOWN_FIELDS = ("operator", "module", "share")
 #: What was measured: the network, its block geometry and its input. Equal for the same block or
