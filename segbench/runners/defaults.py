@@ -105,12 +105,10 @@ def training(device: str, steps: int | None = None, batch_size: int | None = Non
 
 def describe_protocol(protocol: Protocol, processes: int = 1) -> str:
     """The timing protocol in words, for the notes under the tables."""
-    spread = (
-        f"; each cell in {processes} fresh processes (the last skipped when the first two agree within "
-        f"+-{protocol.target:.0%}), its intervals across them"
-        if processes > 1
-        else ""
-    )
+    spread = ""
+    if processes > 1:
+        skip = f" (the rest skipped when the first two agree within +-{protocol.target:.0%})" if processes > 2 else ""
+        spread = f"; each cell in {processes} fresh processes{skip}, its intervals across them"
     if protocol.iters is not None:
         return f"{protocol.warmup} warm-up + {protocol.iters} timed calls per row{spread}"
     return (
