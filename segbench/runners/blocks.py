@@ -23,7 +23,7 @@ from segbench.rows.schema import pair_ratios, spec_fields
 from segbench.runners import defaults
 from segbench.runners.cells import ALONE, Cell, Context, Row, measure_cells
 from segbench.runners.defaults import Timing
-from segbench.runners.processes import across_processes
+from segbench.runners.processes import in_processes
 
 if TYPE_CHECKING:
     from segbench.measure.timer import Protocol
@@ -113,7 +113,7 @@ def _pair_cell(
     processes = config.timing.processes_on(config.device)
     if processes == 1:
         return measure(keys)
-    return across_processes(measure, processes, config.protocol.target, keys)
+    return in_processes(measure, processes, config.protocol.target, keys)
 
 
 def _measure_pair(

@@ -32,7 +32,7 @@ from segbench.rows.schema import spec_fields
 from segbench.runners import defaults
 from segbench.runners.cells import ALONE, Built, Cell, Context, Row, isolated, measure_cells
 from segbench.runners.defaults import Timing
-from segbench.runners.processes import across_processes
+from segbench.runners.processes import in_processes
 from segbench.runners.weights import check_weights, per_model
 
 if TYPE_CHECKING:
@@ -170,7 +170,7 @@ def cells(
             if processes > 1:
                 context.progress(spec.name, f"latency {'x'.join(map(str, shape))} in {processes} processes")
                 worker = partial(_measure, spec, model, shape, replace(sweep, context=ALONE))
-                measure = partial(across_processes, worker, processes, config.protocol.target)
+                measure = partial(in_processes, worker, processes, config.protocol.target)
             yield Cell(keys, measure, device=config.device, stage=stage)
 
 

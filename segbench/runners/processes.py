@@ -35,7 +35,7 @@ class WorkerFailed(RuntimeError):
     """A worker process died, timed out or could not measure its cell."""
 
 
-def across_processes(
+def in_processes(
     measure: Measure, processes: int, target: float, keys: list[Row], timeout_s: float = WORKER_TIMEOUT_S
 ) -> list[Row]:
     """The rows ``keys`` of one cell, each measured by ``measure`` in up to ``processes`` fresh workers
