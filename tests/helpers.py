@@ -11,6 +11,8 @@ from segbench.registry import ModelSpec
 from segbench.runners.defaults import Timing
 from segbench.runners.latency import LatencyConfig, latency
 
+TIMING_FIELDS = ("warmup", "iters", "budget_s", "target", "threads")
+
 
 def latency_row(
     model: nn.Module,
@@ -25,9 +27,9 @@ def latency_row(
     (3 channels: the synthetic val image, resized; others: seeded random numbers).
 
     Times fp32 eager first, as every sweep does (the reference the variant is compared with and
-    paired against). ``options``: further `LatencyConfig` or `Timing` fields (device, warmup, iters, threads, ...).
+    paired against). ``options``: `Timing` fields (warmup, iters, threads, ...) and further
+    `LatencyConfig` fields (device, trace_dir, ...).
     """
-    timing = {name: options.pop(name) for name in Timing.__dataclass_fields__ if name in options}
     spec = ModelSpec(
         name="net",
         family="test",
@@ -40,6 +42,6 @@ def latency_row(
         plugin="tests",
     )
     variants = list(dict.fromkeys([Variant(), variant or Variant()]))
-    return list(
-        latency([spec], LatencyConfig(batch_sizes=[batch], variants=variants, timing=Timing(**timing), **options))
-    )[-1]
+    timing = Timing(**{key: options.pop(key) for key in TIMING_FIELDS if key in options})
+    config = LatencyConfig(batch_sizes=[batch], variants=variants, timing=timing, **options)
+    return list(latency([spec], config))[-1]

@@ -64,8 +64,8 @@ def test_interval_is_the_t_interval_of_the_log_medians() -> None:
     spread = across_processes([[1.0] * 7, [2.0] * 7, [4.0] * 7])
     se = math.sqrt(statistics.variance([0, math.log(2), math.log(4)]) / 3)
     assert spread.median == pytest.approx(2.0)
-    assert spread.low == pytest.approx(2 * math.exp(-4.303 * se))
-    assert spread.high == pytest.approx(2 * math.exp(4.303 * se))
+    assert spread.low == pytest.approx(2 * math.exp(-4.302653 * se))
+    assert spread.high == pytest.approx(2 * math.exp(4.302653 * se))
     assert spread.between_share == 1.0  # no spread within a process
 
 

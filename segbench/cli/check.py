@@ -13,9 +13,10 @@ from typing import Annotated
 
 import typer
 
-from segbench.cli.app import app
-from segbench.cli.options import Budget, Device, Iters, Models, Precisions, Runtimes, Threads, Warmup
+from segbench.cli.app import command
+from segbench.cli.options import BatchSizes, Device, Models, Precisions, Runtimes, Sizes
 from segbench.errors import UserError
+from segbench.runners.defaults import Timing
 
 EXIT_SKIP = 125
 
@@ -28,19 +29,17 @@ Baseline = Annotated[
 ]
 
 
-@app.command("check")
+@command("check")
 def check_command(
     baseline: Baseline,
     models: Models = None,
     device: Device = "cpu",
-    size: Annotated[str | None, typer.Option("--size", help="HxW or a comma list. Default: each model's own.")] = None,
-    batch_size: Annotated[str, typer.Option("--batch-size", "-b", help="Batch size or a comma list.")] = "1",
+    size: Sizes = None,
+    batch_size: BatchSizes = "1",
     precision: Precisions = "fp32",
     runtime: Runtimes = "torch",
-    threads: Threads = None,
-    warmup: Warmup = None,
-    iters: Iters = None,
-    budget: Budget = None,
+    *,
+    timing: Timing,
     results: Annotated[Path, typer.Option("--results", help="The folder of --baseline history.")] = Path("results"),
     tolerance: Annotated[
         str, typer.Option("--tolerance", help="Allowed slowdown (latency_ms_median growth): 10% or 0.1.")
@@ -68,10 +67,7 @@ def check_command(
             batch_sizes=parse_int_list(batch_size, "batch size"),
             variants=variants_of(precision, False, False, False, False),
             runtimes=parse_names(runtime),
-            warmup=warmup,
-            iters=iters,
-            budget_s=budget,
-            threads=threads,
+            timing=timing,
         )
         rows = list(latency(get_registry().select(models, kind="model"), config))
         if not rows:

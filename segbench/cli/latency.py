@@ -9,6 +9,7 @@ import typer
 
 from segbench.cli.app import command
 from segbench.cli.options import (
+    BatchSizes,
     ChannelsLast,
     Compile,
     CudaGraph,
@@ -18,6 +19,7 @@ from segbench.cli.options import (
     Output,
     Precisions,
     Runtimes,
+    Sizes,
     parse_int_list,
     parse_names,
     parse_sizes,
@@ -49,11 +51,6 @@ COLUMNS = (
     "error",
 )
 
-Sizes = Annotated[
-    str | None,
-    typer.Option("--size", help="HxW or a comma list (512x1024,256x512). Default: each model's own."),
-]
-BatchSizes = Annotated[str, typer.Option("--batch-size", "-b", help="Batch size or a comma list (1,8).")]
 Images = Annotated[
     str,
     typer.Option(

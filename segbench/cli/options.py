@@ -40,6 +40,11 @@ Resume = Annotated[
         "it lacks and add them to it.",
     ),
 ]
+Sizes = Annotated[
+    str | None,
+    typer.Option("--size", help="HxW or a comma list (512x1024,256x512). Default: each model's own."),
+]
+BatchSizes = Annotated[str, typer.Option("--batch-size", "-b", help="Batch size or a comma list (1,8).")]
 Device = Annotated[str, typer.Option("--device", "-d", help="cpu, cuda or cuda:N.")]
 NumClasses = Annotated[int | None, typer.Option("--num-classes", help="Class count (default: each model's own).")]
 Warmup = Annotated[

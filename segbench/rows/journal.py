@@ -78,6 +78,8 @@ class Journal:
             self.run_id = run_id or new_run_id()
             self.stem = out_dir / f"{command}-{self.run_id}"
             try:
+                if self.stem.with_suffix(".json").exists():  # a finished run's id is taken too
+                    raise FileExistsError(self.stem.with_suffix(".json"))
                 self._stream = self._open(self.path, "x")
                 break
             except FileExistsError:

@@ -10,6 +10,11 @@ from collections.abc import Iterable, Mapping
 from fractions import Fraction
 from typing import Any
 
+#: The version of the row schema, in every row (``schema_version``). Raise it when a field is renamed,
+#: removed or changes meaning, and teach ``rows.files.load_rows`` to migrate the previous version.
+#: 1: the rows before the field existed; 2: adds ``schema_version`` and ``timing_protocol``.
+SCHEMA_VERSION = 2
+
 ROW_FIELDS: tuple[str, ...] = (
     "model",
     "kind",
@@ -44,6 +49,7 @@ ROW_FIELDS: tuple[str, ...] = (
     "latency_ms_ci_low",
     "latency_ms_ci_high",
     "ci_target_met",
+    "timing_protocol",
     "iters",
     "throughput_ips",
     "host_ms_median",
@@ -86,6 +92,7 @@ ROW_FIELDS: tuple[str, ...] = (
     "cores",
     "cell",
     "error",
+    "schema_version",
     "segbench_version",
     "torch_version",
     "cuda_version",
@@ -115,6 +122,7 @@ TEXT_FIELDS = frozenset(
         "cores",
         "train_conv_backend",
         "error",
+        "timing_protocol",
         "segbench_version",
         "torch_version",
         "cuda_version",
@@ -168,7 +176,7 @@ RATIO_NOTE = (
 
 
 def make_row(**fields: Any) -> dict[str, Any]:
-    """A full row: the given fields, the environment fingerprint, and None for the rest.
+    """A full row: the given fields, the schema version, the environment fingerprint, and None for the rest.
 
     Breakdown rows also keep their ``BREAKDOWN_FIELDS``; any other unknown name is a bug (KeyError).
     """
@@ -178,6 +186,7 @@ def make_row(**fields: Any) -> dict[str, Any]:
     if unknown:
         raise KeyError(f"not result-row fields: {', '.join(sorted(unknown))}")
     row = dict.fromkeys(ROW_FIELDS)
+    row["schema_version"] = SCHEMA_VERSION
     row.update(fingerprint())
     row.update(fields)
     return row

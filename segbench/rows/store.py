@@ -177,7 +177,7 @@ class Store:
             found = self.db.execute("SELECT row FROM rows ORDER BY id").fetchall()
         except sqlite3.DatabaseError as exc:
             raise self._error(exc) from None
-        return [full_row(json.loads(text)) for (text,) in found]
+        return [full_row(json.loads(text), self.path) for (text,) in found]
 
 
 def result_files(folder: Path) -> list[Path]:

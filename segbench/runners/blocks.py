@@ -164,6 +164,7 @@ def _measure_pair(
                 latency_fields(device_ms, host_ms, config.batch_size, timing.target_met),
                 peak_mem_mb=peak_memory(session, device),
                 threads=threads,
+                timing_protocol=defaults.protocol_label(protocol, paired=True),
                 **Variant().fields(),
             )
     baseline, other = measured

@@ -62,9 +62,9 @@ def timing(
 
     default = TIMING[device_type(device)]
     return Protocol(
-        warmup=default["warmup"] if warmup is None else warmup,
+        warmup=int(default["warmup"]) if warmup is None else warmup,
         iters=iters,
-        min_samples=default["min_samples"],
+        min_samples=int(default["min_samples"]),
         min_seconds=default["min_seconds"],
         budget_s=default["budget_s"] if budget_s is None else budget_s,
         target=TARGET if target is None else target,
@@ -114,4 +114,20 @@ def describe_protocol(protocol: Protocol, processes: int = 1) -> str:
     return (
         f"{protocol.warmup} warm-up, then at least {protocol.min_samples} timed calls per row until the 95% "
         f"interval of the median is within +-{protocol.target:.0%} or {protocol.budget_s:g} s are spent{spread}"
+    )
+
+
+def protocol_label(protocol: Protocol, paired: bool) -> str:
+    """The timing protocol as one compact row field (``timing_protocol``): how the row's samples were taken.
+
+    ``paired``: timed call by call alternately with another session (a speed-up baseline, the other
+    block of a pair); ``single``: timed alone. Then ``fixed`` (``--iters``) or ``adaptive`` and the
+    settings. Rows whose labels differ were timed differently, so ``segbench compare`` does not rank them.
+    """
+    method = "paired" if paired else "single"
+    if protocol.iters is not None:
+        return f"{method} fixed warmup={protocol.warmup} iters={protocol.iters}"
+    return (
+        f"{method} adaptive warmup={protocol.warmup} min_samples={protocol.min_samples} "
+        f"min_seconds={protocol.min_seconds:g} budget_s={protocol.budget_s:g} target={protocol.target:g}"
     )

@@ -302,9 +302,11 @@ def _measure_variant(
         if baseline is None or error_reason(exc) != OOM:
             raise
         release_memory(device)
+        baseline = None
         fields = measurement_fields(
             measure_session(session, x, reference, device=device, protocol=config.protocol, trace=trace)
         )
+    fields["timing_protocol"] = defaults.protocol_label(config.protocol, paired=baseline is not None)
     if sweep.evaluate is not None and not reference_row:
         fields.update(sweep.evaluate(session.predict, x.shape[0]))
     return fields
