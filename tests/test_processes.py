@@ -169,8 +169,9 @@ def test_one_process_never_spawns(monkeypatch: pytest.MonkeyPatch) -> None:
     assert dsconv["latency_speedup"] == statistics.median(dsconv["latency_speedup_samples"])
 
 
-def test_defaults_per_device() -> None:
-    assert (Timing().processes_on("cpu"), Timing().processes_on("cuda:0")) == (PROCESSES["cpu"], PROCESSES["cuda"])
+def test_defaults_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()  # the suite's one-process default (conftest.py)
+    assert (Timing().processes_on("cpu"), Timing().processes_on("cuda:0")) == (3, 1) == tuple(PROCESSES.values())
     assert Timing(processes=5).processes_on("cuda") == 5
     with pytest.raises(UserError, match="bad processes 0"):
         Timing(processes=0)

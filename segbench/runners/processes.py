@@ -16,9 +16,11 @@ it is never waited on beyond that.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import multiprocessing
 import pickle
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -79,12 +81,14 @@ def in_worker(measure: Measure, keys: list[Row], timeout_s: float, label: str) -
 
 
 def _work(payload: bytes, send: Any) -> None:
-    """The worker: measure, send the rows (or the reason it could not) and exit."""
+    """The worker: measure, send the rows (or the reason it could not) and exit. What the cell prints
+    goes to stderr, as in `segbench.runners.cells.isolated`: stdout may be the parent's JSON."""
     from segbench.measure.faults import error_reason
 
     try:
         measure, keys = pickle.loads(payload)
-        result = (True, measure(keys))
+        with contextlib.redirect_stdout(sys.stderr):
+            result = (True, measure(keys))
     except Exception as exc:
         result = (False, error_reason(exc))
     send.send(result)
