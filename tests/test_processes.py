@@ -204,3 +204,18 @@ def test_compare_reads_the_intervals_of_rows_timed_across_processes() -> None:
     assert check.status == REGRESSION and ": yes" in check.change
     (check,) = [c for c in compare_rows([_row(1.0, 0.10, 1)], [_row(1.12, 0.10, 1)]) if c.check == "latency_ms_median"]
     assert check.status == REGRESSION and "rank test" in check.change  # one process: as before
+
+
+def test_run_times_its_trained_networks_here() -> None:
+    """``segbench run`` hands the latency cells the network it trained (``built``): those never go to
+    workers, whatever ``--processes`` says; the same sweep without it does."""
+    from segbench.plugins import get_registry
+    from segbench.runners import latency as latency_runner
+    from segbench.runners.cells import ALONE, Built
+
+    spec = get_registry().model("block_dsconv")
+    config = latency_runner.LatencyConfig(sizes=[(8, 8)], timing=Timing(processes=3))
+    (trained,) = latency_runner.cells([spec], config, ALONE, built={spec.name: Built(spec)})
+    (fresh,) = latency_runner.cells([spec], config, ALONE)
+    assert trained.measure.func is latency_runner._measure
+    assert fresh.measure.func is in_processes and fresh.measure.args[1:] == (3, 0.02)
