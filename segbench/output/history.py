@@ -32,7 +32,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from segbench.measure.stats import mann_whitney_greater
 from segbench.rows.schema import IDENTITY_FIELDS, VARIANT_FIELDS
 
 Row = dict[str, Any]
@@ -231,7 +230,10 @@ def _samples_p(before: Sequence[Run], after: Sequence[Run], step: float) -> floa
     new = [s for r in after for s in (r.samples or [])]
     if not old or not new:
         return None
-    return mann_whitney_greater(new, old) if step > 0 else mann_whitney_greater(old, new)
+    from scipy.stats import mannwhitneyu  # as the compare gate: exact for small samples
+
+    larger, smaller = (new, old) if step > 0 else (old, new)
+    return float(mannwhitneyu(larger, smaller, alternative="greater").pvalue)
 
 
 def history(rows: Sequence[Row], metric: str, tolerance: float) -> list[Series]:
