@@ -204,7 +204,14 @@ def test_the_graph_sees_imports_inside_functions():
 
 
 #: The runner each measuring command calls: cli module -> runner module, whose runner is named like it.
-COMMAND_RUNNERS = {"flops": "count", "latency": "latency", "blocks": "blocks", "train": "train", "run": "run"}
+COMMAND_RUNNERS = {
+    "flops": "count",
+    "latency": "latency",
+    "blocks": "blocks",
+    "train": "train",
+    "run": "run",
+    "load": "load",
+}
 
 
 @pytest.mark.parametrize("command", sorted(COMMAND_RUNNERS))

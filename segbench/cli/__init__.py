@@ -12,6 +12,7 @@ from segbench.cli import (  # noqa: F401
     history,
     latency,
     list_cmd,
+    load,
     report,
     run,
     train,

@@ -334,8 +334,61 @@ def plot_k2_study(rows: Sequence[Row], path: Path) -> str | None:
     return None
 
 
+def plot_load(rows: Sequence[Row], path: Path) -> str | None:
+    """Miss rate against load (streams or requests/s) per model x runtime x variant, the found maximum
+    starred and the miss budget dashed: where the curve crosses the budget is what the machine sustains."""
+    data = [
+        r
+        for r in _model_rows(rows)
+        if r.get("scenario") in ("streams", "server") and number(r.get("deadline_miss_rate")) is not None
+    ]
+    if not data:
+        return "no streams or server rows with deadline_miss_rate"
+    fig, axes = _figure()
+    ax = axes[0][0]
+    curves: dict[tuple[Any, ...], list[Row]] = {}
+    for row in data:
+        curves.setdefault((row["model"], row.get("runtime"), row.get("precision"), row["scenario"]), []).append(row)
+    for n, ((model, runtime, precision, scenario), curve) in enumerate(curves.items()):
+        load = "streams" if scenario == "streams" else "qps"
+        part = sorted((r for r in curve if r.get("search") != "unconfirmed"), key=lambda r: float(r[load]))
+        refuted = [r for r in curve if r.get("search") == "unconfirmed"]
+        color = f"C{n % 10}"
+        ax.plot(
+            [r[load] for r in part],
+            [r["deadline_miss_rate"] for r in part],
+            "o-",
+            color=color,
+            label=f"{model} {runtime} {precision} ({load})",
+        )
+        ax.plot([r[load] for r in refuted], [r["deadline_miss_rate"] for r in refuted], "x", color=color, markersize=9)
+        for row in part:
+            if row.get("search") == "max":
+                ax.plot([row[load]], [row["deadline_miss_rate"]], "*", color=color, markersize=16, zorder=5)
+                ax.annotate(
+                    f"max {row[load]:g}",
+                    (row[load], row["deadline_miss_rate"]),
+                    textcoords="offset points",
+                    xytext=(6, 6),
+                    fontsize=8,
+                )
+    for budget in {r["miss_budget"] for r in data if r.get("miss_budget") is not None}:
+        ax.axhline(budget, linestyle="--", color="grey", linewidth=1)
+    ax.set_xlabel("load (camera streams, or requests/s for server)")
+    ax.set_ylabel("deadline miss rate")
+    ax.set_title(
+        "Miss rate against load\nstar: the largest load confirmed within the budget (dashed); x: a confirmation run that failed",
+        fontsize=10,
+    )
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    _save(fig, path)
+    return None
+
+
 PLOTS: dict[str, Callable[[Sequence[Row], Path], str | None]] = {
     "miou_vs_latency": plot_miou_latency,
     "macs_vs_latency": plot_macs_latency,
     "k2_study": plot_k2_study,
+    "load_miss_rate": plot_load,
 }

@@ -109,8 +109,8 @@ def _migrated(row: dict[str, Any], path: Path) -> dict[str, Any]:
             f"{path} has result rows of schema version {version}; this segbench {__version__} reads "
             f"versions up to {SCHEMA_VERSION}: upgrade segbench"
         )
-    if version == 1:  # before schema_version and timing_protocol: the protocol was not recorded
-        row = {**dict.fromkeys(ROW_FIELDS), **row, "schema_version": 2}
+    if version == 1:  # before schema_version: no timing_protocol recorded, no third-wave fields
+        row = {**dict.fromkeys(ROW_FIELDS), **row, "schema_version": SCHEMA_VERSION}
     return row
 
 

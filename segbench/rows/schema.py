@@ -12,7 +12,9 @@ from typing import Any
 
 #: The version of the row schema, in every row (``schema_version``). Raise it when a field is renamed,
 #: removed or changes meaning, and teach ``rows.files.load_rows`` to migrate the previous version.
-#: 1: the rows before the field existed; 2: adds ``schema_version`` and ``timing_protocol``.
+#: 1: the rows of segbench before the field existed; 2: adds ``schema_version``, ``timing_protocol`` and
+#: the third wave's fields (layer profiles, load scenarios, history, end-to-end, GPU state, and timing
+#: across processes).
 SCHEMA_VERSION = 2
 
 ROW_FIELDS: tuple[str, ...] = (
@@ -86,6 +88,26 @@ ROW_FIELDS: tuple[str, ...] = (
     "samples_per_process",
     "processes",
     "between_process_share",
+    # load scenarios (segbench load): their settings, then what the load gave
+    "scenario",
+    "streams",
+    "fps",
+    "jitter",
+    "workers",
+    "max_batch",
+    "max_delay_ms",
+    "qps",
+    "duration_s",
+    "miss_budget",
+    "latency_bound_ms",
+    "memory_limit_mb",
+    "search",
+    "offered_ips",
+    "deadline_miss_rate",
+    "latency_ms_p99",
+    "latency_ms_max",
+    "queue_ms_p99",
+    "dropped",
     "run_id",
     "world_size",
     "rank",
@@ -121,6 +143,8 @@ TEXT_FIELDS = frozenset(
         "init",
         "cores",
         "train_conv_backend",
+        "scenario",
+        "search",
         "error",
         "timing_protocol",
         "segbench_version",
