@@ -27,10 +27,12 @@ TARGET = 0.02
 #: Worker processes per cell (``--processes``) per device type: each cell is timed in this many fresh
 #: processes and its interval holds the spread between them (`segbench.measure.stats.across_processes`),
 #: which is what a rerun moves by. On CPU a new process lands a K^2 speed-up up to 17 % away while one
-#: process's interval is +-2 % (docs/timing.md, "Intervals that cover a rerun"); 3 processes give a
-#: t interval with 2 degrees of freedom, and a third process is skipped when the first two agree
-#: within TARGET. On CUDA the spread between processes is small, so 1. ``segbench run`` times its
-#: trained networks in its own process (1), whatever the setting; its ``--blocks`` rows use it.
+#: process's interval is +-2 %; with 3 processes the K^2 intervals held a rerun's speed-up in 76 % of
+#: pairs x cells instead of 56 %, at 4.9x the time, on a heavily loaded 2-core machine (docs/timing.md,
+#: "Intervals that cover a rerun"). A third process is skipped when the first two agree within TARGET.
+#: On CUDA 1: the spread between processes is reported small there (not measured here: no GPU).
+#: ``segbench run`` times its trained networks in its own process (1) whatever the setting; its
+#: ``--blocks`` rows use it.
 PROCESSES = {"cpu": 3, "cuda": 1}
 #: (optimiser steps, batch size) of brief training per device type. CPU: 120 steps x 2 images keeps
 #: the README's main job under 5 minutes on 2 AVX2 cores, where an FCN-8s step is bounded by fc6's
