@@ -197,11 +197,17 @@ def _apart_across_processes(old: Row, new: Row) -> tuple[bool, str]:
     """Rows timed in several processes (``--processes``): their intervals hold what a rerun moves by,
     so the per-call samples (one process's noise) must not decide. Clearly slower when the log ratio
     of the medians exceeds the two 95 % half-widths (OLD's upper, NEW's lower) added in quadrature."""
-    fields = (old.get("latency_ms_ci_high"), old.get("latency_ms_median"), new.get("latency_ms_median"))
-    low = new.get("latency_ms_ci_low")
-    if not all(isinstance(v, (int, float)) and v > 0 for v in (*fields, low)):
+    names = [
+        (old, "latency_ms_ci_high"),
+        (old, "latency_ms_median"),
+        (new, "latency_ms_median"),
+        (new, "latency_ms_ci_low"),
+    ]
+    values = [row.get(name) for row, name in names]
+    known = [float(v) for v in values if isinstance(v, (int, float)) and v > 0]
+    if len(known) < len(values):
         return True, "no intervals: medians only"
-    old_high, old_median, new_median = fields
+    old_high, old_median, new_median, low = known
     margin = math.hypot(math.log(old_high / old_median), math.log(new_median / low))
     clear = math.log(new_median / old_median) > margin
     return clear, f"beyond the intervals across processes (+{math.expm1(margin):.1%}): {'yes' if clear else 'no'}"
