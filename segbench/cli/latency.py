@@ -110,7 +110,7 @@ def latency_command(
         trace_dir=trace,
     )
     specs = get_registry().select(models, kind="model")
-    protocol = describe_protocol(config.protocol)
+    protocol = describe_protocol(config.protocol, config.timing.processes_on(config.device))
     rows_per_cell = ", ".join(f"{r.name} {v.tag}" for r, v in config.combos())
     note(f"{protocol} on {device}; per cell: {rows_per_cell}")
     rows = job.collect(latency(specs, config, job.context), on_row=_summary)

@@ -19,7 +19,7 @@ import typer
 
 from segbench.errors import UserError
 from segbench.output.tables import FORMATS
-from segbench.runners.defaults import TARGET, TIMING, TRAIN, Timing
+from segbench.runners.defaults import PROCESSES, TARGET, TIMING, TRAIN, Timing
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 
@@ -75,6 +75,15 @@ Target = Annotated[
     ),
 ]
 Threads = Annotated[int | None, typer.Option("--threads", help="torch CPU threads (default: torch's own).")]
+Processes = Annotated[
+    int | None,
+    typer.Option(
+        "--processes",
+        help="Time each cell in N fresh worker processes; the interval then covers a rerun. Default: "
+        f"{PROCESSES['cpu']} CPU (the third skipped when two agree), {PROCESSES['cuda']} CUDA; "
+        "run's per-model latency: 1.",
+    ),
+]
 Dataset = Annotated[
     str, typer.Option("--dataset", help="synthetic, folder:PATH, voc:PATH, cityscapes:PATH (or a plugin's).")
 ]
@@ -138,6 +147,7 @@ GROUPS: dict[type, tuple[tuple[str, Any, Any], ...]] = {
         ("iters", Iters, None),
         ("budget_s", Budget, None),
         ("target", Target, None),
+        ("processes", Processes, None),
     ),
     Output: (
         ("format", Format, "table"),

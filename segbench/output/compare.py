@@ -178,6 +178,8 @@ def slower(old: Row, new: Row, alpha: float = ALPHA) -> tuple[bool, str]:
     ``alpha`` (scipy's: exact for small samples without ties, else the normal approximation); else
     with both 95 % intervals: the intervals apart; else only the medians (older files).
     """
+    if all((row.get("processes") or 1) > 1 for row in (old, new)):  # before the samples: see there
+        return _apart_across_processes(old, new)
     samples = old.get("latency_samples_ms"), new.get("latency_samples_ms")
     if all(isinstance(s, list) and len(s) >= MIN_SAMPLES for s in samples):
         from scipy.stats import mannwhitneyu
@@ -189,6 +191,26 @@ def slower(old: Row, new: Row, alpha: float = ALPHA) -> tuple[bool, str]:
         apart = new_low > old_high
         return apart, f"95% intervals {'apart' if apart else 'overlap'}"
     return True, "no samples or intervals: medians only"
+
+
+def _apart_across_processes(old: Row, new: Row) -> tuple[bool, str]:
+    """Rows timed in several processes (``--processes``): their intervals hold what a rerun moves by,
+    so the per-call samples (one process's noise) must not decide. Clearly slower when the log ratio
+    of the medians exceeds the two 95 % half-widths (OLD's upper, NEW's lower) added in quadrature."""
+    names = [
+        (old, "latency_ms_ci_high"),
+        (old, "latency_ms_median"),
+        (new, "latency_ms_median"),
+        (new, "latency_ms_ci_low"),
+    ]
+    values = [row.get(name) for row, name in names]
+    known = [float(v) for v in values if isinstance(v, (int, float)) and v > 0]
+    if len(known) < len(values):
+        return True, "no intervals: medians only"
+    old_high, old_median, new_median, low = known
+    margin = math.hypot(math.log(old_high / old_median), math.log(new_median / low))
+    clear = math.log(new_median / old_median) > margin
+    return clear, f"beyond the intervals across processes (+{math.expm1(margin):.1%}): {'yes' if clear else 'no'}"
 
 
 def _miou(label: str, old: Row, row: Row, tolerance: float) -> list[Check]:

@@ -13,7 +13,8 @@ from typing import Any
 #: The version of the row schema, in every row (``schema_version``). Raise it when a field is renamed,
 #: removed or changes meaning, and teach ``rows.files.load_rows`` to migrate the previous version.
 #: 1: the rows of segbench before the field existed; 2: adds ``schema_version``, ``timing_protocol`` and
-#: the third wave's fields (layer profiles, load scenarios, history, end-to-end, GPU state).
+#: the third wave's fields (layer profiles, load scenarios, history, end-to-end, GPU state, and timing
+#: across processes).
 SCHEMA_VERSION = 2
 
 ROW_FIELDS: tuple[str, ...] = (
@@ -86,6 +87,10 @@ ROW_FIELDS: tuple[str, ...] = (
     "latency_speedup_ci_low",
     "latency_speedup_ci_high",
     "latency_samples_ms",
+    "latency_speedup_samples",
+    "samples_per_process",
+    "processes",
+    "between_process_share",
     # load scenarios (segbench load): their settings, then what the load gave
     "scenario",
     "streams",
@@ -172,7 +177,9 @@ TEXT_FIELDS = frozenset(
     }
 )
 #: Lists and mappings: kept in JSON, left out of CSV and tables.
-JSON_ONLY_FIELDS = frozenset({"iou_per_class", "mac_notes", "latency_samples_ms"})
+JSON_ONLY_FIELDS = frozenset(
+    {"iou_per_class", "mac_notes", "latency_samples_ms", "latency_speedup_samples", "samples_per_process"}
+)
 #: Extra fields of breakdown rows (``segbench flops --by operator|module``): what the row is a part of.
 BREAKDOWN_FIELDS = ("operator", "module", "share")
 #: What was measured: the network, its block geometry and its input. Equal for the same block or

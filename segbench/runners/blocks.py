@@ -23,6 +23,7 @@ from segbench.rows.schema import pair_ratios, spec_fields
 from segbench.runners import defaults
 from segbench.runners.cells import ALONE, Cell, Context, Row, measure_cells
 from segbench.runners.defaults import Timing
+from segbench.runners.processes import in_processes
 
 if TYPE_CHECKING:
     from segbench.measure.timer import Protocol
@@ -95,7 +96,24 @@ def cells(specs: Sequence[ModelSpec], config: BlocksConfig, context: Context) ->
                         width=width,
                     )
                 )
-            yield Cell(keys, partial(_measure_pair, specs, keys, options, config, context), device=config.device)
+            yield Cell(keys, partial(_pair_cell, specs, keys, options, config, context), device=config.device)
+
+
+def _pair_cell(
+    specs: Sequence[ModelSpec],
+    pair: list[Row],
+    options: dict[str, int],
+    config: BlocksConfig,
+    context: Context,
+    keys: list[Row],
+) -> list[Row]:
+    """The rows ``keys`` of one pair: measured here, or in ``--processes`` fresh workers and pooled."""
+    context.progress("K^2 study", f"K={options['kernel_size']} C={options['in_channels']}")
+    measure = partial(_measure_pair, specs, pair, options, config)
+    processes = config.timing.processes_on(config.device)
+    if processes == 1:
+        return measure(keys)
+    return in_processes(measure, processes, config.protocol.target, keys)
 
 
 def _measure_pair(
@@ -103,7 +121,6 @@ def _measure_pair(
     pair: list[Row],
     options: dict[str, int],
     config: BlocksConfig,
-    context: Context,
     keys: list[Row],
 ) -> list[Row]:
     """Both blocks of the pair counted and timed alternately, call by call (the ratios need both);
@@ -127,7 +144,6 @@ def _measure_pair(
     example = torch.randn(
         config.batch_size, options["in_channels"], height, width, generator=torch.Generator().manual_seed(defaults.SEED)
     )
-    context.progress("K^2 study", f"K={options['kernel_size']} C={options['in_channels']}")
     models = [spec.build(**options).eval() for spec in specs]
     measured = [count_model(model, example).fields for model in models]
     with (

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from segbench.checks import check_timing
+from segbench.checks import check_positive, check_timing
 
 if TYPE_CHECKING:
     from segbench.measure.timer import Protocol
@@ -26,6 +26,16 @@ TIMING = {
     "cuda": {"warmup": 10, "warmup_s": 1.0, "min_samples": 20, "min_seconds": 0.2, "budget_s": 2.0},
 }
 TARGET = 0.02
+#: Worker processes per cell (``--processes``) per device type: each cell is timed in this many fresh
+#: processes and its interval holds the spread between them (`segbench.measure.stats.across_processes`),
+#: which is what a rerun moves by. On CPU a new process lands a K^2 speed-up up to 17 % away while one
+#: process's interval is +-2 %; with 3 processes the K^2 intervals held a rerun's speed-up in 76 % of
+#: pairs x cells instead of 56 %, at 4.9x the time, on a heavily loaded 2-core machine (docs/timing.md,
+#: "Intervals that cover a rerun"). A third process is skipped when the first two agree within TARGET.
+#: On CUDA 1: the spread between processes is reported small there (not measured here: no GPU).
+#: ``segbench run`` times its trained networks in its own process (1) whatever the setting; its
+#: ``--blocks`` rows use it.
+PROCESSES = {"cpu": 3, "cuda": 1}
 #: (optimiser steps, batch size) of brief training per device type. CPU: 120 steps x 2 images keeps
 #: the README's main job under 5 minutes on 2 AVX2 cores, where an FCN-8s step is bounded by fc6's
 #: native weight gradient (batch 4: about 2.9 s even with the per-layer conv backends, so 120 x 4
@@ -69,20 +79,27 @@ def timing(
 @dataclass(frozen=True)
 class Timing:
     """How to time, as the user asked: None means the device type's default (``iters`` None: adaptive
-    timing; ``threads`` None: torch's own). Checked once, here; `protocol` fills in the defaults."""
+    timing; ``threads`` None: torch's own; ``processes`` None: `PROCESSES`). Checked once, here;
+    `protocol` and `processes_on` fill in the defaults."""
 
     warmup: int | None = None
     iters: int | None = None
     budget_s: float | None = None
     target: float | None = None
     threads: int | None = None
+    processes: int | None = None
 
     def __post_init__(self) -> None:
         check_timing(self.warmup, self.iters, self.threads, self.budget_s, self.target)
+        check_positive(self.processes, "processes")
 
     def protocol(self, device: str) -> Protocol:
         """The timing protocol in effect on ``device``."""
         return timing(device, self.warmup, self.iters, self.budget_s, self.target)
+
+    def processes_on(self, device: str) -> int:
+        """The worker processes per cell in effect on ``device``."""
+        return PROCESSES[device_type(device)] if self.processes is None else self.processes
 
 
 def training(device: str, steps: int | None = None, batch_size: int | None = None) -> tuple[int, int]:
@@ -91,13 +108,17 @@ def training(device: str, steps: int | None = None, batch_size: int | None = Non
     return (default_steps if steps is None else steps, default_batch if batch_size is None else batch_size)
 
 
-def describe_protocol(protocol: Protocol) -> str:
+def describe_protocol(protocol: Protocol, processes: int = 1) -> str:
     """The timing protocol in words, for the notes under the tables."""
+    spread = ""
+    if processes > 1:
+        skip = f" (the rest skipped when the first two agree within +-{protocol.target:.0%})" if processes > 2 else ""
+        spread = f"; each cell in {processes} fresh processes{skip}, its intervals across them"
     if protocol.iters is not None:
-        return f"{_warmup(protocol)} warm-up + {protocol.iters} timed calls per row"
+        return f"{_warmup(protocol)} warm-up + {protocol.iters} timed calls per row{spread}"
     return (
         f"{_warmup(protocol)} warm-up, then at least {protocol.min_samples} timed calls per row until the 95% "
-        f"interval of the median is within +-{protocol.target:.0%} or {protocol.budget_s:g} s are spent"
+        f"interval of the median is within +-{protocol.target:.0%} or {protocol.budget_s:g} s are spent{spread}"
     )
 
 

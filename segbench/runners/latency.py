@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,7 @@ from segbench.rows.schema import spec_fields
 from segbench.runners import defaults
 from segbench.runners.cells import ALONE, Built, Cell, Context, Row, isolated, measure_cells
 from segbench.runners.defaults import Timing
+from segbench.runners.processes import in_processes
 from segbench.runners.weights import check_weights, per_model
 
 if TYPE_CHECKING:
@@ -143,6 +144,8 @@ def cells(
     combos = config.combos()
     sweep = _Sweep(config, context, _Images(config), stage, evaluate)
     weights = per_model(config.weights, "--weights", [s.name for s in specs])
+    # A network built (or trained) here, or an evaluation bound to this process's data, stays here.
+    processes = config.timing.processes_on(config.device) if built is None and evaluate is None else 1
     for spec in specs:
         classes = (config.num_classes or spec.default_num_classes) if spec.kind == "model" else None
         model = (built or {}).get(spec.name) or Built(
@@ -165,6 +168,10 @@ def cells(
             ]
             shape = (batch, spec.input_channels(), height, width)
             measure = partial(_measure, spec, model, shape, sweep)
+            if processes > 1:
+                context.progress(spec.name, f"latency {'x'.join(map(str, shape))} in {processes} processes")
+                worker = partial(_measure, spec, model, shape, replace(sweep, context=ALONE))
+                measure = partial(in_processes, worker, processes, config.protocol.target)
             yield Cell(keys, measure, device=config.device, stage=stage)
 
 

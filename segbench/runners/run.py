@@ -109,7 +109,8 @@ class Plan:
             f"Training: {budget} x batch {train_batch} ({train_precision}, seed {config.seed}{start}) "
             f"on {self.train.train_set.name} train, then mIoU on its val split{backend}",
             f"Latency of the trained network: batch {latency.batch_sizes[0]}, {describe_protocol(latency.protocol)} "
-            f"on {config.device}{threads}, per model: {rows}; peak_mem_mb is inference memory",
+            f"on {config.device}{threads}, in this process (where it was trained), per model: {rows}; "
+            "peak_mem_mb is inference memory",
         ]
 
 
