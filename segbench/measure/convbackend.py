@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from segbench.errors import UserError
+from segbench.measure.flags import mkldnn
 
 ONEDNN, NATIVE, AUTO = "onednn", "native", "auto"
 #: A layer runs native only when oneDNN takes at least DECISIVE times as long as native and at least
@@ -118,14 +119,15 @@ class _Toggle:
     """Sets the oneDNN flag on enter and restores the previous value on exit (a stack: re-entrant)."""
 
     def __init__(self, enabled: bool) -> None:
-        self.enabled, self.saved = enabled, []  # type: ignore[var-annotated]
+        self.enabled = enabled
+        self.saved: list[bool] = []
 
     def enter(self, *_: Any) -> None:
-        self.saved.append(torch.backends.mkldnn.enabled)
-        torch.backends.mkldnn.enabled = self.enabled
+        self.saved.append(mkldnn.enabled)
+        mkldnn.enabled = self.enabled
 
     def exit(self, *_: Any) -> None:
-        torch.backends.mkldnn.enabled = self.saved.pop() if self.saved else True
+        mkldnn.enabled = self.saved.pop() if self.saved else True
 
 
 def _hooks(conv: nn.Module) -> list[Any]:
@@ -147,13 +149,13 @@ def use_plan(model: nn.Module, plan: Plan) -> Iterator[None]:
     """Run ``model``'s conv layers as ``plan`` says while inside; the flag and hooks restored after."""
     modules = dict(model.named_modules())
     handles = [h for name in plan.layers(model) for h in _hooks(modules[name])]
-    saved = torch.backends.mkldnn.enabled
+    saved = mkldnn.enabled
     try:
         yield
     finally:
         for handle in handles:
             handle.remove()
-        torch.backends.mkldnn.enabled = saved
+        mkldnn.enabled = saved
 
 
 # ---- the probe ---------------------------------------------------------------------------------------
@@ -213,10 +215,12 @@ def conv_layers(model: nn.Module, input_shape: Sequence[int]) -> dict[str, Layer
     """Each torch conv module's call in a training-mode forward of a ``meta`` twin (no compute, no RNG)."""
     from segbench.measure.macs import meta_twin
 
-    twin, found = meta_twin(model), {}
+    twin = meta_twin(model)
+    found: dict[str, Layer] = {}
     names = {id(m): name for name, m in twin.named_modules()}
 
     def record(module: nn.Module, args: tuple, output: Any) -> None:
+        assert isinstance(module, nn.modules.conv._ConvNd)  # hooked on conv modules only
         found.setdefault(
             names[id(module)],
             Layer(
@@ -243,17 +247,17 @@ def _time_layer(layer: Mapping[str, Any], onednn: bool) -> Iterator[float]:
     conv = CONV_CLASSES[layer["cls"]](**layer["options"])
     x = torch.randn(layer["input"], requires_grad=layer["grad"])
     grad = torch.randn(layer["output"])
-    saved = torch.backends.mkldnn.enabled
+    saved = mkldnn.enabled
     try:
         for _ in range(CALLS):
-            torch.backends.mkldnn.enabled = onednn
+            mkldnn.enabled = onednn
             start = time.perf_counter()
             conv(x).backward(grad)
             seconds = time.perf_counter() - start
-            torch.backends.mkldnn.enabled = saved
+            mkldnn.enabled = saved
             yield seconds
     finally:
-        torch.backends.mkldnn.enabled = saved
+        mkldnn.enabled = saved
 
 
 class _Child:

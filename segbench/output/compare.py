@@ -158,13 +158,13 @@ def slower(old: Row, new: Row, alpha: float = ALPHA) -> tuple[bool, str]:
     With both rows' per-call samples (JSON result files): a one-sided Mann-Whitney rank test at
     ``alpha``; else with both 95 % intervals: the intervals apart; else only the medians (older files).
     """
-    samples = old.get("latency_samples_ms"), new.get("latency_samples_ms")
-    if all(isinstance(s, list) and len(s) >= MIN_SAMPLES for s in samples):
-        p = mann_whitney_greater(samples[1], samples[0])
+    before, after = old.get("latency_samples_ms"), new.get("latency_samples_ms")
+    if isinstance(before, list) and isinstance(after, list) and min(len(before), len(after)) >= MIN_SAMPLES:
+        p = mann_whitney_greater(after, before)
         return p < alpha, f"rank test p={p:.2g} ({'clear' if p < alpha else 'not clear'} at {alpha:g})"
-    intervals = old.get("latency_ms_ci_high"), new.get("latency_ms_ci_low")
-    if all(isinstance(v, (int, float)) for v in intervals):
-        apart = intervals[1] > intervals[0]
+    high, low = old.get("latency_ms_ci_high"), new.get("latency_ms_ci_low")
+    if isinstance(high, (int, float)) and isinstance(low, (int, float)):
+        apart = low > high
         return apart, f"95% intervals {'apart' if apart else 'overlap'}"
     return True, "no samples or intervals: medians only"
 

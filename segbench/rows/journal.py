@@ -22,7 +22,7 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any
 
 from segbench.errors import UserError
 from segbench.rows.files import load_rows, save_rows, to_json_line
@@ -85,7 +85,7 @@ class Journal:
                     raise UserError(f"cannot join run {run_id}: {self.path} exists already") from None
 
     @staticmethod
-    def _open(path: Path, mode: str) -> TextIO:
+    def _open(path: Path, mode: str) -> IO[str]:
         try:
             return path.open(mode)
         except FileExistsError:

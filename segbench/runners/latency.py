@@ -110,8 +110,9 @@ def latency(specs: Sequence[ModelSpec], config: LatencyConfig, context: Context 
     """
     weights = per_model(config.weights, "--weights", [s.name for s in specs])
     for spec in specs:
-        if weights[spec.name] is not None:
-            check_weights(spec, weights[spec.name], config.num_classes or spec.default_num_classes)
+        path = weights[spec.name]
+        if path is not None:
+            check_weights(spec, path, config.num_classes or spec.default_num_classes)
     return measure_cells(cells(specs, config, context), context)
 
 

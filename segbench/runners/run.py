@@ -143,7 +143,7 @@ def rows(checked: Plan, context: Context = ALONE) -> Iterator[Row]:
             continue
         classes = checked.latency.num_classes if spec.kind == "model" else None
         seed = checked.config.train.seed
-        built = {spec.name: Built(spec, seed=seed, **({"num_classes": classes} if classes else {}))}
+        built = {spec.name: Built(spec, seed=seed, num_classes=classes) if classes else Built(spec, seed=seed)}
         timing = list(latency_runner.cells([spec], checked.latency, stages, built, "latency", evaluate))
         training = list(train_runner.cells(checked.train, stages, [spec], built)) if spec.kind == "model" else []
         trained_key = {f: c.keys[0][f] for c in training for f in train_runner.KEY_FIELDS if f in c.keys[0]}
