@@ -25,9 +25,8 @@ from typing import Any
 from segbench.errors import UserError
 from segbench.measure.stats import mann_whitney_greater
 from segbench.output.tables import format_cell
+from segbench.rows.row import Row
 from segbench.rows.schema import IDENTITY_FIELDS, VARIANT_FIELDS
-
-Row = dict[str, Any]
 
 KEY_FIELDS: tuple[str, ...] = (*IDENTITY_FIELDS, *VARIANT_FIELDS)
 EXACT_FIELDS = ("params", "params_trainable", "macs_analytic", "macs_fvcore", "macs_thop")

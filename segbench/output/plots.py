@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from segbench.errors import UserError
+from segbench.rows.row import Row
 from segbench.rows.schema import pair_ratios
-
-Row = dict[str, Any]
 
 #: Fields that tell otherwise identical rows apart in labels, when the rows differ in them.
 _DISTINGUISHING = (

@@ -22,13 +22,12 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from segbench.errors import UserError
 from segbench.rows.files import load_rows, save_rows, to_json_line
+from segbench.rows.row import Row
 from segbench.rows.store import journal_row
-
-Row = dict[str, Any]
 
 
 def new_run_id() -> str:

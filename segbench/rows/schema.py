@@ -1,4 +1,4 @@
-"""The result-row schema (DESIGN.md): flat, snake_case fields, the same for every command.
+"""The result-row schema (docs/architecture.md): flat, snake_case fields, the same for every command.
 
 Every runner yields rows made by `make_row`: all of ``ROW_FIELDS``, with None for what the command
 did not measure, plus the environment fingerprint.
@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from segbench.rows.row import Row, RowFields
 
 ROW_FIELDS: tuple[str, ...] = (
     "model",
@@ -161,7 +166,7 @@ RATIO_NOTE = (
 )
 
 
-def make_row(**fields: Any) -> dict[str, Any]:
+def make_row(**fields: Unpack[RowFields]) -> Row:
     """A full row: the given fields, the environment fingerprint, and None for the rest.
 
     Breakdown rows also keep their ``BREAKDOWN_FIELDS``; any other unknown name is a bug (KeyError).
@@ -177,7 +182,7 @@ def make_row(**fields: Any) -> dict[str, Any]:
     return row
 
 
-def spec_fields(spec: Any, options: Mapping[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+def spec_fields(spec: Any, options: Mapping[str, Any] | None = None, **fields: Unpack[RowFields]) -> Row:
     """Row fields that identify a spec (model, kind, family, plugin), plus the given ones.
 
     A block also gets ``block`` (its name without the ``block_`` prefix: ``standard``, ``dsconv``)

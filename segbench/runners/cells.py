@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from segbench.rows.row import Row
 from segbench.rows.schema import make_row
 
 if TYPE_CHECKING:
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from segbench.measure.data_parallel import DataParallel
     from segbench.registry import ModelSpec
 
-Row = dict[str, Any]
 #: ``progress(model, what it is doing now)``: how runners report to a progress display.
 Progress = Callable[[str, str], None]
 

@@ -238,6 +238,19 @@ def _eager(
     return session, reference
 
 
+def _check_available(runtime: RuntimeSpec, device: torch.device) -> None:
+    """VariantUnavailable when ``runtime`` cannot run on ``device`` here."""
+    from segbench.measure.faults import VariantUnavailable
+
+    missing = (
+        runtime.unavailable(device.type)
+        if device.type in runtime.devices
+        else (f"{runtime.name} does not run on {device.type}")
+    )
+    if missing:
+        raise VariantUnavailable(missing)
+
+
 def _measure_variant(
     spec: ModelSpec,
     network: torch.nn.Module,
@@ -253,18 +266,12 @@ def _measure_variant(
     """One runtime x variant: prepare it, then time it alternately with fp32 eager (alone if the two do not
     fit in memory together), measure and compare it."""
 
-    from segbench.measure.faults import OOM, VariantUnavailable, error_reason, release_memory
+    from segbench.measure.faults import OOM, error_reason, release_memory
     from segbench.measure.latency import measure_session
     from segbench.rows.latency import measurement_fields
 
     config, device = sweep.config, x.device
-    missing = (
-        runtime.unavailable(device.type)
-        if device.type in runtime.devices
-        else (f"{runtime.name} does not run on {device.type}")
-    )
-    if missing:
-        raise VariantUnavailable(missing)
+    _check_available(runtime, device)
     reference_row = runtime.name == "torch" and variant == Variant()
     baseline, reference = (None, None) if eager is None else eager
     if reference_row:
