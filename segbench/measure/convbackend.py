@@ -1,9 +1,8 @@
 """The CPU convolution backend of each layer for training: oneDNN (torch's default) or torch's native kernels.
 
 Why choose: oneDNN is fast almost everywhere, but where a CPU's instruction set has no JIT kernel for
-a shape, oneDNN falls back to its reference loops. On AVX2, FCN's fc6 weight gradient (7x7, 512 ->
-4096, padding 3, on a 4x4 map) takes about 25 s per step instead of 1 s with the native im2col +
-GEMM kernel, while native depthwise convolutions (Fast-SCNN) are several times slower than oneDNN's.
+a shape, oneDNN falls back to its reference loops (on AVX2, FCN's fc6 weight gradient: 7x7, 512 ->
+4096, padding 3, on a 4x4 map; docs/training.md gives the measured times), while native depthwise convolutions (Fast-SCNN) are several times slower than oneDNN's.
 Which layers fall back depends on the CPU and the oneDNN build, so the choice is measured, as cuDNN's
 benchmark mode does on GPUs, never keyed to a CPU model.
 
@@ -43,13 +42,13 @@ from segbench.measure.flags import mkldnn
 
 ONEDNN, NATIVE, AUTO = "onednn", "native", "auto"
 #: A layer runs native only when oneDNN takes at least DECISIVE times as long as native and at least
-#: MIN_GAIN_S longer per forward + backward: the signature of a fallback kernel (fc6 on AVX2: 20x),
-#: far beyond what load on a shared machine does to a healthy layer (FCN's fc7, 1.5-2x native, once
-#: measured 3x under a load average of 3), so the choice does not flip between runs.
+#: MIN_GAIN_S longer per forward + backward: the signature of a fallback kernel, far beyond what load
+#: on a shared machine does to a healthy layer, so the choice does not flip between runs
+#: (docs/training.md gives the measured ratios).
 DECISIVE = 5.0
 MIN_GAIN_S = 0.25
 #: Layers of fewer multiply-accumulates per forward keep oneDNN untimed: even a reference kernel at
-#: 0.05 GMAC/s (oneDNN's for fc6 on AVX2 runs at about 0.25) would lose less than MIN_GAIN_S over
+#: 0.05 GMAC/s (slower than oneDNN's fallback for fc6) would lose less than MIN_GAIN_S over
 #: forward and backward (3 x MACs).
 SMALL_MACS = 4_000_000
 #: Calls per layer and backend; the fastest counts (the first includes oneDNN's primitive creation).

@@ -200,7 +200,7 @@ def _unusable(base: Any, new: Any) -> str | None:
     return None
 
 
-def to_markdown(checks: Sequence[Check], base: str, new: str, latency_tol: float, miou_tol: float) -> str:
+def checks_to_markdown(checks: Sequence[Check], base: str, new: str, latency_tol: float, miou_tol: float) -> str:
     """The verdict as Markdown: conventions, one table line per check, and a summary line."""
     lines = [
         f"## segbench compare: {base} -> {new}",

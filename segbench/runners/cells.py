@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from segbench.registry import ModelSpec
 
 #: ``progress(model, what it is doing now)``: how runners report to a progress display.
-Progress = Callable[[str, str], None]
+ProgressCallback = Callable[[str, str], None]
 
 
 def no_progress(model: str, stage: str) -> None:
@@ -73,7 +73,7 @@ class Context:
     :param parallel: this process's part of data-parallel training (torchrun; None: alone).
     """
 
-    progress: Progress = no_progress
+    progress: ProgressCallback = no_progress
     done: Sequence[Row] = field(default=(), repr=False)
     shard: Shard | None = None
     parallel: DataParallel | None = None

@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     from segbench.measure.training import TrainSettings
     from segbench.registry import ModelSpec, SegmentationDataset
 
-#: ``--conv-backend`` default: measure each layer's CPU backend (`segbench.measure.convbackend`).
-AUTO = "auto"
 #: The ``--init`` source kind: a VGG16 classifier checkpoint in torchvision's layout.
 VGG16 = "vgg16"
 #: The fields of a training row that say which training it was (``--resume`` matches on them).
@@ -59,7 +57,7 @@ class TrainConfig:
     weights: str | None = None
     save: str | None = None
     train_time: float | None = None
-    conv_backend: str = AUTO
+    conv_backend: str = "auto"  # measure each layer's CPU backend (`segbench.measure.convbackend.AUTO`)
     init: str | None = None
 
     def __post_init__(self) -> None:
@@ -236,6 +234,7 @@ def cells(
 
 def _measure(spec: ModelSpec, built: Built, prepared: Prepared, context: Context, keys: list[Row]) -> list[Row]:
     from segbench.measure.checkpoints import init_from_vgg16
+    from segbench.measure.convbackend import AUTO
     from segbench.measure.training import train_and_evaluate
 
     config, parallel = prepared.config, context.parallel
