@@ -306,11 +306,3 @@ def test_a_long_function_is_reported_and_only_cli_commands_are_exempt():
     assert long_functions(source("@command('x')\n", 59), "m.py", commands_allowed=False) == ["m.py:2 f (61 lines)"]
     nested = "def outer():\n" + "".join("    " + line + "\n" for line in source("", 59).splitlines())
     assert long_functions(nested, "m.py", commands_allowed=False) == ["m.py:1 outer (62 lines)", "m.py:2 f (61 lines)"]
-
-
-def test_the_typed_row_names_every_schema_field_in_order():
-    """`RowFields` is what mypy checks `make_row`'s keywords against: it must be the schema's list."""
-    from segbench.rows.row import RowFields
-    from segbench.rows.schema import BREAKDOWN_FIELDS, ROW_FIELDS
-
-    assert list(RowFields.__annotations__) == [*ROW_FIELDS, *BREAKDOWN_FIELDS]

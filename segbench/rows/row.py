@@ -3,7 +3,8 @@
 A row is read and written with field names held in variables (tables, CSV, comparisons), so `Row` is a
 plain dict. Where code names fields itself, when it builds a row (`segbench.rows.schema.make_row`,
 `segbench.rows.schema.spec_fields`), the keywords are checked against `RowFields` by mypy, so a misspelt
-field fails the type check instead of a run. A test keeps `RowFields` equal to the schema's field list.
+field fails the type check instead of a run. `RowFields` is the one list of fields: the schema's
+``ROW_FIELDS`` (its order), ``TEXT_FIELDS`` (``str``) and ``JSON_ONLY_FIELDS`` (lists, mappings) derive from it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ Row = dict[str, Any]
 
 
 class RowFields(TypedDict, total=False):
-    """Every field of ``ROW_FIELDS`` and ``BREAKDOWN_FIELDS``, with its type (None: not measured)."""
+    """Every row field in column order, breakdown fields last, with its type (None: not measured)."""
 
     model: str | None
     kind: str | None

@@ -8,129 +8,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args, get_origin, get_type_hints
+
+from segbench.rows.row import RowFields
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from segbench.rows.row import Row, RowFields
+    from segbench.rows.row import Row
 
-ROW_FIELDS: tuple[str, ...] = (
-    "model",
-    "kind",
-    "family",
-    "plugin",
-    "plugin_version",
-    "device",
-    "device_name",
-    "runtime",
-    "precision",
-    "channels_last",
-    "compiled",
-    "cuda_graph",
-    "bn_folded",
-    "tf32",
-    "batch_size",
-    "height",
-    "width",
-    "num_classes",
-    "params",
-    "params_trainable",
-    "macs_fvcore",
-    "macs_thop",
-    "macs_analytic",
-    "macs_other",
-    "flops",
-    "latency_ms_median",
-    "latency_ms_mean",
-    "latency_ms_p90",
-    "latency_ms_min",
-    "latency_ms_std",
-    "latency_ms_ci_low",
-    "latency_ms_ci_high",
-    "ci_target_met",
-    "iters",
-    "throughput_ips",
-    "host_ms_median",
-    "threads",
-    "output_max_abs_diff",
-    "output_argmax_agreement",
-    "compile_seconds",
-    "peak_mem_mb",
-    "trace_file",
-    "dataset",
-    "init",
-    "train_steps",
-    "train_seconds",
-    "train_budget_seconds",
-    "train_conv_backend",
-    "conv_probe_seconds",
-    "deterministic",
-    "miou",
-    "pixel_acc",
-    "iou_per_class",
-    "mac_notes",
-    "block",
-    "kernel_size",
-    "in_channels",
-    "out_channels",
-    "stride",
-    "mac_ratio",
-    "mac_ratio_theory",
-    "latency_speedup",
-    "latency_speedup_ci_low",
-    "latency_speedup_ci_high",
-    "latency_samples_ms",
-    "run_id",
-    "world_size",
-    "rank",
-    "cores",
-    "cell",
-    "error",
-    "segbench_version",
-    "torch_version",
-    "cuda_version",
-    "timestamp",
-    "git_sha",
-    "hostname",
-    "project_git_sha",
-    "project_dirty",
-    "cpu_flags",
-)
-#: Fields that hold text: never read back as numbers, whatever they look like.
-TEXT_FIELDS = frozenset(
-    {
-        "model",
-        "kind",
-        "family",
-        "plugin",
-        "device",
-        "device_name",
-        "precision",
-        "trace_file",
-        "dataset",
-        "block",
-        "runtime",
-        "run_id",
-        "init",
-        "cores",
-        "train_conv_backend",
-        "error",
-        "segbench_version",
-        "torch_version",
-        "cuda_version",
-        "timestamp",
-        "git_sha",
-        "hostname",
-        "plugin_version",
-        "project_git_sha",
-        "cpu_flags",
-    }
-)
-#: Lists and mappings: kept in JSON, left out of CSV and tables.
-JSON_ONLY_FIELDS = frozenset({"iou_per_class", "mac_notes", "latency_samples_ms"})
 #: Extra fields of breakdown rows (``segbench flops --by operator|module``): what the row is a part of.
 BREAKDOWN_FIELDS = ("operator", "module", "share")
+_TYPES = get_type_hints(RowFields)
+#: Every field of a result row, in column order: `segbench.rows.row.RowFields` declares them with their types.
+ROW_FIELDS: tuple[str, ...] = tuple(field for field in _TYPES if field not in BREAKDOWN_FIELDS)
+#: Fields that hold text: never read back as numbers, whatever they look like.
+TEXT_FIELDS = frozenset(field for field in ROW_FIELDS if str in get_args(_TYPES[field]))
+#: Lists and mappings: kept in JSON, left out of CSV and tables.
+JSON_ONLY_FIELDS = frozenset(
+    field for field in ROW_FIELDS if any(get_origin(kind) in (list, dict) for kind in get_args(_TYPES[field]))
+)
 #: What was measured: the network, its block geometry and its input. Equal for the same block or
 #: model at the same size in the rows of every command (a test checks latency, blocks, flops, run).
 IDENTITY_FIELDS: tuple[str, ...] = (
