@@ -9,20 +9,21 @@ blocks runner use these builders.
 from __future__ import annotations
 
 import statistics
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from segbench.measure.stats import median_ci, ratios
 
 if TYPE_CHECKING:
     from segbench.measure.latency import Measurement
+    from segbench.rows.row import RowFields
 
 NON_FINITE = "the output holds inf or NaN (an fp16 overflow?); output_max_abs_diff is inf"
 
 
-def measurement_fields(measured: Measurement) -> dict[str, Any]:
+def measurement_fields(measured: Measurement) -> RowFields:
     """Every latency field of one measured session: statistics, speed-up when paired, memory, agreement."""
     samples = measured.samples
-    fields: dict[str, Any] = {
+    fields: RowFields = {
         **latency_fields(samples.device_ms[-1], samples.host_ms[-1], measured.batch_size, samples.target_met),
         "peak_mem_mb": measured.peak_mem_mb,
         "compile_seconds": measured.prepare_seconds,
@@ -41,7 +42,7 @@ def measurement_fields(measured: Measurement) -> dict[str, Any]:
     return fields
 
 
-def latency_fields(device_ms: list[float], host_ms: list[float], batch_size: int, target_met: bool) -> dict[str, Any]:
+def latency_fields(device_ms: list[float], host_ms: list[float], batch_size: int, target_met: bool) -> RowFields:
     """The row's latency statistics: `summarize`, the median's 95 % interval, the samples themselves."""
     low, high = median_ci(device_ms)
     return {
@@ -54,7 +55,7 @@ def latency_fields(device_ms: list[float], host_ms: list[float], batch_size: int
     }
 
 
-def speedup_fields(baseline_ms: list[float], device_ms: list[float]) -> dict[str, Any]:
+def speedup_fields(baseline_ms: list[float], device_ms: list[float]) -> RowFields:
     """How many times faster than the baseline: median of the paired ratios and its 95 % interval."""
     paired = ratios(baseline_ms, device_ms)
     low, high = median_ci(paired)
@@ -65,7 +66,7 @@ def speedup_fields(baseline_ms: list[float], device_ms: list[float]) -> dict[str
     }
 
 
-def summarize(times_ms: list[float], batch_size: int) -> dict[str, Any]:
+def summarize(times_ms: list[float], batch_size: int) -> RowFields:
     """Median, mean, p90, min, std (sample) of per-call times, and images per second at the median."""
     median = statistics.median(times_ms)
     p90 = statistics.quantiles(times_ms, n=10, method="inclusive")[8] if len(times_ms) > 1 else times_ms[0]

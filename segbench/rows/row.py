@@ -69,7 +69,7 @@ class RowFields(TypedDict, total=False):
     deterministic: bool | None
     miou: float | None
     pixel_acc: float | None
-    iou_per_class: list[float] | None
+    iou_per_class: list[float | None] | None
     mac_notes: dict[str, list[str]] | None
     block: str | None
     kernel_size: int | None

@@ -28,6 +28,7 @@ from segbench.checks import check_all_positive, check_device, check_precisions, 
 from segbench.errors import UserError
 from segbench.measure.session import Session, Variant
 from segbench.rows.environment import device_name
+from segbench.rows.row import RowFields
 from segbench.rows.schema import spec_fields
 from segbench.runners import defaults
 from segbench.runners.cells import ALONE, Built, Cell, Context, Row, isolated, measure_cells
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 #: Calibration batches of an int8 variant, from the train split of ``LatencyConfig.dataset``.
 CALIBRATION_IMAGES = 16
 #: ``evaluate(predict, batch size)``: accuracy fields of a session (``segbench run``: mIoU on the val split).
-Evaluate = Callable[[Callable[["torch.Tensor"], "torch.Tensor"], int], Row]
+Evaluate = Callable[[Callable[["torch.Tensor"], "torch.Tensor"], int], RowFields]
 
 
 @dataclass(frozen=True)
@@ -262,7 +263,7 @@ def _measure_variant(
     workdir: Path,
     calibration: list[torch.Tensor],
     eager: tuple[Session, torch.Tensor] | None,
-) -> Row:
+) -> RowFields:
     """One runtime x variant: prepare it, then time it alternately with fp32 eager (alone if the two do not
     fit in memory together), measure and compare it."""
 

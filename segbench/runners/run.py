@@ -23,6 +23,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from segbench.measure.session import Variant
+from segbench.rows.row import RowFields
 from segbench.runners import blocks as blocks_runner
 from segbench.runners import count as count_runner
 from segbench.runners import defaults
@@ -177,7 +178,7 @@ def merge(timed: Row, counted: Row, trained: Row | None = None) -> Row:
     return row
 
 
-def _evaluate(prepared: train_runner.Prepared, predict: Callable[[torch.Tensor], Any], batch_size: int) -> Row:
+def _evaluate(prepared: train_runner.Prepared, predict: Callable[[torch.Tensor], Any], batch_size: int) -> RowFields:
     """mIoU of a runtime session on the val split, as training measures it (`segbench.measure.training.evaluate`)."""
     from segbench.measure.training import evaluate
 
