@@ -30,7 +30,7 @@ def compare(
     Rows are matched on model, block geometry, device type, precision and variant flags, batch size,
     input size and class count. Latencies timed under different protocols are not comparable unless --force. Prints a Markdown verdict; exit 1 on a regression, 0 otherwise.
     """
-    from segbench.output.compare import compare_rows, has_regression, parse_tolerance, to_markdown
+    from segbench.output.compare import checks_to_markdown, compare_rows, has_regression, parse_tolerance
     from segbench.rows.files import load_rows
 
     lat_tol = parse_tolerance(latency_tolerance, "--latency-tolerance")
@@ -40,6 +40,6 @@ def compare(
         if not rows:
             raise UserError(f"no result rows in {path}: nothing to compare")
     checks = compare_rows(base_rows, new_rows, lat_tol, miou_tol, force)
-    typer.echo(to_markdown(checks, str(base), str(new), lat_tol, miou_tol))
+    typer.echo(checks_to_markdown(checks, str(base), str(new), lat_tol, miou_tol))
     if has_regression(checks):
         raise typer.Exit(1)

@@ -9,15 +9,14 @@ config, calls its runner and picks the columns:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from segbench.cli.output import Progress, collect, emit, finish, open_journal, resumed_rows, save
+from segbench.rows.row import Row
 
 if TYPE_CHECKING:
     from segbench.cli.options import Output
     from segbench.rows.journal import Journal
-
-Row = dict[str, Any]
 
 
 class Job:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from segbench.output.tables import render
+from segbench.rows.row import Row
 
 if TYPE_CHECKING:
     from segbench.rows.journal import Journal
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_TERMINATED = 143  # 128 + SIGTERM
-Row = dict[str, Any]
 
 
 class Terminated(KeyboardInterrupt):

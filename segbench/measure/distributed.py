@@ -249,7 +249,7 @@ def hand_over(place: Place, value: Any, timeout_s: float) -> str | None:
         dist.send(torch.tensor([payload.numel()], dtype=torch.int64), dst=0, group=place.control)
         dist.send(payload, dst=0, group=place.control)
         receipt = torch.zeros(1, dtype=torch.int64)
-        dist.irecv(receipt, src=0, group=place.control).wait(datetime.timedelta(seconds=timeout_s))
+        _receive(receipt, 0, place).wait(datetime.timedelta(seconds=timeout_s))
     except RuntimeError as exc:  # DistBackendError included
         return _first_line(exc)
     return None
@@ -263,7 +263,7 @@ def take_over(place: Place, timeout_s: float, receive: Callable[[int, Any], None
     pending, failed = {}, {}
     for rank, size in sizes.items():
         try:  # posting the receive fails at once when the rank is already gone
-            pending[rank] = dist.irecv(size, src=rank, group=place.control)
+            pending[rank] = _receive(size, rank, place)
         except RuntimeError as exc:
             failed[rank] = _first_line(exc)
     for rank, work in pending.items():
@@ -278,6 +278,14 @@ def take_over(place: Place, timeout_s: float, receive: Callable[[int, Any], None
         with contextlib.suppress(RuntimeError):  # that rank keeps its journal, as after any failure
             dist.send(torch.ones(1, dtype=torch.int64), dst=rank, group=place.control)
     return failed
+
+
+def _receive(tensor: torch.Tensor, src: int, place: Place) -> dist.Work:
+    """Post a receive from ``src`` on the control group (torch gives None only to a rank outside the group)."""
+    work = dist.irecv(tensor, src=src, group=place.control)
+    if work is None:
+        raise RuntimeError(f"rank {place.rank} is not in the control group")
+    return work
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,6 +1,6 @@
 """Latency, throughput and memory of a prepared session (any runtime) on one input.
 
-Timing method (the README states it), the same for every runtime:
+Timing method (docs/timing.md states it), the same for every runtime:
 
 - ``torch.inference_mode()``; the runtime's session is prepared first (export, compile, the first
   call: ``compile_seconds``), never inside the timed loop. Then ``warmup`` untimed calls, then the

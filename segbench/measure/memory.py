@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 
@@ -27,6 +27,15 @@ if TYPE_CHECKING:
     from segbench.measure.session import Session
 
 MIB = 1024 * 1024
+
+
+class _KinetoEvent(Protocol):
+    """The part of torch's Kineto event read here (torch's stub of it lacks ``nbytes``)."""
+
+    def name(self) -> str: ...
+    def start_ns(self) -> int: ...
+    def nbytes(self) -> int: ...
+    def device_type(self) -> Any: ...
 
 
 def cuda_reset_peak(device: torch.device) -> int:
@@ -50,9 +59,12 @@ def cpu_peak_mb(call: Callable[[], Any]) -> float:
 
     with quiet_profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         call()
+    results = prof.profiler.kineto_results if prof.profiler is not None else None
+    if results is None:
+        raise RuntimeError("the profiler recorded no events")
     return peak_from_events(
         (event.start_ns(), event.nbytes())
-        for event in prof.profiler.kineto_results.events()
+        for event in cast("list[_KinetoEvent]", results.events())
         if event.name() == "[memory]" and event.device_type().name == "CPU"
     )
 

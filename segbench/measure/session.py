@@ -5,7 +5,7 @@ It sits in `segbench.measure` so that the timer never imports `segbench.runtimes
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -84,7 +84,7 @@ def expand_variants(
     return list(dict.fromkeys([Variant(), *combos]))
 
 
-def check_compile_modes(variants: list[Variant] | tuple[Variant, ...]) -> None:
+def check_compile_modes(variants: Sequence[Variant]) -> None:
     """UserError for a compile mode segbench does not know, or one that captures CUDA graphs itself
     (Inductor's cudagraph trees) in a variant that also captures segbench's own."""
     from segbench.errors import UserError

@@ -41,9 +41,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 
 from segbench.checks import check_nonnegative, check_positive
+from segbench.data import train_size
 from segbench.data.common import IGNORE_INDEX
 from segbench.errors import UserError
 from segbench.measure import recipe
@@ -51,11 +52,13 @@ from segbench.measure.accuracy import Accuracy, ConfusionMatrix
 from segbench.measure.allocator import keep_freed_memory
 from segbench.measure.checkpoints import load_weights, save_checkpoint
 from segbench.measure.convbackend import ONEDNN, Plan, parse_plan, probe, use_plan
+from segbench.measure.flags import deterministic
 from segbench.measure.memory import MIB, cpu_peak_mb
 from segbench.measure.outputs import main_output
 
 if TYPE_CHECKING:
     from segbench.measure.data_parallel import DataParallel
+    from segbench.registry import Samples, SegmentationDataset
 
 StepCallback = Callable[[int, float], None]
 #: Timed steps (after one untimed) that measure a step's wall time for ``--train-time``.
@@ -96,7 +99,7 @@ def augment(image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]) -> t
 class _Augmented(Dataset):
     """Training view: each sample augmented to the training size (so batches stack)."""
 
-    def __init__(self, dataset: Dataset, size: tuple[int, int]) -> None:
+    def __init__(self, dataset: Samples, size: tuple[int, int]) -> None:
         self.dataset, self.size = dataset, size
 
     def __len__(self) -> int:
@@ -109,7 +112,7 @@ class _Augmented(Dataset):
 class _Resized(Dataset):
     """Evaluation view: the image resized to the evaluation size, the mask untouched."""
 
-    def __init__(self, dataset: Dataset, size: tuple[int, int]) -> None:
+    def __init__(self, dataset: Samples, size: tuple[int, int]) -> None:
         self.dataset, self.size = dataset, size
 
     def __len__(self) -> int:
@@ -185,7 +188,7 @@ def _recipe_step(
     """One optimiser step of the recipe on a batch (the poly schedule spans ``steps``); returns the loss
     (under ``parallel``, the loss of the whole global batch)."""
     # fused: one pass over weights, gradients and momentum instead of several; the update is
-    # memory-bound, and FCN-8s's 134 M parameters took 0.47 s a step unfused, 0.10 s fused (2 CPU cores)
+    # memory-bound (docs/training.md gives the measured gain for FCN-8s)
     optimiser = torch.optim.SGD(
         model.parameters(), lr=lr, momentum=recipe.MOMENTUM, weight_decay=recipe.WEIGHT_DECAY, fused=True
     )
@@ -196,7 +199,7 @@ def _recipe_step(
         images = images.to(device, non_blocking=True)
         masks = masks.to(device, non_blocking=True)
         with _autocast(device):
-            loss = segmentation_loss(model(images), masks, parallel and parallel.pixels(masks))
+            loss = segmentation_loss(model(images), masks, parallel.pixels(masks) if parallel is not None else None)
         optimiser.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimiser)
@@ -209,7 +212,7 @@ def _recipe_step(
 
 def fit(
     model: nn.Module,
-    train_set: Dataset,
+    train_set: SegmentationDataset,
     *,
     steps: int,
     batch_size: int,
@@ -230,7 +233,7 @@ def fit(
     """
     if steps == 0:
         return None
-    sampler = RandomSampler(train_set, num_samples=steps * batch_size, generator=generator)
+    sampler: Sampler[int] = RandomSampler(train_set, num_samples=steps * batch_size, generator=generator)
     if parallel is not None:
         sampler, batch_size = parallel.split(sampler, batch_size)
     loader = DataLoader(
@@ -260,7 +263,13 @@ def fit(
 
 
 def seconds_per_step(
-    model: nn.Module, train_set: Dataset, *, batch_size: int, size: tuple[int, int], lr: float, device: torch.device
+    model: nn.Module,
+    train_set: SegmentationDataset,
+    *,
+    batch_size: int,
+    size: tuple[int, int],
+    lr: float,
+    device: torch.device,
 ) -> float:
     """Median wall time of a recipe step on a copy of ``model`` (left untouched), after an untimed one.
 
@@ -295,7 +304,7 @@ def budget_steps(budget: float, spent: float, per_step: float) -> int:
 @torch.no_grad()
 def evaluate(
     predict: Callable[[torch.Tensor], Any],
-    dataset: Dataset,
+    dataset: Samples,
     *,
     num_classes: int,
     size: tuple[int, int],
@@ -314,7 +323,7 @@ def evaluate(
     if parallel is not None:
         dataset = parallel.part(dataset)
     loader = DataLoader(
-        _Resized(dataset, tuple(size)), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate_eval
+        _Resized(dataset, size), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate_eval
     )
     matrix = ConfusionMatrix(num_classes, IGNORE_INDEX, device=device)
     for images, masks in loader:
@@ -369,8 +378,8 @@ class TrainSettings:
 
 def train_and_evaluate(
     model: nn.Module,
-    train_set: Dataset,
-    val_set: Dataset,
+    train_set: SegmentationDataset,
+    val_set: SegmentationDataset,
     settings: TrainSettings,
     *,
     weights: str | Path | None = None,
@@ -389,7 +398,7 @@ def train_and_evaluate(
     deterministic``, and the conditions; ``train_seconds`` runs from the probe to the last step.
     """
     _check_splits(train_set, val_set, trains=bool(settings.steps or settings.time_budget))
-    size = tuple(settings.size or getattr(train_set, "default_size", (256, 256)))
+    size = train_size(train_set, settings.size)
     dev = torch.device(settings.device)
     if dev.type == "cpu":
         keep_freed_memory()
@@ -427,7 +436,7 @@ def train_and_evaluate(
     }
 
 
-def _check_splits(train_set: Dataset, val_set: Dataset, trains: bool) -> None:
+def _check_splits(train_set: SegmentationDataset, val_set: SegmentationDataset, trains: bool) -> None:
     if trains and not len(train_set):
         raise UserError(f"dataset {train_set.name}: the train split is empty")
     if not len(val_set):
@@ -436,7 +445,7 @@ def _check_splits(train_set: Dataset, val_set: Dataset, trains: bool) -> None:
 
 def _fit(
     model: nn.Module,
-    train_set: Dataset,
+    train_set: SegmentationDataset,
     settings: TrainSettings,
     size: tuple[int, int],
     start: float,
@@ -542,12 +551,10 @@ def _deterministic(device: torch.device) -> Iterator[list[str]]:
     saved = (
         torch.are_deterministic_algorithms_enabled(),
         torch.is_deterministic_algorithms_warn_only_enabled(),
-        torch.utils.deterministic.fill_uninitialized_memory,
+        deterministic.fill_uninitialized_memory,
     )
     torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.utils.deterministic.fill_uninitialized_memory = (
-        False  # NaN-filling every allocation costs time, buys nothing here
-    )
+    deterministic.fill_uninitialized_memory = False  # NaN-filling every allocation costs time, buys nothing here
     caught: list[warnings.WarningMessage] = []
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -555,7 +562,7 @@ def _deterministic(device: torch.device) -> Iterator[list[str]]:
             yield alerts
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-        torch.utils.deterministic.fill_uninitialized_memory = saved[2]
+        deterministic.fill_uninitialized_memory = saved[2]
         for warning in {(str(w.message), w.category, w.filename, w.lineno): w for w in caught}.values():
             if any(marker in str(warning.message) for marker in _NONDETERMINISTIC):
                 alerts.append(str(warning.message))

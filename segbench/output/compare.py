@@ -25,9 +25,8 @@ from typing import Any
 
 from segbench.errors import UserError
 from segbench.output.tables import format_cell
+from segbench.rows.row import Row
 from segbench.rows.schema import IDENTITY_FIELDS, VARIANT_FIELDS
-
-Row = dict[str, Any]
 
 KEY_FIELDS: tuple[str, ...] = (*IDENTITY_FIELDS, *VARIANT_FIELDS)
 EXACT_FIELDS = ("params", "params_trainable", "macs_analytic", "macs_fvcore", "macs_thop")
@@ -245,7 +244,7 @@ def _unusable(base: Any, new: Any) -> str | None:
     return None
 
 
-def to_markdown(checks: Sequence[Check], base: str, new: str, latency_tol: float, miou_tol: float) -> str:
+def checks_to_markdown(checks: Sequence[Check], base: str, new: str, latency_tol: float, miou_tol: float) -> str:
     """The verdict as Markdown: conventions, one table line per check, and a summary line."""
     lines = [
         f"## segbench compare: {base} -> {new}",

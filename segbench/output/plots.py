@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from segbench.errors import UserError
+from segbench.rows.row import Row
 from segbench.rows.schema import pair_ratios
-
-Row = dict[str, Any]
 
 #: Fields that tell otherwise identical rows apart in labels, when the rows differ in them.
 _DISTINGUISHING = (
@@ -227,10 +226,11 @@ def plot_miou_latency(rows: Sequence[Row], path: Path) -> str | None:
 
 def plot_macs_latency(rows: Sequence[Row], path: Path) -> str | None:
     """Left: GMAC vs latency per model; right: achieved GMAC/s per model (how well it uses the device)."""
-    data = [r for r in _model_rows(rows, "latency_ms_median") if macs_of(r)]
-    if not data:
+    counted = [(r, macs) for r in _model_rows(rows, "latency_ms_median") if (macs := macs_of(r))]
+    if not counted:
         return "no model rows with both latency_ms_median and macs_analytic/macs_fvcore"
-    gmacs = [macs_of(r) / 1e9 for r in data]  # type: ignore[operator]
+    data = [r for r, _ in counted]
+    gmacs = [macs / 1e9 for _, macs in counted]
     latency = [float(r["latency_ms_median"]) for r in data]
     rate = [gmacs_per_second(r) or 0.0 for r in data]
     labels = point_labels(data)

@@ -22,13 +22,12 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO
 
 from segbench.errors import UserError
 from segbench.rows.files import load_rows, save_rows, to_json_line
+from segbench.rows.row import Row
 from segbench.rows.store import journal_row
-
-Row = dict[str, Any]
 
 
 def new_run_id() -> str:
@@ -87,7 +86,7 @@ class Journal:
                     raise UserError(f"cannot join run {run_id}: {self.path} exists already") from None
 
     @staticmethod
-    def _open(path: Path, mode: str) -> TextIO:
+    def _open(path: Path, mode: str) -> IO[str]:
         try:
             return path.open(mode)
         except FileExistsError:

@@ -9,21 +9,22 @@ blocks runner use these builders.
 from __future__ import annotations
 
 import statistics
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from segbench.measure.stats import across_processes, median_ci, ratios
 
 if TYPE_CHECKING:
     from segbench.measure.gpu_monitor import GpuState
     from segbench.measure.latency import Measurement
+    from segbench.rows.row import RowFields
 
 NON_FINITE = "the output holds inf or NaN (an fp16 overflow?); output_max_abs_diff is inf"
 
 
-def measurement_fields(measured: Measurement) -> dict[str, Any]:
+def measurement_fields(measured: Measurement) -> RowFields:
     """Every latency field of one measured session: statistics, speed-up when paired, memory, agreement."""
     samples = measured.samples
-    fields: dict[str, Any] = {
+    fields: RowFields = {
         **latency_fields(samples.device_ms[-1], samples.host_ms[-1], measured.batch_size, samples.target_met),
         "peak_mem_mb": measured.peak_mem_mb,
         "weights_mb": measured.weights_mb,
@@ -45,7 +46,7 @@ def measurement_fields(measured: Measurement) -> dict[str, Any]:
     return fields
 
 
-def gpu_fields(before: GpuState | None, after: GpuState | None, energy_j_per_image: float | None) -> dict[str, Any]:
+def gpu_fields(before: GpuState | None, after: GpuState | None, energy_j_per_image: float | None) -> RowFields:
     """The GPU's conditions around a row: clocks, power and temperature before and after, the throttle
     reasons seen (either reading), how many other processes used the GPU, and the two flags a reader
     filters on: ``gpu_throttled`` (a reason that slows the GPU) and ``gpu_shared`` (another process)."""
@@ -60,17 +61,20 @@ def gpu_fields(before: GpuState | None, after: GpuState | None, energy_j_per_ima
         for name in ("sm_mhz", "mem_mhz", "power_w", "temp_c")
         for when, state in (("before", before), ("after", after))
     }
-    return {
-        **fields,
-        "gpu_throttle_reasons": ",".join(reasons),
-        "gpu_other_processes": max(others) if others else None,
-        "gpu_throttled": any(r in THROTTLING for r in reasons),
-        "gpu_shared": bool(others) and max(others) > 0,
-        "energy_j_per_image": energy_j_per_image,
-    }
+    return cast(
+        "RowFields",
+        {
+            **fields,
+            "gpu_throttle_reasons": ",".join(reasons),
+            "gpu_other_processes": max(others) if others else None,
+            "gpu_throttled": any(r in THROTTLING for r in reasons),
+            "gpu_shared": bool(others) and max(others) > 0,
+            "energy_j_per_image": energy_j_per_image,
+        },
+    )
 
 
-def latency_fields(device_ms: list[float], host_ms: list[float], batch_size: int, target_met: bool) -> dict[str, Any]:
+def latency_fields(device_ms: list[float], host_ms: list[float], batch_size: int, target_met: bool) -> RowFields:
     """The row's latency statistics: `summarize`, the median's 95 % interval, the samples themselves."""
     low, high = median_ci(device_ms)
     return {
@@ -84,7 +88,7 @@ def latency_fields(device_ms: list[float], host_ms: list[float], batch_size: int
     }
 
 
-def speedup_fields(baseline_ms: list[float], device_ms: list[float]) -> dict[str, Any]:
+def speedup_fields(baseline_ms: list[float], device_ms: list[float]) -> RowFields:
     """How many times faster than the baseline: median of the paired ratios and its 95 % interval."""
     paired = ratios(baseline_ms, device_ms)
     low, high = median_ci(paired)
@@ -160,7 +164,7 @@ def _median_or_none(values: list[float | None]) -> float | None:
     return statistics.median(known) if known else None
 
 
-def summarize(times_ms: list[float], batch_size: int) -> dict[str, Any]:
+def summarize(times_ms: list[float], batch_size: int) -> RowFields:
     """Median, mean, p90, min, std (sample) of per-call times, and images per second at the median."""
     median = statistics.median(times_ms)
     p90 = statistics.quantiles(times_ms, n=10, method="inclusive")[8] if len(times_ms) > 1 else times_ms[0]

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from segbench.rows.row import Row
 from segbench.rows.schema import make_row
 
 if TYPE_CHECKING:
@@ -27,9 +28,8 @@ if TYPE_CHECKING:
     from segbench.measure.data_parallel import DataParallel
     from segbench.registry import ModelSpec
 
-Row = dict[str, Any]
 #: ``progress(model, what it is doing now)``: how runners report to a progress display.
-Progress = Callable[[str, str], None]
+ProgressCallback = Callable[[str, str], None]
 
 
 def no_progress(model: str, stage: str) -> None:
@@ -74,7 +74,7 @@ class Context:
     :param parallel: this process's part of data-parallel training (torchrun; None: alone).
     """
 
-    progress: Progress = no_progress
+    progress: ProgressCallback = no_progress
     done: Sequence[Row] = field(default=(), repr=False)
     shard: Shard | None = None
     parallel: DataParallel | None = None

@@ -7,12 +7,21 @@ with the same budget, and ``latency``, ``blocks`` and ``run`` time with the same
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from segbench.checks import check_positive, check_timing
 
 if TYPE_CHECKING:
     from segbench.measure.timer import Protocol
+
+
+class _TimingDefaults(TypedDict):
+    warmup: int
+    warmup_s: float
+    min_samples: int
+    min_seconds: float
+    budget_s: float
+
 
 #: The timing protocol per device type: warm-up calls, then (unless --iters fixes the count) at least
 #: ``min_samples`` timed calls over ``min_seconds`` and more until the 95 % interval of each median
@@ -21,7 +30,7 @@ if TYPE_CHECKING:
 #: the budget bounds a row; CUDA calls take milliseconds, so more warm-up and samples are cheap.
 #: On CUDA the default warm-up also lasts ``warmup_s`` (an idle GPU's clocks and power ramp up over
 #: about a second); ``--warmup N`` means exactly N calls.
-TIMING = {
+TIMING: dict[str, _TimingDefaults] = {
     "cpu": {"warmup": 3, "warmup_s": 0.0, "min_samples": 6, "min_seconds": 1.0, "budget_s": 10.0},
     "cuda": {"warmup": 10, "warmup_s": 1.0, "min_samples": 20, "min_seconds": 0.2, "budget_s": 2.0},
 }
@@ -36,15 +45,10 @@ TARGET = 0.02
 #: ``segbench run`` times its trained networks in its own process (1) whatever the setting; its
 #: ``--blocks`` rows use it.
 PROCESSES = {"cpu": 3, "cuda": 1}
-#: (optimiser steps, batch size) of brief training per device type. CPU: 120 steps x 2 images keeps
-#: the README's main job under 5 minutes on 2 AVX2 cores, where an FCN-8s step is bounded by fc6's
-#: native weight gradient (batch 4: about 2.9 s even with the per-layer conv backends, so 120 x 4
-#: alone would take 6 minutes; batch 2: 1.6 s). Both models still learn the synthetic shapes (seed 0:
-#: FCN-8s mIoU 0.58, Fast-SCNN 0.66, against 0.12 for predicting background; 120 x 4 gave 0.64 and
-#: 0.78). On CUDA the same wall time buys 300 steps x 8.
+#: (optimiser steps, batch size) of brief training per device type: on CPU the smallest budget at
+#: which both built-in models still learn the synthetic shapes, so the main job stays short; on CUDA
+#: about the same wall time. docs/training.md gives the measured step times and mIoU behind them.
 TRAIN = {"cpu": (120, 2), "cuda": (300, 8)}
-#: Training input when the dataset names none (the synthetic set's own size is 128x128).
-TRAIN_SIZE = (256, 256)
 #: Seed of the weights, data order, augmentation and the timed input.
 SEED = 0
 

@@ -28,6 +28,7 @@ from segbench.checks import check_all_positive, check_device, check_precisions, 
 from segbench.errors import UserError
 from segbench.measure.session import Session, Variant, check_compile_modes
 from segbench.rows.environment import device_name
+from segbench.rows.row import RowFields
 from segbench.rows.schema import spec_fields
 from segbench.runners import defaults
 from segbench.runners.cells import ALONE, Built, Cell, Context, Row, isolated, measure_cells
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 #: Calibration batches of an int8 variant, from the train split of ``LatencyConfig.dataset``.
 CALIBRATION_IMAGES = 16
 #: ``evaluate(predict, batch size)``: accuracy fields of a session (``segbench run``: mIoU on the val split).
-Evaluate = Callable[[Callable[["torch.Tensor"], "torch.Tensor"], int], Row]
+Evaluate = Callable[[Callable[["torch.Tensor"], "torch.Tensor"], int], RowFields]
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,9 @@ def latency(specs: Sequence[ModelSpec], config: LatencyConfig, context: Context 
     """
     weights = per_model(config.weights, "--weights", [s.name for s in specs])
     for spec in specs:
-        if weights[spec.name] is not None:
-            check_weights(spec, weights[spec.name], config.num_classes or spec.default_num_classes)
+        path = weights[spec.name]
+        if path is not None:
+            check_weights(spec, path, config.num_classes or spec.default_num_classes)
     return measure_cells(cells(specs, config, context), context)
 
 
@@ -245,6 +247,19 @@ def _eager(
     return session, reference
 
 
+def _check_available(runtime: RuntimeSpec, device: torch.device) -> None:
+    """VariantUnavailable when ``runtime`` cannot run on ``device`` here."""
+    from segbench.measure.faults import VariantUnavailable
+
+    missing = (
+        runtime.unavailable(device.type)
+        if device.type in runtime.devices
+        else (f"{runtime.name} does not run on {device.type}")
+    )
+    if missing:
+        raise VariantUnavailable(missing)
+
+
 def _measure_variant(
     spec: ModelSpec,
     network: torch.nn.Module,
@@ -256,22 +271,16 @@ def _measure_variant(
     workdir: Path,
     calibration: list[torch.Tensor],
     eager: tuple[Session, torch.Tensor] | None,
-) -> Row:
+) -> RowFields:
     """One runtime x variant: prepare it, then time it alternately with fp32 eager (alone if the two do not
     fit in memory together), measure and compare it."""
 
-    from segbench.measure.faults import OOM, VariantUnavailable, error_reason, release_memory
+    from segbench.measure.faults import OOM, error_reason, release_memory
     from segbench.measure.latency import measure_session
     from segbench.rows.latency import measurement_fields
 
     config, device = sweep.config, x.device
-    missing = (
-        runtime.unavailable(device.type)
-        if device.type in runtime.devices
-        else (f"{runtime.name} does not run on {device.type}")
-    )
-    if missing:
-        raise VariantUnavailable(missing)
+    _check_available(runtime, device)
     reference_row = runtime.name == "torch" and variant == Variant()
     baseline, reference = (None, None) if eager is None else eager
     if reference_row:

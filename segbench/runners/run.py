@@ -8,7 +8,7 @@ runtime x variant, each compared with PyTorch fp32 eager on the same input and, 
 reference, evaluated on the val split through its own session (so an int8 row has its own mIoU next
 to the fp32 one). All stages use one input size (the dataset's unless given), so a row's ``height``
 and ``width`` hold for every number in it. The row's ``batch_size``, ``precision``, ``threads`` and
-``peak_mem_mb`` describe inference; the training batch size and precision are in `Plan.describe`.
+``peak_mem_mb`` describe inference; the training batch size and precision are in `RunPlan.describe`.
 With ``blocks``, the K^2 runner's rows follow the models'.
 
 A stage that fails writes ``stage: reason`` into the row's ``error`` and the next stage and model
@@ -23,6 +23,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from segbench.measure.session import Variant
+from segbench.rows.row import RowFields
 from segbench.runners import blocks as blocks_runner
 from segbench.runners import count as count_runner
 from segbench.runners import defaults
@@ -83,7 +84,7 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
-class Plan:
+class RunPlan:
     """A checked run: the stages' configs, resolved to the dataset, and the training files."""
 
     config: RunConfig
@@ -114,25 +115,25 @@ class Plan:
         ]
 
 
-def plan(specs: Sequence[ModelSpec], config: RunConfig) -> Plan:
+def plan(specs: Sequence[ModelSpec], config: RunConfig) -> RunPlan:
     """Check everything and open the dataset, before anything is measured (UserError on bad input)."""
     prepared = train_runner.prepare([s for s in specs if s.kind == "model"], config.train)
     classes, size = prepared.train_set.num_classes, prepared.size
     latency = replace(config.latency, sizes=[size], num_classes=classes)
     count = count_runner.CountConfig(size=size, num_classes=classes, batch_size=latency.batch_sizes[0])
-    return Plan(config, tuple(specs), count, latency, prepared)
+    return RunPlan(config, tuple(specs), count, latency, prepared)
 
 
 def run(specs: Sequence[ModelSpec], config: RunConfig, context: Context = ALONE) -> Described:
     """One merged row per model x runtime x variant, then the block rows; bad input raises first.
 
-    The rows describe the run's settings in words (`Plan.describe`).
+    The rows describe the run's settings in words (`RunPlan.describe`).
     """
     checked = plan(specs, config)
     return Described(rows(checked, context), checked.describe())
 
 
-def rows(checked: Plan, context: Context = ALONE) -> Iterator[Row]:
+def rows(checked: RunPlan, context: Context = ALONE) -> Iterator[Row]:
     """The rows of a `plan`: per model its stages' rows merged, as each model finishes.
 
     Under torchrun a model is the unit of the shard: its stages run on one rank, then the blocks' cells follow.
@@ -144,7 +145,7 @@ def rows(checked: Plan, context: Context = ALONE) -> Iterator[Row]:
             continue
         classes = checked.latency.num_classes if spec.kind == "model" else None
         seed = checked.config.train.seed
-        built = {spec.name: Built(spec, seed=seed, **({"num_classes": classes} if classes else {}))}
+        built = {spec.name: Built(spec, seed=seed, num_classes=classes) if classes else Built(spec, seed=seed)}
         timing = list(latency_runner.cells([spec], checked.latency, stages, built, "latency", evaluate))
         training = list(train_runner.cells(checked.train, stages, [spec], built)) if spec.kind == "model" else []
         trained_key = {f: c.keys[0][f] for c in training for f in train_runner.KEY_FIELDS if f in c.keys[0]}
@@ -178,7 +179,7 @@ def merge(timed: Row, counted: Row, trained: Row | None = None) -> Row:
     return row
 
 
-def _evaluate(prepared: train_runner.Prepared, predict: Callable[[torch.Tensor], Any], batch_size: int) -> Row:
+def _evaluate(prepared: train_runner.Prepared, predict: Callable[[torch.Tensor], Any], batch_size: int) -> RowFields:
     """mIoU of a runtime session on the val split, as training measures it (`segbench.measure.training.evaluate`)."""
     from segbench.measure.training import evaluate
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segbench.checks import check_device, check_positive, check_sizes, check_writable
+from segbench.data import train_size
 from segbench.errors import UserError
 from segbench.rows.environment import device_name
 from segbench.rows.schema import spec_fields
@@ -24,14 +25,10 @@ from segbench.runners.cells import ALONE, Built, Cell, Context, Described, Row, 
 from segbench.runners.weights import per_model
 
 if TYPE_CHECKING:
-    from torch.utils.data import Dataset
-
     from segbench.measure.data_parallel import DataParallel
     from segbench.measure.training import TrainSettings
-    from segbench.registry import ModelSpec
+    from segbench.registry import ModelSpec, SegmentationDataset
 
-#: ``--conv-backend`` default: measure each layer's CPU backend (`segbench.measure.convbackend`).
-AUTO = "auto"
 #: The ``--init`` source kind: a VGG16 classifier checkpoint in torchvision's layout.
 VGG16 = "vgg16"
 #: The fields of a training row that say which training it was (``--resume`` matches on them).
@@ -60,7 +57,7 @@ class TrainConfig:
     weights: str | None = None
     save: str | None = None
     train_time: float | None = None
-    conv_backend: str = AUTO
+    conv_backend: str = "auto"  # measure each layer's CPU backend (`segbench.measure.convbackend.AUTO`)
     init: str | None = None
 
     def __post_init__(self) -> None:
@@ -116,14 +113,14 @@ class Prepared:
 
     config: TrainConfig
     specs: tuple[ModelSpec, ...]
-    train_set: Dataset
-    val_set: Dataset
+    train_set: SegmentationDataset
+    val_set: SegmentationDataset
     weights: dict[str, str | None]
     save: dict[str, str | None]
 
     @property
     def size(self) -> tuple[int, int]:
-        return tuple(self.config.size or getattr(self.train_set, "default_size", defaults.TRAIN_SIZE))  # type: ignore
+        return train_size(self.train_set, self.config.size)
 
     def init(self, name: str) -> str:
         """The row's ``init``: ``scratch``, ``vgg16:PATH`` or ``weights:PATH``."""
@@ -237,6 +234,7 @@ def cells(
 
 def _measure(spec: ModelSpec, built: Built, prepared: Prepared, context: Context, keys: list[Row]) -> list[Row]:
     from segbench.measure.checkpoints import init_from_vgg16
+    from segbench.measure.convbackend import AUTO
     from segbench.measure.training import train_and_evaluate
 
     config, parallel = prepared.config, context.parallel

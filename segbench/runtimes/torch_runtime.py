@@ -137,7 +137,9 @@ def _variant_model(model: nn.Module, variant: Variant) -> nn.Module:
     if variant.fold_bn:
         fold_batchnorm(network)
     network = network.to(dtype=DTYPES[variant.precision])
-    return network.to(memory_format=torch.channels_last) if variant.channels_last else network
+    if not variant.channels_last:
+        return network
+    return network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks it
 
 
 @contextlib.contextmanager
