@@ -10,6 +10,7 @@ from segbench.cli import (  # noqa: F401
     flops,
     latency,
     list_cmd,
+    profile,
     report,
     run,
     train,

@@ -1,0 +1,166 @@
+"""``segbench profile``: per-layer time against this machine's measured roofline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from segbench.cli.app import command
+from segbench.cli.options import (
+    Budget,
+    ChannelsLast,
+    Device,
+    Format,
+    Iters,
+    Models,
+    NoSave,
+    Out,
+    Precisions,
+    Resume,
+    Runtimes,
+    Target,
+    Threads,
+    Warmup,
+    check_format,
+    parse_names,
+    parse_size,
+    variants_of,
+)
+from segbench.cli.output import Progress, collect, emit, note, open_journal, resumed_rows
+
+COLUMNS = (
+    "model",
+    "runtime",
+    "kind",
+    "layer",
+    "op",
+    "output_shape",
+    "layer_ms",
+    "layer_share",
+    "macs_analytic",
+    "bytes",
+    "intensity",
+    "achieved_gmacs",
+    "achieved_gbs",
+    "roofline_ms",
+    "efficiency",
+    "bound",
+    "ceiling",
+    "latency_ms_median",
+    "profile_coverage",
+    "error",
+)
+
+Size = Annotated[str | None, typer.Option("--size", help="HxW. Default: each model's own.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Batch size.")]
+Calls = Annotated[int, typer.Option("--calls", help="Profiled calls; each layer's time is its median over them.")]
+Recalibrate = Annotated[
+    bool, typer.Option("--recalibrate", help="Measure this machine's ceilings again, even if cached.")
+]
+Plot = Annotated[Path | None, typer.Option("--plot", help="Write the roofline and per-op time plots here.")]
+
+
+@command("profile")
+def profile_command(
+    models: Models = None,
+    device: Device = "cpu",
+    size: Size = None,
+    batch_size: BatchSize = 1,
+    precision: Precisions = "fp32",
+    channels_last: ChannelsLast = False,
+    runtime: Runtimes = "torch",
+    threads: Threads = None,
+    calls: Calls = 10,
+    warmup: Warmup = None,
+    iters: Iters = None,
+    budget: Budget = None,
+    target: Target = None,
+    recalibrate: Recalibrate = False,
+    plot: Plot = None,
+    fmt: Format = "table",
+    out: Out = Path("results"),
+    no_save: NoSave = False,
+    resume: Resume = None,
+) -> None:
+    """Time every layer with the runtime's own profiler and set it against this machine's roofline.
+
+    One row per layer (time, share, MACs, compulsory bytes, intensity, achieved GMAC/s and GB/s, its
+    roofline floor, efficiency, bound) and a summary row per model x runtime x variant (latency median,
+    the network's floor, efficiency, profile coverage). The ceilings (GEMM peak; L2, LLC and DRAM
+    bandwidth) are measured once per machine and thread count and cached; --recalibrate re-measures.
+    """
+    from segbench.plugins import get_registry
+    from segbench.runners.distributed import join
+    from segbench.runners.profile import ProfileConfig, profile
+
+    team = join(device)
+    check_format(fmt)
+    progress, previous = Progress(), resumed_rows(resume, "profile")
+    config = ProfileConfig(
+        device=team.device if team else device,
+        size=parse_size(size) if size else None,
+        batch_size=batch_size,
+        runtimes=parse_names(runtime),
+        variants=variants_of(precision, channels_last, False, False, False),
+        threads=threads,
+        calls=calls,
+        warmup=warmup,
+        iters=iters,
+        budget_s=budget,
+        target=target,
+        recalibrate=recalibrate,
+        progress=progress,
+        done=previous,
+        shard=team and team.shard,
+    )
+    specs = get_registry().select(models, kind="model")
+    note(f"profile on {device}: {', '.join(f'{r.name} {v.tag}' for r, v in config.combos())}")
+    journal = open_journal(None if no_save else out, "profile", resume, previous, team)
+    rows, stopped = collect(profile(specs, config), progress, journal, on_row=_summary, team=team)
+    if plot is not None and rows:
+        from segbench.output.plots import roofline_plots
+
+        for path in roofline_plots(rows, plot):
+            note(f"wrote {path}")
+    emit(
+        rows,
+        fmt,
+        journal,
+        list(COLUMNS),
+        title="segbench profile",
+        footnotes=_footnotes(rows),
+        stopped=stopped,
+    )
+
+
+def _footnotes(rows: list[dict[str, Any]]) -> list[str]:
+    ceilings = next((r for r in rows if r.get("peak_gmacs")), None)
+    roofs = (
+        f"ceilings: {ceilings['peak_gmacs']:.1f} GMAC/s; L2 {ceilings['bandwidth_gbs_l2']:.1f}, "
+        f"LLC {ceilings['bandwidth_gbs_llc']:.1f}, DRAM {ceilings['bandwidth_gbs_dram']:.1f} GB/s "
+        f"({ceilings['threads']} threads)"
+        if ceilings
+        else "ceilings: none measured"
+    )
+    return [
+        roofs,
+        "MACs are multiply-accumulates; FLOPs = 2 x MACs. bytes: compulsory traffic (inputs + outputs + weights)",
+        "roofline_ms = max(MACs / peak, bytes / bandwidth of the level the working set fits in); "
+        "efficiency = roofline_ms / layer_ms; bound overhead: below 10 % of the roof",
+        "model rows: profile_coverage = sum of layer times / latency median; unattributed_ms: framework "
+        "overhead between layers (Python, dispatch, session)",
+    ]
+
+
+def _summary(row: dict[str, Any]) -> str | None:
+    if row.get("kind") == "layer":
+        return None
+    what = f"{row['model']} {row['runtime']}"
+    if row.get("error"):
+        return f"{what}: error: {row['error']}"
+    return (
+        f"{what}: {row['latency_ms_median']:.2f} ms, floor {row['roofline_ms']:.2f} ms "
+        f"(efficiency {row['efficiency']:.2f}), coverage {row['profile_coverage']:.2f}"
+    )

@@ -1,0 +1,327 @@
+"""The profile runner (``segbench profile``): per layer, where the time goes and how far it is from
+this machine's roofline.
+
+One cell per model x runtime x variant: the model is timed by the ordinary timer
+(`segbench.measure.latency.time_sessions`, ``latency_ms_median``), then profiled by the runtime's own
+profiler for ``calls`` calls (`segbench.measure.layers`); each layer gets a ``kind = "layer"`` row
+with its roofline fields (`segbench.measure.roofline`) and the cell ends with a ``kind = "model"``
+summary row: the network's floor (``roofline_ms``, the sum over its layers), ``efficiency`` and
+``profile_coverage`` (layer times / latency median; ``unattributed_ms`` is the rest: framework
+overhead between layers). The ceilings (`segbench.measure.ceilings`) are measured once per machine,
+thread count and precision and cached; every row records the ones it used.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from segbench.checks import check_device, check_positive, check_precisions, check_sizes, check_timing
+from segbench.errors import UserError
+from segbench.rows.environment import cpu_name, device_name, fingerprint
+from segbench.rows.schema import spec_fields
+from segbench.runners import defaults
+from segbench.runners.cells import Built, Cell, Row, RunnerOptions, measure_cells
+from segbench.runtimes.base import Variant
+
+if TYPE_CHECKING:
+    import torch
+
+    from segbench.measure.ceilings import Calibration, Ceilings
+    from segbench.measure.latency import Protocol
+    from segbench.measure.layers import Layer
+    from segbench.registry import ModelSpec, RuntimeSpec
+
+#: Runtimes with a per-layer profiler segbench reads: the precisions and switches it profiles there.
+PROFILED = {
+    "torch": (("fp32", "fp16", "bf16"), {"channels_last"}),
+    "onnxruntime": (("fp32",), set()),
+    "openvino": (("fp32",), set()),
+}
+#: A side below this gives feature maps of a pixel or less deep in a segmentation network: its
+#: profile would time padding, not the layers.
+MIN_SIDE = 32
+
+
+@dataclass(frozen=True)
+class ProfileConfig(RunnerOptions):
+    """What to profile (runtimes x variants at one size and batch) and how long.
+
+    ``calls``: profiled calls per cell (each layer's time is its median over them); ``warmup``,
+    ``iters``, ``budget_s``, ``target``: the latency timer's protocol (the device's defaults where None).
+    ``recalibrate`` measures the ceilings again even when cached; ``calibration`` how long.
+    """
+
+    device: str = "cpu"
+    size: tuple[int, int] | None = None
+    batch_size: int = 1
+    runtimes: Sequence[str] = ("torch",)
+    variants: Sequence[Variant] = (Variant(),)
+    threads: int | None = None
+    calls: int = 10
+    warmup: int | None = None
+    iters: int | None = None
+    budget_s: float | None = None
+    target: float | None = None
+    recalibrate: bool = False
+    calibration: Calibration | None = field(default=None, compare=False)
+    seed: int = defaults.SEED
+    cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        check_device(self.device)
+        check_sizes([self.size] if self.size else None)
+        if self.size and min(self.size) < MIN_SIDE:
+            raise UserError(f"size {self.size[0]}x{self.size[1]} too small to profile: each side at least {MIN_SIDE}")
+        check_positive(self.batch_size, "batch size")
+        check_positive(self.calls, "profiled calls")
+        check_precisions([v.precision for v in self.variants])
+        check_timing(self.warmup, self.iters, self.threads, self.budget_s, self.target)
+        for runtime in self.runtime_specs:
+            if runtime.name not in PROFILED:
+                raise UserError(
+                    f"runtime {runtime.name} has no per-layer profiler segbench reads; profile supports "
+                    + ", ".join(PROFILED)
+                )
+        if not self.combos():
+            raise UserError(
+                f"no runtime of {', '.join(self.runtimes)} profiles {', '.join(v.tag for v in self.variants)}"
+            )
+
+    @property
+    def runtime_specs(self) -> list[RuntimeSpec]:
+        from segbench.plugins import get_registry
+
+        return get_registry().runtime_list(",".join(self.runtimes))
+
+    @property
+    def protocol(self) -> Protocol:
+        return defaults.timing(self.device, self.warmup, self.iters, self.budget_s, self.target)
+
+    def combos(self) -> list[tuple[RuntimeSpec, Variant]]:
+        """Each runtime with each variant it can run and segbench can profile."""
+        return [
+            (r, v)
+            for r in self.runtime_specs
+            for v in self.variants
+            if r.name in PROFILED and v.precision in PROFILED[r.name][0] and set(v.switches) <= PROFILED[r.name][1]
+        ]
+
+
+def machine() -> dict[str, Any]:
+    """What must match for cached ceilings to be trusted: CPU, host, core count, versions."""
+    import os
+
+    facts = fingerprint()
+    return {
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "hostname": facts["hostname"],
+        "torch_version": facts["torch_version"],
+    }
+
+
+def ceilings(config: ProfileConfig, threads: int, precision: str) -> Ceilings:
+    """The cached ceilings of this machine (measured now if there are none, or ``recalibrate``)."""
+    from segbench.measure.ceilings import Calibration, ceilings_for
+    from segbench.runtimes.torch_runtime import DTYPES
+
+    found, cached = ceilings_for(
+        machine(),
+        threads,
+        precision,
+        DTYPES.get(precision, DTYPES["fp32"]),
+        recalibrate=config.recalibrate,
+        calibration=config.calibration or Calibration(),
+        folder=config.cache_dir,
+    )
+    config.progress("ceilings", "cached" if cached else "measured")
+    return found
+
+
+def profile(specs: Sequence[ModelSpec], config: ProfileConfig) -> Iterator[Row]:
+    """Layer rows and a summary row per model x runtime x variant (see the module docstring)."""
+    for spec in specs:
+        _check_size(spec, config)
+    return measure_cells(cells(specs, config), config)
+
+
+def _check_size(spec: ModelSpec, config: ProfileConfig) -> None:
+    """A forward pass on the meta device at the size: a size the network cannot take is bad input."""
+    import torch
+
+    height, width = config.size or spec.default_size
+    try:
+        with torch.device("meta"):
+            network = spec.build().eval()
+            network(torch.empty(config.batch_size, spec.input_channels(), height, width))
+    except Exception as exc:
+        raise UserError(f"size {height}x{width} too small for {spec.name}: {str(exc).splitlines()[0]}") from None
+
+
+def cells(specs: Sequence[ModelSpec], config: ProfileConfig) -> Iterator[Cell]:
+    label = device_name(config.device)
+    calibrated: dict[tuple[int, str], Ceilings] = {}
+    for spec in specs:
+        model = Built(spec, seed=config.seed)
+        height, width = config.size or spec.default_size
+        for runtime, variant in config.combos():
+            key = spec_fields(
+                spec,
+                device=config.device,
+                device_name=label,
+                batch_size=config.batch_size,
+                height=height,
+                width=width,
+                runtime=runtime.name,
+                **variant.fields(),
+            )
+            shape = (config.batch_size, spec.input_channels(), height, width)
+            measure = partial(_measure, model, shape, runtime, variant, config, calibrated)
+            yield Cell([key], measure, device=config.device, stage="profile")
+
+
+def _measure(
+    model: Built,
+    shape: tuple[int, ...],
+    runtime: RuntimeSpec,
+    variant: Variant,
+    config: ProfileConfig,
+    calibrated: dict[tuple[int, str], Ceilings],
+    keys: list[Row],
+) -> list[Row]:
+    import torch
+
+    from segbench.measure.faults import VariantUnavailable
+    from segbench.measure.latency import measurement_settings
+
+    device = torch.device(config.device)
+    missing = runtime.unavailable(device.type) if device.type in runtime.devices else f"{runtime.name}: no {device}"
+    if missing:
+        raise VariantUnavailable(missing)
+    network = model.get().eval().to(device)
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(config.seed)).to(device)
+    with measurement_settings(device, config.threads) as threads, torch.inference_mode():
+        if (threads, variant.precision) not in calibrated:
+            calibrated[threads, variant.precision] = ceilings(config, threads, variant.precision)
+        roofs = calibrated[threads, variant.precision]
+        config.progress(model.spec.name, f"profile {runtime.name} {variant.tag}")
+        with tempfile.TemporaryDirectory() as workdir:
+            latency, layers = PROFILERS[runtime.name](network, x, runtime, variant, config, threads, Path(workdir))
+    return rows(layers, latency, roofs, threads)
+
+
+def rows(layers: list[Layer], latency: dict[str, Any], roofs: Ceilings, threads: int) -> list[Row]:
+    """The layer rows and the summary row of one profiled cell."""
+    from segbench.measure.roofline import roofline_fields
+
+    attributed = sum(layer.ms or 0.0 for layer in layers)
+    out = []
+    for layer in layers:
+        out.append(
+            {
+                "kind": "layer",
+                "layer": layer.name,
+                "op": layer.op,
+                "input_shape": layer.input_shape,
+                "output_shape": layer.output_shape,
+                "layer_ms": layer.ms,
+                "layer_share": (layer.ms or 0.0) / attributed if attributed else None,
+                "macs_analytic": layer.macs,
+                "macs_other": layer.macs_other,
+                **roofline_fields(layer.total_macs, layer.nbytes, layer.ms, roofs),
+                **roofs.fields(),
+                "threads": threads,
+            }
+        )
+    median = latency["latency_ms_median"]
+    floor = sum(r["roofline_ms"] for r in out)
+    out.append(
+        {
+            **latency,
+            "macs_analytic": sum(layer.macs for layer in layers),
+            "macs_other": sum(layer.macs_other for layer in layers),
+            "bytes": sum(layer.nbytes for layer in layers),
+            "roofline_ms": floor,
+            "efficiency": floor / median,
+            "roofline_efficiency": floor / median,
+            "profile_coverage": attributed / median,
+            "unattributed_ms": median - attributed,
+            **roofs.fields(),
+            "threads": threads,
+        }
+    )
+    return out
+
+
+def _latency(call: Any, device: torch.device, config: ProfileConfig, batch: int) -> dict[str, Any]:
+    from segbench.measure.latency import summarize, time_sessions
+    from segbench.runtimes.base import Session
+
+    timing = time_sessions([Session(call=call, predict=call)], device, config.protocol)
+    return summarize(timing.device_ms[0], batch)
+
+
+def _torch(
+    network: Any, x: Any, runtime: RuntimeSpec, variant: Variant, config: ProfileConfig, threads: int, workdir: Path
+) -> tuple[dict[str, Any], list[Layer]]:
+    from segbench.measure.layers import torch_times
+    from segbench.runtimes.torch_runtime import convert_input, variant_model
+
+    net, xv = variant_model(network, variant), convert_input(x, variant)
+    latency = _latency(lambda: net(xv), x.device, config, x.shape[0])
+    return latency, torch_times(net, xv, config.calls)
+
+
+def _onnxruntime(
+    network: Any, x: Any, runtime: RuntimeSpec, variant: Variant, config: ProfileConfig, threads: int, workdir: Path
+) -> tuple[dict[str, Any], list[Layer]]:
+    import onnxruntime as ort
+
+    from segbench.measure.layers import OnnxGraph, describe, map_nodes, onnxruntime_runs
+    from segbench.runtimes.onnx_export import INPUT_NAME, export
+    from segbench.runtimes.onnxruntime_runtime import PROVIDERS, session_options
+
+    session = runtime.prepare(network, x, device=x.device, variant=variant, threads=threads, workdir=workdir)
+    latency = _latency(session.call, x.device, config, x.shape[0])
+    path = export(network, x, workdir)
+    options = session_options(threads)
+    options.enable_profiling = True
+    options.profile_file_prefix = str(workdir / "ort-profile")
+    profiled = ort.InferenceSession(str(path), options, providers=[PROVIDERS[x.device.type]])
+    inputs = {INPUT_NAME: x.cpu().numpy()}
+    warmup = 2
+    for _ in range(warmup + config.calls):
+        profiled.run(None, inputs)
+    runs = onnxruntime_runs(Path(profiled.end_profiling()), warmup)
+    layers = describe(network, x)
+    return latency, map_nodes(OnnxGraph(path, layers), runs, layers)
+
+
+def _openvino(
+    network: Any, x: Any, runtime: RuntimeSpec, variant: Variant, config: ProfileConfig, threads: int, workdir: Path
+) -> tuple[dict[str, Any], list[Layer]]:
+    from segbench.measure.layers import OnnxGraph, describe, map_nodes, openvino_runs
+    from segbench.runtimes.onnx_export import export
+    from segbench.runtimes.openvino_runtime import compile_cpu
+
+    session = runtime.prepare(network, x, device=x.device, variant=variant, threads=threads, workdir=workdir)
+    latency = _latency(session.call, x.device, config, x.shape[0])
+    path = export(network, x, workdir)
+    compiled = compile_cpu(path, threads, perf_count=True)
+    request = compiled.create_infer_request()
+    inputs = {0: x.cpu().numpy()}
+    request.infer(inputs)
+    runs = []
+    for _ in range(config.calls):
+        request.infer(inputs)
+        runs.append(request.get_profiling_info())
+    layers = describe(network, x)
+    return latency, map_nodes(OnnxGraph(path, layers), openvino_runs(compiled, runs), layers)
+
+
+PROFILERS = {"torch": _torch, "onnxruntime": _onnxruntime, "openvino": _openvino}
