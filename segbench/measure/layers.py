@@ -440,13 +440,24 @@ def openvino_runs(compiled: Any, runs: list[list[Any]]) -> list[list[NodeTime]]:
     """Per call, each executed node's real time from OpenVINO's performance counters, with the original
     ONNX nodes it fused (the runtime model's ``originalLayersNames``)."""
     originals: dict[str, tuple[str, ...]] = {}
+    traffic: dict[str, int] = {}
     for op in compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()
-        names = str(info["originalLayersNames"]) if "originalLayersNames" in info else ""
+        names = info["originalLayersNames"].astype(str) if "originalLayersNames" in info else ""
         originals[op.get_friendly_name()] = tuple(n for n in names.split(",") if n)
+        ports = [*op.inputs(), *op.outputs()]
+        traffic[op.get_friendly_name()] = sum(
+            math.prod(p.get_shape()) * p.get_element_type().size for p in ports if p.get_partial_shape().is_static
+        )
     return [
         [
-            NodeTime(p.node_name, p.node_type, p.real_time.total_seconds() * 1e3, 0, originals.get(p.node_name, ()))
+            NodeTime(
+                p.node_name,
+                p.node_type,
+                p.real_time.total_seconds() * 1e3,
+                traffic.get(p.node_name, 0),
+                originals.get(p.node_name, ()),
+            )
             for p in run
             if p.status.name == "EXECUTED" and p.real_time.total_seconds() > 0
         ]
