@@ -194,7 +194,7 @@ def test_profile_rows_and_the_roofline_is_a_floor(tmp_path):
     from segbench.plugins import get_registry
     from segbench.runners.profile import ProfileConfig, profile
 
-    config = ProfileConfig(size=(64, 128), threads=1, calls=3, iters=5, calibration=SHORT, cache_dir=tmp_path)
+    config = ProfileConfig(size=(64, 128), threads=1, calls=5, warmup=1, calibration=SHORT, cache_dir=tmp_path)
     rows = list(profile(get_registry().select("fast_scnn", kind="model"), config))
     layers, (summary,) = rows[:-1], rows[-1:]
     assert summary["kind"] == "model" and summary["error"] is None

@@ -9,18 +9,15 @@ import typer
 
 from segbench.cli.app import command
 from segbench.cli.options import (
-    Budget,
     ChannelsLast,
     Device,
     Format,
-    Iters,
     Models,
     NoSave,
     Out,
     Precisions,
     Resume,
     Runtimes,
-    Target,
     Threads,
     Warmup,
     check_format,
@@ -55,7 +52,10 @@ COLUMNS = (
 
 Size = Annotated[str | None, typer.Option("--size", help="HxW. Default: each model's own.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Batch size.")]
-Calls = Annotated[int, typer.Option("--calls", help="Profiled calls; each layer's time is its median over them.")]
+Calls = Annotated[
+    int,
+    typer.Option("--calls", help="Timed calls, each followed by a profiled one; medians over them are reported."),
+]
 Recalibrate = Annotated[
     bool, typer.Option("--recalibrate", help="Measure this machine's ceilings again, even if cached.")
 ]
@@ -72,11 +72,8 @@ def profile_command(
     channels_last: ChannelsLast = False,
     runtime: Runtimes = "torch",
     threads: Threads = None,
-    calls: Calls = 10,
+    calls: Calls = 20,
     warmup: Warmup = None,
-    iters: Iters = None,
-    budget: Budget = None,
-    target: Target = None,
     recalibrate: Recalibrate = False,
     plot: Plot = None,
     fmt: Format = "table",
@@ -107,9 +104,6 @@ def profile_command(
         threads=threads,
         calls=calls,
         warmup=warmup,
-        iters=iters,
-        budget_s=budget,
-        target=target,
         recalibrate=recalibrate,
         progress=progress,
         done=previous,

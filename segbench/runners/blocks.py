@@ -127,6 +127,7 @@ def _measure_pair(
         time_sessions,
     )
     from segbench.measure.macs import count_model
+    from segbench.runners.profile import network_roofline
     from segbench.runtimes import torch_runtime
     from segbench.runtimes.base import Variant
 
@@ -152,7 +153,9 @@ def _measure_pair(
             for m in models
         ]
         timing = time_sessions(sessions, device, protocol)
-        for fields, session, device_ms, host_ms in zip(measured, sessions, timing.device_ms, timing.host_ms):
+        for fields, session, device_ms, host_ms, model in zip(
+            measured, sessions, timing.device_ms, timing.host_ms, models
+        ):
             fields.update(
                 latency_fields(device_ms, host_ms, config.batch_size, protocol.target),
                 peak_mem_mb=peak_memory(session, device),
@@ -160,7 +163,10 @@ def _measure_pair(
                 ci_target_met=timing.target_met,
                 **Variant().fields(),
             )
+            fields.update(network_roofline(model, x, Variant(), threads, fields["latency_ms_median"], measure=True))
     baseline, other = measured
+    if baseline.get("roofline_ms") and other.get("roofline_ms"):
+        other["speedup_roofline"] = baseline["roofline_ms"] / other["roofline_ms"]
     other.update(speedup_fields(timing.device_ms[0], timing.device_ms[1]))
     other.update(pair_ratios({**pair[0], **baseline}, {**pair[1], **other}))
     return [fields for key, fields in zip(pair, measured) if key in keys]

@@ -2,8 +2,9 @@
 this machine's roofline.
 
 One cell per model x runtime x variant: the model is timed by the ordinary timer
-(`segbench.measure.latency.time_sessions`, ``latency_ms_median``), then profiled by the runtime's own
-profiler for ``calls`` calls (`segbench.measure.layers`); each layer gets a ``kind = "layer"`` row
+(`segbench.measure.latency.time_sessions`, ``latency_ms_median``) one call at a time, each timed call
+followed by one call profiled by the runtime's own profiler (`segbench.measure.layers`), so that load
+on a shared machine hits both alike; each layer gets a ``kind = "layer"`` row
 with its roofline fields (`segbench.measure.roofline`) and the cell ends with a ``kind = "model"``
 summary row: the network's floor (``roofline_ms``, the sum over its layers), ``efficiency`` and
 ``profile_coverage`` (layer times / latency median; ``unattributed_ms`` is the rest: framework
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,8 +52,9 @@ MIN_SIDE = 32
 class ProfileConfig(RunnerOptions):
     """What to profile (runtimes x variants at one size and batch) and how long.
 
-    ``calls``: profiled calls per cell (each layer's time is its median over them); ``warmup``,
-    ``iters``, ``budget_s``, ``target``: the latency timer's protocol (the device's defaults where None).
+    ``calls``: timed calls per cell, each followed by a profiled call (each layer's time is its
+    median over the profiled calls, the latency the median of the timed ones); ``warmup``: untimed
+    calls of each first (the device's default where None).
     ``recalibrate`` measures the ceilings again even when cached; ``calibration`` how long.
     """
 
@@ -62,11 +64,8 @@ class ProfileConfig(RunnerOptions):
     runtimes: Sequence[str] = ("torch",)
     variants: Sequence[Variant] = (Variant(),)
     threads: int | None = None
-    calls: int = 10
+    calls: int = 20
     warmup: int | None = None
-    iters: int | None = None
-    budget_s: float | None = None
-    target: float | None = None
     recalibrate: bool = False
     calibration: Calibration | None = field(default=None, compare=False)
     seed: int = defaults.SEED
@@ -78,9 +77,9 @@ class ProfileConfig(RunnerOptions):
         if self.size and min(self.size) < MIN_SIDE:
             raise UserError(f"size {self.size[0]}x{self.size[1]} too small to profile: each side at least {MIN_SIDE}")
         check_positive(self.batch_size, "batch size")
-        check_positive(self.calls, "profiled calls")
+        check_positive(self.calls, "calls")
         check_precisions([v.precision for v in self.variants])
-        check_timing(self.warmup, self.iters, self.threads, self.budget_s, self.target)
+        check_timing(self.warmup, None, self.threads)
         for runtime in self.runtime_specs:
             if runtime.name not in PROFILED:
                 raise UserError(
@@ -100,7 +99,7 @@ class ProfileConfig(RunnerOptions):
 
     @property
     def protocol(self) -> Protocol:
-        return defaults.timing(self.device, self.warmup, self.iters, self.budget_s, self.target)
+        return defaults.timing(self.device, self.warmup)
 
     def combos(self) -> list[tuple[RuntimeSpec, Variant]]:
         """Each runtime with each variant it can run and segbench can profile."""
@@ -141,6 +140,55 @@ def ceilings(config: ProfileConfig, threads: int, precision: str) -> Ceilings:
     )
     config.progress("ceilings", "cached" if cached else "measured")
     return found
+
+
+def cached_roofs() -> list[str]:
+    """This machine's cached ceilings, one line per thread count and precision (for ``segbench env``)."""
+    from segbench.measure.ceilings import cached_ceilings
+
+    return [
+        f"{c.threads} threads {c.precision}: {c.peak_gmacs:.1f} GMAC/s; L2 {c.bandwidth_gbs_l2:.1f}, "
+        f"LLC {c.bandwidth_gbs_llc:.1f}, DRAM {c.bandwidth_gbs_dram:.1f} GB/s (measured {c.measured_at})"
+        for c in cached_ceilings(machine())
+    ] or ["none cached: segbench profile measures them"]
+
+
+def network_roofline(
+    network: Any, x: torch.Tensor, variant: Variant, threads: int, latency_ms: float | None, measure: bool
+) -> Row:
+    """A whole network's roofline fields on this machine at ``variant``'s precision (PyTorch eager's
+    layers): ``roofline_ms`` (its floor), ``intensity`` (all MACs / all compulsory bytes), ``bound``
+    (the roof that holds most of the floor; ``overhead`` below 10 % of it), the ceilings used and
+    ``roofline_efficiency``. Empty off the CPU, for int8, or with no cached ceilings and ``measure`` False."""
+    from segbench.measure.ceilings import cache_file, load_cached
+    from segbench.measure.layers import describe
+    from segbench.measure.roofline import OVERHEAD_EFFICIENCY, roofline_fields
+    from segbench.runtimes.torch_runtime import DTYPES, convert_input, variant_model
+
+    if x.device.type != "cpu" or variant.precision not in DTYPES:
+        return {}
+    if measure:
+        roofs = ceilings(ProfileConfig(), threads, variant.precision)
+    else:
+        roofs = load_cached(cache_file(threads, variant.precision), machine(), threads, variant.precision)
+        if roofs is None:
+            return {}
+    plain = Variant(variant.precision, channels_last=variant.channels_last)
+    layers = describe(variant_model(network, plain), convert_input(x, plain))
+    per_layer = [roofline_fields(la.total_macs, la.nbytes, None, roofs) for la in layers]
+    floor = sum(f["roofline_ms"] for f in per_layer)
+    compute = sum(f["roofline_ms"] for f in per_layer if f["bound"] == "compute")
+    nbytes = sum(la.nbytes for la in layers)
+    bound = "compute" if compute >= floor / 2 else "memory"
+    if latency_ms and floor / latency_ms < OVERHEAD_EFFICIENCY:
+        bound = "overhead"
+    return {
+        "roofline_ms": floor,
+        "intensity": sum(la.total_macs for la in layers) / nbytes if nbytes else None,
+        "bound": bound,
+        "roofline_efficiency": floor / latency_ms if latency_ms else None,
+        **roofs.fields(),
+    }
 
 
 def profile(specs: Sequence[ModelSpec], config: ProfileConfig) -> Iterator[Row]:
@@ -258,12 +306,22 @@ def rows(layers: list[Layer], latency: dict[str, Any], roofs: Ceilings, threads:
     return out
 
 
-def _latency(call: Any, device: torch.device, config: ProfileConfig, batch: int) -> dict[str, Any]:
-    from segbench.measure.latency import summarize, time_sessions
+def _alternately(call: Any, profiled: Any, device: torch.device, config: ProfileConfig, batch: int) -> dict[str, Any]:
+    """Latency fields of ``call``, timed by the ordinary timer one call at a time, each call followed by
+    one ``profiled`` call (after ``warmup`` of each): a burst of load on a shared machine then hits the
+    timed and the profiled calls alike, and ``profile_coverage`` compares like with like."""
+    from segbench.measure.latency import Protocol, summarize, time_sessions
     from segbench.runtimes.base import Session
 
-    timing = time_sessions([Session(call=call, predict=call)], device, config.protocol)
-    return summarize(timing.device_ms[0], batch)
+    session = Session(call=call, predict=call)
+    for _ in range(config.protocol.warmup):
+        call()
+        profiled()
+    times: list[float] = []
+    for _ in range(config.calls):
+        times += time_sessions([session], device, Protocol(warmup=0, iters=1)).device_ms[0]
+        profiled()
+    return summarize(times, batch)
 
 
 def _torch(
@@ -273,8 +331,16 @@ def _torch(
     from segbench.runtimes.torch_runtime import convert_input, variant_model
 
     net, xv = variant_model(network, variant), convert_input(x, variant)
-    latency = _latency(lambda: net(xv), x.device, config, x.shape[0])
-    return latency, torch_times(net, xv, config.calls)
+    layers: dict[str, Layer] = {}
+
+    def profiled() -> None:
+        for layer in torch_times(net, xv, 1):
+            layers.setdefault(layer.name, replace(layer, times_ms=[])).times_ms.extend(layer.times_ms)
+
+    latency = _alternately(lambda: net(xv), profiled, x.device, config, x.shape[0])
+    for layer in layers.values():
+        del layer.times_ms[: config.protocol.warmup]
+    return latency, list(layers.values())
 
 
 def _onnxruntime(
@@ -287,17 +353,14 @@ def _onnxruntime(
     from segbench.runtimes.onnxruntime_runtime import PROVIDERS, session_options
 
     session = runtime.prepare(network, x, device=x.device, variant=variant, threads=threads, workdir=workdir)
-    latency = _latency(session.call, x.device, config, x.shape[0])
     path = export(network, x, workdir)
     options = session_options(threads)
     options.enable_profiling = True
     options.profile_file_prefix = str(workdir / "ort-profile")
     profiled = ort.InferenceSession(str(path), options, providers=[PROVIDERS[x.device.type]])
     inputs = {INPUT_NAME: x.cpu().numpy()}
-    warmup = 2
-    for _ in range(warmup + config.calls):
-        profiled.run(None, inputs)
-    runs = onnxruntime_runs(Path(profiled.end_profiling()), warmup)
+    latency = _alternately(session.call, lambda: profiled.run(None, inputs), x.device, config, x.shape[0])
+    runs = onnxruntime_runs(Path(profiled.end_profiling()), config.protocol.warmup)
     layers = describe(network, x)
     return latency, map_nodes(OnnxGraph(path, layers), runs, layers)
 
@@ -310,17 +373,19 @@ def _openvino(
     from segbench.runtimes.openvino_runtime import compile_cpu
 
     session = runtime.prepare(network, x, device=x.device, variant=variant, threads=threads, workdir=workdir)
-    latency = _latency(session.call, x.device, config, x.shape[0])
     path = export(network, x, workdir)
     compiled = compile_cpu(path, threads, perf_count=True)
     request = compiled.create_infer_request()
     inputs = {0: x.cpu().numpy()}
-    request.infer(inputs)
     runs = []
-    for _ in range(config.calls):
+
+    def profiled() -> None:
         request.infer(inputs)
         runs.append(request.get_profiling_info())
+
+    latency = _alternately(session.call, profiled, x.device, config, x.shape[0])
     layers = describe(network, x)
+    runs = runs[config.protocol.warmup :]
     return latency, map_nodes(OnnxGraph(path, layers), openvino_runs(compiled, runs), layers)
 
 
