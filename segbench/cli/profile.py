@@ -114,10 +114,11 @@ def profile_command(
     journal = open_journal(None if no_save else out, "profile", resume, previous, team)
     rows, stopped = collect(profile(specs, config), progress, journal, on_row=_summary, team=team)
     if plot is not None and rows:
-        from segbench.output.plots import roofline_plots
+        from segbench.output.plots import plot_layer_time_by_op, plot_roofline
 
-        for path in roofline_plots(rows, plot):
-            note(f"wrote {path}")
+        for name, draw in (("roofline", plot_roofline), ("layer_time_by_op", plot_layer_time_by_op)):
+            reason = draw(rows, plot / f"{name}.png")
+            note(f"skipped plot {name}: {reason}" if reason else f"wrote {plot / name}.png")
     emit(
         rows,
         fmt,

@@ -2,9 +2,12 @@
 this machine's roofline.
 
 One cell per model x runtime x variant: the model is timed by the ordinary timer
-(`segbench.measure.latency.time_sessions`, ``latency_ms_median``) one call at a time, each timed call
-followed by one call profiled by the runtime's own profiler (`segbench.measure.layers`), so that load
-on a shared machine hits both alike; each layer gets a ``kind = "layer"`` row
+(`segbench.measure.latency.time_sessions`, ``latency_ms_median``) one call at a time, so that load
+on a shared machine hits the timed and the profiled calls alike. PyTorch: each timed call of the
+plain model is followed by one call under its profiler (`segbench.measure.layers`). ONNX Runtime
+and OpenVINO: the timed calls are those of a session with the runtime's profiling on (per-node
+timestamps cost about a microsecond a node), prepared as the runtime prepares its own sessions; a
+second session beside it would change the first one's speed (each pins its worker threads). Each layer gets a ``kind = "layer"`` row
 with its roofline fields (`segbench.measure.roofline`) and the cell ends with a ``kind = "model"``
 summary row: the network's floor (``roofline_ms``, the sum over its layers), ``efficiency`` and
 ``profile_coverage`` (layer times / latency median; ``unattributed_ms`` is the rest: framework
@@ -306,21 +309,22 @@ def rows(layers: list[Layer], latency: dict[str, Any], roofs: Ceilings, threads:
     return out
 
 
-def _alternately(call: Any, profiled: Any, device: torch.device, config: ProfileConfig, batch: int) -> dict[str, Any]:
+def _alternately(call: Any, after: Any, device: torch.device, config: ProfileConfig, batch: int) -> dict[str, Any]:
     """Latency fields of ``call``, timed by the ordinary timer one call at a time, each call followed by
-    one ``profiled`` call (after ``warmup`` of each): a burst of load on a shared machine then hits the
-    timed and the profiled calls alike, and ``profile_coverage`` compares like with like."""
+    ``after`` (a profiled call, or reading the counters of the call just timed), ``warmup`` times untimed
+    first: a burst of load on a shared machine then hits the timed and the profiled calls alike, and
+    ``profile_coverage`` compares like with like."""
     from segbench.measure.latency import Protocol, summarize, time_sessions
     from segbench.runtimes.base import Session
 
     session = Session(call=call, predict=call)
     for _ in range(config.protocol.warmup):
         call()
-        profiled()
+        after()
     times: list[float] = []
     for _ in range(config.calls):
         times += time_sessions([session], device, Protocol(warmup=0, iters=1)).device_ms[0]
-        profiled()
+        after()
     return summarize(times, batch)
 
 
@@ -352,14 +356,13 @@ def _onnxruntime(
     from segbench.runtimes.onnx_export import INPUT_NAME, export
     from segbench.runtimes.onnxruntime_runtime import PROVIDERS, session_options
 
-    session = runtime.prepare(network, x, device=x.device, variant=variant, threads=threads, workdir=workdir)
     path = export(network, x, workdir)
     options = session_options(threads)
     options.enable_profiling = True
     options.profile_file_prefix = str(workdir / "ort-profile")
     profiled = ort.InferenceSession(str(path), options, providers=[PROVIDERS[x.device.type]])
     inputs = {INPUT_NAME: x.cpu().numpy()}
-    latency = _alternately(session.call, lambda: profiled.run(None, inputs), x.device, config, x.shape[0])
+    latency = _alternately(lambda: profiled.run(None, inputs), lambda: None, x.device, config, x.shape[0])
     runs = onnxruntime_runs(Path(profiled.end_profiling()), config.protocol.warmup)
     layers = describe(network, x)
     return latency, map_nodes(OnnxGraph(path, layers), runs, layers)
@@ -372,18 +375,14 @@ def _openvino(
     from segbench.runtimes.onnx_export import export
     from segbench.runtimes.openvino_runtime import compile_cpu
 
-    session = runtime.prepare(network, x, device=x.device, variant=variant, threads=threads, workdir=workdir)
     path = export(network, x, workdir)
     compiled = compile_cpu(path, threads, perf_count=True)
     request = compiled.create_infer_request()
     inputs = {0: x.cpu().numpy()}
     runs = []
-
-    def profiled() -> None:
-        request.infer(inputs)
-        runs.append(request.get_profiling_info())
-
-    latency = _alternately(session.call, profiled, x.device, config, x.shape[0])
+    latency = _alternately(
+        lambda: request.infer(inputs), lambda: runs.append(request.get_profiling_info()), x.device, config, x.shape[0]
+    )
     layers = describe(network, x)
     runs = runs[config.protocol.warmup :]
     return latency, map_nodes(OnnxGraph(path, layers), openvino_runs(compiled, runs), layers)
