@@ -7,11 +7,13 @@ on a shared machine hits the timed and the profiled calls alike. PyTorch: each t
 plain model is followed by one call under its profiler (`segbench.measure.layers`). ONNX Runtime
 and OpenVINO: the timed calls are those of a session with the runtime's profiling on (per-node
 timestamps cost about a microsecond a node), prepared as the runtime prepares its own sessions; a
-second session beside it would change the first one's speed (each pins its worker threads). Each layer gets a ``kind = "layer"`` row
-with its roofline fields (`segbench.measure.roofline`) and the cell ends with a ``kind = "model"``
+second session beside it would change the first one's speed (each pins its worker threads). Each
+layer gets a ``kind = "layer"`` row with its roofline fields (`segbench.measure.roofline`) and the cell ends with a ``kind = "model"``
 summary row: the network's floor (``roofline_ms``, the sum over its layers), ``efficiency`` and
-``profile_coverage`` (layer times / latency median; ``unattributed_ms`` is the rest: framework
-overhead between layers). The ceilings (`segbench.measure.ceilings`) are measured once per machine,
+``profile_coverage`` (the layer times of a call summed, median over the profiled calls, / latency
+median: whole calls against whole calls, so that the preemptions of a loaded machine, rare per layer
+but many per call, count alike in both; ``unattributed_ms`` is the rest: framework overhead between
+layers). The ceilings (`segbench.measure.ceilings`) are measured once per machine,
 thread count and precision and cached; every row records the ones it used.
 """
 
@@ -268,9 +270,14 @@ def _measure(
 
 def rows(layers: list[Layer], latency: dict[str, Any], roofs: Ceilings, threads: int) -> list[Row]:
     """The layer rows and the summary row of one profiled cell."""
+    import statistics
+
     from segbench.measure.roofline import roofline_fields
 
-    attributed = sum(layer.ms or 0.0 for layer in layers)
+    layer_total = sum(layer.ms or 0.0 for layer in layers)
+    calls = max((len(layer.times_ms) for layer in layers), default=0)
+    per_call = [sum(la.times_ms[i] for la in layers if i < len(la.times_ms)) for i in range(calls)]
+    attributed = statistics.median(per_call) if per_call else 0.0
     out = []
     for layer in layers:
         out.append(
@@ -281,7 +288,7 @@ def rows(layers: list[Layer], latency: dict[str, Any], roofs: Ceilings, threads:
                 "input_shape": layer.input_shape,
                 "output_shape": layer.output_shape,
                 "layer_ms": layer.ms,
-                "layer_share": (layer.ms or 0.0) / attributed if attributed else None,
+                "layer_share": (layer.ms or 0.0) / layer_total if layer_total else None,
                 "macs_analytic": layer.macs,
                 "macs_other": layer.macs_other,
                 **roofline_fields(layer.total_macs, layer.nbytes, layer.ms, roofs),
