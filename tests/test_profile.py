@@ -82,6 +82,18 @@ def test_tiny_network_layers_match_hand_counts():
     ]  # dropout (eval) is no layer
 
 
+def test_network_floor_fuses_elementwise_layers_into_their_producer():
+    from segbench.measure.roofline import network_floor
+
+    layers = describe(Tiny().eval(), torch.zeros(1, 3, 8, 8))
+    memory_only = Ceilings(1e9, 1.0, 1.0, 1.0, 1 << 20, 1 << 25, 1, "fp32", "2026-01-01T00:00:00+00:00")
+    f = 4
+    # conv+bn+relu+add as one: input, conv weights, BN's 4 vectors, add's second input, one output
+    fused = f * (3 * 64 + 8 * 3 * 9 + 4 * 8 + 512 + 512)
+    rest = f * (512 + 512 + 8 * 9) + f * (512 + 256 + 4 * 8 + 4) + f * (256 + 1024)  # dw, pw, interpolate
+    assert network_floor(layers, memory_only, f) == pytest.approx((fused + rest) / 1e6)  # 1 GB/s: bytes / 1e6 ms
+
+
 def test_roofline_fields_by_hand():
     roofs = Ceilings(100.0, 400.0, 200.0, 20.0, 1 << 20, 1 << 25, 1, "fp32", "2026-01-01T00:00:00+00:00")
     # 1e6 MACs, 1e5 bytes (in L2): compute 0.01 ms, memory 0.00025 ms -> compute bound at 0.01 ms
@@ -203,11 +215,11 @@ def test_profile_rows_and_the_roofline_is_a_floor(tmp_path):
         assert all(row[f] is not None for f in FIELDS), row
         assert row["efficiency"] == pytest.approx(row["roofline_ms"] / row["layer_ms"])
     assert sum(r["layer_share"] for r in layers) == pytest.approx(1.0)
-    assert summary["roofline_ms"] == pytest.approx(sum(r["roofline_ms"] for r in layers))
+    assert 0 < summary["roofline_ms"] < sum(r["roofline_ms"] for r in layers)  # eager does not fuse
+    assert summary["efficiency"] == pytest.approx(summary["roofline_ms"] / summary["latency_ms_median"])
     assert summary["macs_analytic"] == sum(r["macs_analytic"] for r in layers)
-    assert summary["profile_coverage"] == pytest.approx(
-        sum(r["layer_ms"] for r in layers) / summary["latency_ms_median"]
-    )
+    assert summary["profile_coverage"] > 0  # its value is a timing claim: see benchmarks/test_profile.py
+    assert summary["unattributed_ms"] == pytest.approx(summary["latency_ms_median"] * (1 - summary["profile_coverage"]))
     too_fast = [(r["layer"], r["efficiency"]) for r in layers if r["layer_share"] >= 0.01 and r["efficiency"] > 1.1]
     assert too_fast == []
 

@@ -12,12 +12,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from segbench.measure.ceilings import Ceilings
 
+if TYPE_CHECKING:
+    from segbench.measure.layers import Layer
+
 #: Below this efficiency a layer is bound by neither roof but by overhead.
 OVERHEAD_EFFICIENCY = 0.1
+#: Ops a runtime fuses into the op that produced their input (ONNX Runtime, OpenVINO, oneDNN post-ops).
+FUSABLE_OPS = frozenset({"bn", "relu", "relu6", "add", "sigmoid", "hardswish", "silu", "gelu", "leaky_relu"})
 
 
 def roofline_fields(macs: int, nbytes: int, layer_ms: float | None, ceilings: Ceilings) -> dict[str, Any]:
@@ -43,3 +50,25 @@ def roofline_fields(macs: int, nbytes: int, layer_ms: float | None, ceilings: Ce
         if fields["efficiency"] < OVERHEAD_EFFICIENCY:
             fields["bound"] = "overhead"
     return fields
+
+
+def network_floor(layers: Sequence[Layer], ceilings: Ceilings, itemsize: int) -> float:
+    """The network's floor (ms): the sum of the layers' roofs with each fusable layer (`FUSABLE_OPS`)
+    that reads the output of the layer before it fused into that layer, as ONNX Runtime and OpenVINO
+    run it: the fused group reads its inputs and weights once and writes its last output once. One
+    floor for every runtime: none can beat it by fusing more of what this counts."""
+    groups: list[list[int]] = []  # [macs, bytes, output bytes] per group
+    previous_output = None
+    for layer in layers:
+        out = math.prod(int(d) for d in layer.output_shape.split("x")) * itemsize if layer.output_shape else 0
+        inputs = layer.input_shape.split("+")
+        if groups and layer.op in FUSABLE_OPS and previous_output in inputs:
+            group = groups[-1]
+            extra = layer.nbytes - group[2] - out  # its weights and other inputs
+            group[0] += layer.total_macs
+            group[1] += extra - group[2] + out  # the group's old output stays inside; the new one leaves
+            group[2] = out
+        else:
+            groups.append([layer.total_macs, layer.nbytes, out])
+        previous_output = layer.output_shape
+    return sum(roofline_fields(macs, nbytes, None, ceilings)["roofline_ms"] for macs, nbytes, _ in groups)

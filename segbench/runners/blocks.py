@@ -127,7 +127,7 @@ def _measure_pair(
         time_sessions,
     )
     from segbench.measure.macs import count_model
-    from segbench.runners.profile import network_roofline
+    from segbench.runners.profile import ProfileConfig, ceilings, network_roofline
     from segbench.runtimes import torch_runtime
     from segbench.runtimes.base import Variant
 
@@ -163,7 +163,8 @@ def _measure_pair(
                 ci_target_met=timing.target_met,
                 **Variant().fields(),
             )
-            fields.update(network_roofline(model, x, Variant(), threads, fields["latency_ms_median"], measure=True))
+            roofs = ceilings(ProfileConfig(), threads, "fp32") if device.type == "cpu" else None
+            fields.update(network_roofline(model, x, Variant(), roofs, fields["latency_ms_median"]))
     baseline, other = measured
     if baseline.get("roofline_ms") and other.get("roofline_ms"):
         other["speedup_roofline"] = baseline["roofline_ms"] / other["roofline_ms"]

@@ -288,10 +288,12 @@ def _measure_variant(
         fields = measure_session(session, x, reference, device=device, protocol=config.protocol, trace=trace)
     if config.evaluate is not None and not reference_row:
         fields.update(config.evaluate(session.predict, x.shape[0]))
-    from segbench.runners.profile import network_roofline
+    from segbench.runners.profile import cached_ceilings_for, network_roofline
 
-    floor = network_roofline(network, x, variant, threads, fields["latency_ms_median"], measure=False)
-    fields["roofline_efficiency"] = floor.get("roofline_efficiency")
+    roofs = cached_ceilings_for(x, variant, threads)  # never measured here: `segbench profile` does
+    fields["roofline_efficiency"] = network_roofline(network, x, variant, roofs, fields["latency_ms_median"]).get(
+        "roofline_efficiency"
+    )
     return fields
 
 

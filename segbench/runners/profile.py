@@ -9,7 +9,8 @@ and OpenVINO: the timed calls are those of a session with the runtime's profilin
 timestamps cost about a microsecond a node), prepared as the runtime prepares its own sessions; a
 second session beside it would change the first one's speed (each pins its worker threads). Each
 layer gets a ``kind = "layer"`` row with its roofline fields (`segbench.measure.roofline`) and the cell ends with a ``kind = "model"``
-summary row: the network's floor (``roofline_ms``, the sum over its layers), ``efficiency`` and
+summary row: the network's floor (``roofline_ms``, the sum over its layers with BN, activations and
+adds fused into the op before them, the same floor for every runtime: `network_roofline`), ``efficiency`` and
 ``profile_coverage`` (the layer times of a call summed, median over the profiled calls, / latency
 median: whole calls against whole calls, so that the preemptions of a loaded machine, rare per layer
 but many per call, count alike in both; ``unattributed_ms`` is the rest: framework overhead between
@@ -158,33 +159,36 @@ def cached_roofs() -> list[str]:
     ] or ["none cached: segbench profile measures them"]
 
 
-def network_roofline(
-    network: Any, x: torch.Tensor, variant: Variant, threads: int, latency_ms: float | None, measure: bool
-) -> Row:
-    """A whole network's roofline fields on this machine at ``variant``'s precision (PyTorch eager's
-    layers): ``roofline_ms`` (its floor), ``intensity`` (all MACs / all compulsory bytes), ``bound``
-    (the roof that holds most of the floor; ``overhead`` below 10 % of it), the ceilings used and
-    ``roofline_efficiency``. Empty off the CPU, for int8, or with no cached ceilings and ``measure`` False."""
+def cached_ceilings_for(x: torch.Tensor, variant: Variant, threads: int) -> Ceilings | None:
+    """This machine's cached CPU ceilings for the setting, if any (rows that do not measure them)."""
     from segbench.measure.ceilings import cache_file, load_cached
+
+    if x.device.type != "cpu":
+        return None
+    return load_cached(cache_file(threads, variant.precision), machine(), threads, variant.precision)
+
+
+def network_roofline(
+    network: Any, x: torch.Tensor, variant: Variant, roofs: Ceilings | None, latency_ms: float | None
+) -> Row:
+    """A whole network's roofline fields at ``variant``'s precision: ``roofline_ms`` (its floor,
+    `segbench.measure.roofline.network_floor` of PyTorch eager's layers: one floor for every runtime),
+    ``intensity`` (all MACs / all compulsory bytes), ``bound`` (the roof that holds most of the
+    unfused layers' roofs; ``overhead`` below 10 % of the floor), ``roofline_efficiency`` (floor /
+    ``latency_ms``) and the ceilings. Empty without ceilings (none cached, not the CPU) or for int8."""
     from segbench.measure.layers import describe
-    from segbench.measure.roofline import OVERHEAD_EFFICIENCY, roofline_fields
+    from segbench.measure.roofline import OVERHEAD_EFFICIENCY, network_floor, roofline_fields
     from segbench.runtimes.torch_runtime import DTYPES, convert_input, variant_model
 
-    if x.device.type != "cpu" or variant.precision not in DTYPES:
+    if roofs is None or variant.precision not in DTYPES:
         return {}
-    if measure:
-        roofs = ceilings(ProfileConfig(), threads, variant.precision)
-    else:
-        roofs = load_cached(cache_file(threads, variant.precision), machine(), threads, variant.precision)
-        if roofs is None:
-            return {}
     plain = Variant(variant.precision, channels_last=variant.channels_last)
     layers = describe(variant_model(network, plain), convert_input(x, plain))
     per_layer = [roofline_fields(la.total_macs, la.nbytes, None, roofs) for la in layers]
-    floor = sum(f["roofline_ms"] for f in per_layer)
+    floor = network_floor(layers, roofs, DTYPES[variant.precision].itemsize)
     compute = sum(f["roofline_ms"] for f in per_layer if f["bound"] == "compute")
     nbytes = sum(la.nbytes for la in layers)
-    bound = "compute" if compute >= floor / 2 else "memory"
+    bound = "compute" if compute >= sum(f["roofline_ms"] for f in per_layer) / 2 else "memory"
     if latency_ms and floor / latency_ms < OVERHEAD_EFFICIENCY:
         bound = "overhead"
     return {
@@ -265,7 +269,8 @@ def _measure(
         config.progress(model.spec.name, f"profile {runtime.name} {variant.tag}")
         with tempfile.TemporaryDirectory() as workdir:
             latency, layers = PROFILERS[runtime.name](network, x, runtime, variant, config, threads, Path(workdir))
-    return rows(layers, latency, roofs, threads)
+        floor = network_roofline(network, x, variant, roofs, latency["latency_ms_median"])
+    return rows(layers, {**latency, **floor}, roofs, threads)
 
 
 def rows(layers: list[Layer], latency: dict[str, Any], roofs: Ceilings, threads: int) -> list[Row]:
@@ -297,16 +302,13 @@ def rows(layers: list[Layer], latency: dict[str, Any], roofs: Ceilings, threads:
             }
         )
     median = latency["latency_ms_median"]
-    floor = sum(r["roofline_ms"] for r in out)
     out.append(
         {
             **latency,
             "macs_analytic": sum(layer.macs for layer in layers),
             "macs_other": sum(layer.macs_other for layer in layers),
             "bytes": sum(layer.nbytes for layer in layers),
-            "roofline_ms": floor,
-            "efficiency": floor / median,
-            "roofline_efficiency": floor / median,
+            "efficiency": latency["roofline_efficiency"],
             "profile_coverage": attributed / median,
             "unattributed_ms": median - attributed,
             **roofs.fields(),
