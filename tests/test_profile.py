@@ -19,6 +19,7 @@ from segbench.measure import ceilings as ceilings_module
 from segbench.measure.ceilings import Calibration, Ceilings, ceilings_for, measure_ceilings
 from segbench.measure.layers import describe
 from segbench.measure.roofline import roofline_fields
+from segbench.rows.schema import LAYER_FIELDS
 
 runner = CliRunner()
 ONNX = pytest.mark.skipif(
@@ -27,26 +28,6 @@ ONNX = pytest.mark.skipif(
 )
 #: Short enough for a unit test; the ceilings' method is the same as the default's.
 SHORT = Calibration(repeats=5, seconds=0.05)
-FIELDS = (
-    "layer",
-    "op",
-    "input_shape",
-    "output_shape",
-    "layer_ms",
-    "layer_share",
-    "bytes",
-    "intensity",
-    "achieved_gmacs",
-    "achieved_gbs",
-    "roofline_ms",
-    "efficiency",
-    "bound",
-    "ceiling",
-    "peak_gmacs",
-    "bandwidth_gbs_l2",
-    "bandwidth_gbs_llc",
-    "bandwidth_gbs_dram",
-)
 
 
 class Tiny(nn.Module):
@@ -212,7 +193,7 @@ def test_profile_rows_and_the_roofline_is_a_floor(tmp_path):
     assert summary["kind"] == "model" and summary["error"] is None
     assert len(layers) >= 40 and all(r["kind"] == "layer" for r in layers)
     for row in layers:
-        assert all(row[f] is not None for f in FIELDS), row
+        assert all(row[f] is not None for f in LAYER_FIELDS), row
         assert row["efficiency"] == pytest.approx(row["roofline_ms"] / row["layer_ms"])
     assert sum(r["layer_share"] for r in layers) == pytest.approx(1.0)
     assert 0 < summary["roofline_ms"] < sum(r["roofline_ms"] for r in layers)  # eager does not fuse
