@@ -63,6 +63,16 @@ def test_tiny_network_layers_match_hand_counts():
     ]  # dropout (eval) is no layer
 
 
+def test_a_module_called_twice_is_one_layer_doing_both_calls_work():
+    shared = nn.Sequential(nn.ReLU())
+    twice = nn.Module()
+    twice.relu = shared[0]
+    twice.forward = lambda x: twice.relu(twice.relu(x) - 1)  # type: ignore[method-assign]
+    layers = {la.name: la for la in describe(twice, torch.zeros(1, 2, 4, 4))}
+    assert set(layers) == {"relu", "(root):sub"}
+    assert (layers["relu"].macs_other, layers["relu"].nbytes) == (2 * 32, 2 * 4 * (32 + 32))
+
+
 def test_network_floor_fuses_elementwise_layers_into_their_producer():
     from segbench.measure.roofline import network_floor
 

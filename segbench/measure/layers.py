@@ -139,7 +139,7 @@ class _Layers(TorchFunctionMode):
                 return
             self._close()
             first, out = next(_tensors((args, kwargs)), None), next(_tensors(output), None)
-            if name not in self.layers and first is not None and out is not None:  # still inside: not a layer
+            if first is not None and out is not None:  # still inside: the bookkeeping is not a layer
                 macs = module_macs(module, first, out)
                 weights = _nbytes(iter([*module.parameters(recurse=False), *module.buffers(recurse=False)]))
                 self._add(name, op_kind(operator, module), operator, macs, (args, kwargs), out, weights)
@@ -158,8 +158,10 @@ class _Layers(TorchFunctionMode):
             self.ranges.pop().__exit__(None, None, None)
 
     def _add(self, name: str, op: str, operator: str, macs: int, inputs: Any, out: torch.Tensor, weights: int) -> None:
+        """Record a call of layer ``name``; a module called twice in one forward pass (a shared ReLU)
+        is one layer doing the work of both calls."""
         ins = [t for t in _tensors(inputs) if t.is_floating_point()]
-        self.layers[name] = Layer(
+        call = Layer(
             name,
             op,
             "+".join(map(_shape, ins)),
@@ -168,6 +170,10 @@ class _Layers(TorchFunctionMode):
             macs_other=0 if operator in PRIMARY else macs,
             nbytes=_nbytes(iter(ins)) + out.numel() * out.element_size() + weights,
         )
+        known = self.layers.setdefault(name, call)
+        if known is not call:
+            known.macs, known.macs_other = known.macs + call.macs, known.macs_other + call.macs_other
+            known.nbytes += call.nbytes
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
@@ -183,24 +189,16 @@ class _Layers(TorchFunctionMode):
         finally:
             self._close()
         if not isinstance(out, torch.Tensor):
-            self._discard(name)
-            return out
+            return out  # a size, a shape: no layer (its profiler range names none and is ignored)
         self.seen[key] += 1
-        if name not in self.layers:
-            count = self.table.get(func, (None, None))[1]
-            macs = count(args, kwargs, out) if count is not None else 0
-            self._add(name, op_kind(operator), operator, macs, (args, kwargs), out, 0)
+        count = self.table.get(func, (None, None))[1]
+        macs = count(args, kwargs, out) if count is not None else 0
+        self._add(name, op_kind(operator), operator, macs, (args, kwargs), out, 0)
         return out
 
-    def _discard(self, name: str) -> None:
-        """A call that made no tensor (a shape, a size): not a layer (its profiler range is ignored)."""
-        self.layers.pop(name, None)
 
-    def reset_calls(self) -> None:
-        self.seen.clear()
-
-
-def _instrumented(model: nn.Module, x: torch.Tensor, profile: bool, calls: int) -> tuple[_Layers, Any]:
+def _instrumented(model: nn.Module, x: torch.Tensor, profile: bool) -> tuple[_Layers, Any]:
+    """One forward pass with every layer recorded (and, with ``profile``, under PyTorch's profiler)."""
     from segbench.measure.profiling import quiet_profile
 
     recorder = _Layers(model, profile)
@@ -217,12 +215,10 @@ def _instrumented(model: nn.Module, x: torch.Tensor, profile: bool, calls: int) 
                 cuda = x.device.type == "cuda"
                 activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
                 with quiet_profile(activities=activities) as prof:
-                    for _ in range(calls):
-                        recorder.reset_calls()
-                        with recorder:
-                            model(x)
-                        if cuda:
-                            torch.cuda.synchronize(x.device)
+                    with recorder:
+                        model(x)
+                    if cuda:
+                        torch.cuda.synchronize(x.device)
     finally:
         for handle in handles:
             handle.remove()
@@ -231,18 +227,22 @@ def _instrumented(model: nn.Module, x: torch.Tensor, profile: bool, calls: int) 
 
 def describe(model: nn.Module, x: torch.Tensor) -> list[Layer]:
     """Every layer of ``model(x)`` in call order, with its op, shapes, MACs and bytes (no times)."""
-    return list(_instrumented(model, x, profile=False, calls=1)[0].layers.values())
+    return list(_instrumented(model, x, profile=False)[0].layers.values())
 
 
-def torch_times(model: nn.Module, x: torch.Tensor, calls: int) -> list[Layer]:
-    """`describe`'s layers with their times over ``calls`` profiled calls (PyTorch's profiler)."""
-    recorder, prof = _instrumented(model, x, profile=True, calls=calls)
+def torch_times(model: nn.Module, x: torch.Tensor) -> list[Layer]:
+    """`describe`'s layers, each with its time in one call under PyTorch's profiler (the sum of its
+    ranges: a module called twice is one layer)."""
+    recorder, prof = _instrumented(model, x, profile=True)
     layers = recorder.layers
+    totals: dict[str, float] = defaultdict(float)
     cuda = x.device.type == "cuda"
     for event in prof.events():
-        if event.name.startswith(PREFIX) and event.name[len(PREFIX) :] in layers:
-            us = event.device_time_total if cuda else event.time_range.elapsed_us()
-            layers[event.name[len(PREFIX) :]].times_ms.append(us / 1e3)
+        name = event.name[len(PREFIX) :]
+        if event.name.startswith(PREFIX) and name in layers:
+            totals[name] += (event.device_time_total if cuda else event.time_range.elapsed_us()) / 1e3
+    for name, ms in totals.items():
+        layers[name].times_ms.append(ms)
     return list(layers.values())
 
 

@@ -347,7 +347,7 @@ def _torch(
     layers: dict[str, Layer] = {}
 
     def profiled() -> None:
-        for layer in torch_times(net, xv, 1):
+        for layer in torch_times(net, xv):
             layers.setdefault(layer.name, replace(layer, times_ms=[])).times_ms.extend(layer.times_ms)
 
     latency = _alternately(lambda: net(xv), profiled, x.device, config, x.shape[0])
