@@ -123,6 +123,10 @@ def test_ceilings_are_cached_and_a_foreign_or_corrupt_cache_is_measured_again(tm
     path = tmp_path / "ceilings-cpu-fp32-2t.json"
     saved = json.loads(path.read_text())
     assert saved["machine"] == here and saved["ceilings"]["measured_at"] == "measure 1"
+    path.write_text(json.dumps({**saved, "method": ceilings_module.METHOD - 1}))  # an older method's file
+    assert ceilings_for(here, 2, "fp32", torch.float32, folder=tmp_path)[1] is False
+    measured.pop()
+    saved = json.loads(path.read_text())
     # another machine's file at the same place: refused, measured again, replaced
     path.write_text(json.dumps({**saved, "machine": {"cpu": "other cpu", "hostname": "there"}}))
     other, cached = ceilings_for(here, 2, "fp32", torch.float32, folder=tmp_path)

@@ -13,9 +13,10 @@ Method (the same every time; a few seconds at the default setting):
   Bytes are counted as a layer's compulsory traffic is (`segbench.measure.roofline`), so the two compare.
 - Cache sizes come from ``/sys/devices/system/cpu/cpu0/cache`` (L2 per core, LLC shared).
 
-The cache file holds the machine fingerprint the caller gives (CPU, host, versions), the thread
-count, the precision, the date and the ceilings. A file that cannot be read, or that was measured
-on another machine, for another thread count or precision, is re-measured and replaced, never trusted.
+The cache file holds the machine fingerprint the caller gives (CPU, host, versions), the method's
+version, the thread count, the precision, the date and the ceilings. A file that cannot be read, or
+that was measured on another machine, by another method, for another thread count or precision, is
+re-measured and replaced, never trusted.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ import torch
 import torch.nn.functional as F
 
 CACHE_VARIABLE = "SEGBENCH_CACHE_DIR"
+#: The calibration method's version: a cache written by another method is measured again.
+METHOD = 2
 #: (M, K, N) of the GEMM shapes tried; the tall-skinny ones are 1x1 convolutions at 64x64 pixels.
 #: Each call takes about a millisecond or less: on a shared machine a short call is more often
 #: timed whole, without a preemption, and the best call is what the roof needs.
@@ -188,7 +191,7 @@ def load_cached(path: Path, machine: Mapping[str, Any], threads: int, precision:
     """The cached ceilings at ``path`` if they were measured on ``machine`` at this setting, else None."""
     try:
         saved = json.loads(path.read_text())
-        if saved["machine"] != dict(machine):
+        if saved["machine"] != dict(machine) or saved.get("method") != METHOD:
             return None
         ceilings = Ceilings(**saved["ceilings"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -214,7 +217,9 @@ def ceilings_for(
     ceilings = measure_ceilings(threads, precision, dtype, calibration)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"machine": dict(machine), "ceilings": asdict(ceilings)}, indent=1) + "\n")
+        path.write_text(
+            json.dumps({"machine": dict(machine), "method": METHOD, "ceilings": asdict(ceilings)}, indent=1) + "\n"
+        )
     except OSError:
         pass  # a read-only home: measured again next time, nothing wrong with this run
     return ceilings, False
