@@ -26,25 +26,20 @@ from segbench.cli.options import (
     variants_of,
 )
 from segbench.cli.output import Progress, collect, emit, note, open_journal, resumed_rows
+from segbench.rows.schema import LAYER_FIELDS
 
+#: The layer fields less the ceilings (said once, in the footnotes) and two the files keep, and the
+#: summary's own.
 COLUMNS = (
     "model",
     "runtime",
     "kind",
-    "layer",
-    "op",
-    "output_shape",
-    "layer_ms",
-    "layer_share",
     "macs_analytic",
-    "bytes",
-    "intensity",
-    "achieved_gmacs",
-    "achieved_gbs",
-    "roofline_ms",
-    "efficiency",
-    "bound",
-    "ceiling",
+    *(
+        f
+        for f in LAYER_FIELDS
+        if not f.startswith(("peak_", "bandwidth_")) and f not in ("input_shape", "achieved_gbs")
+    ),
     "latency_ms_median",
     "profile_coverage",
     "error",
@@ -135,17 +130,18 @@ def _footnotes(rows: list[dict[str, Any]]) -> list[str]:
     roofs = (
         f"ceilings: {ceilings['peak_gmacs']:.1f} GMAC/s; L2 {ceilings['bandwidth_gbs_l2']:.1f}, "
         f"LLC {ceilings['bandwidth_gbs_llc']:.1f}, DRAM {ceilings['bandwidth_gbs_dram']:.1f} GB/s "
-        f"({ceilings['threads']} threads)"
+        f"({ceilings['threads']} thread{'s' if ceilings['threads'] > 1 else ''})"
         if ceilings
         else "ceilings: none measured"
     )
     return [
         roofs,
-        "MACs are multiply-accumulates; FLOPs = 2 x MACs. bytes: compulsory traffic (inputs + outputs + weights)",
+        "bytes: compulsory traffic (inputs + outputs + weights, once each, at the precision)",
         "roofline_ms = max(MACs / peak, bytes / bandwidth of the level the working set fits in); "
         "efficiency = roofline_ms / layer_ms; bound overhead: below 10 % of the roof",
-        "model rows: profile_coverage = sum of layer times / latency median; unattributed_ms: framework "
-        "overhead between layers (Python, dispatch, session)",
+        "model rows: roofline_ms = the network's floor (BN, activations, adds fused into the op before them); "
+        "profile_coverage = layer times of a call summed (median over calls) / latency median; unattributed_ms: "
+        "framework overhead between layers (Python, dispatch, session)",
     ]
 
 
