@@ -37,7 +37,8 @@ from torch.overrides import TorchFunctionMode
 from segbench.measure.analytic import PRIMARY, ROOT, functional_table, module_macs, operator_name
 
 PREFIX = "layer:"
-UNMAPPED = "(reorder)"
+#: The row of a runtime's layout reorders, which no module made.
+REORDER = "(reorder)"
 #: ONNX op types -> the op of the functional layer they come from.
 ONNX_FUNCTIONAL = {"Resize": "interpolate", "Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Concat": "cat"}
 _FUSABLE = {"Relu", "Add", "Clip", "Sigmoid", "BatchNormalization", "Mul", "HardSigmoid", "LeakyRelu"}
@@ -275,8 +276,10 @@ class OnnxGraph:
         self.layer_of = _node_layers(self.nodes, layers)
 
     def find(self, name: str) -> Any | None:
-        """The original node a runtime's node name stands for (its own name, or the output it ends at)."""
-        for candidate in (name, name.removesuffix("_nchwc"), name.removeprefix("fused ")):
+        """The original node a runtime's node name stands for: its own name, the output it ends at, or
+        the node an ORT fusion renamed (``node_select_3/GatherSliceToSplitFusion``)."""
+        candidates = (name, name.removesuffix("_nchwc"), name.removeprefix("fused "), name.split("/")[0])
+        for candidate in candidates:
             if candidate in self.by_name:
                 return self.by_name[candidate]
             if candidate in self.producer:
@@ -383,9 +386,9 @@ def map_nodes(graph: OnnxGraph, runs: list[list[NodeTime]], layers: list[Layer])
                 end = graph.find(node_time.name)
                 group = graph.group(end, node_time.op_type) if end is not None else []
             names = tuple(dict.fromkeys(n for g in group for n in graph.layer_of.get(g.name, [])))
-            key = names or (UNMAPPED,)
+            key = names or (_unmapped(node_time.op_type),)
             if key not in rows:
-                rows[key] = _runtime_row(key, [by_name[n] for n in names], node_time)
+                rows[key] = _runtime_row(key, [by_name[n] for n in names])
             row = rows[key]
             if run_index == 0:
                 nodes_of[key].extend(group)
@@ -395,14 +398,24 @@ def map_nodes(graph: OnnxGraph, runs: list[list[NodeTime]], layers: list[Layer])
                 row.times_ms.append(0.0)
             row.times_ms[run_index] += node_time.ms
     for key, nodes in nodes_of.items():
-        if nodes and key != (UNMAPPED,):
+        if nodes and not is_unmapped(key[0]):
             rows[key].nbytes = graph.boundary_bytes(list({n.name: n for n in nodes}.values()))
     return list(rows.values())
 
 
-def _runtime_row(key: tuple[str, ...], parts: list[Layer], node_time: NodeTime) -> Layer:
+def is_unmapped(name: str) -> bool:
+    """Whether a runtime row stands for nodes no module made (reorders, nodes the runtime inserted)."""
+    return name == REORDER or name.startswith("(unmapped ")
+
+
+def _unmapped(op_type: str | None) -> str:
+    """The row of nodes no module made: layout reorders, or ``(unmapped <op type>)``."""
+    return REORDER if "reorder" in str(op_type).lower() else f"(unmapped {op_type})"
+
+
+def _runtime_row(key: tuple[str, ...], parts: list[Layer]) -> Layer:
     if not parts:
-        return Layer(UNMAPPED, "reorder", "", "")
+        return Layer(key[0], "reorder" if key[0] == REORDER else key[0][1:-1].split()[-1].lower(), "", "")
     parents = {p.name.rsplit(".", 1)[0] for p in parts}
     if len(parts) > 1 and len(parents) == 1 and all(":" not in p.name for p in parts):
         name = parents.pop() + "." + "+".join(p.name.rsplit(".", 1)[-1] for p in parts)
