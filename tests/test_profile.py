@@ -148,43 +148,69 @@ def _fast_scnn() -> nn.Module:
     return FastSCNN().eval()
 
 
-@ONNX
-def test_onnxruntime_nodes_map_to_fast_scnn_modules(tmp_path):
-    import onnxruntime as ort
-
-    from segbench.measure.layers import REORDER, OnnxGraph, is_unmapped, map_nodes, onnxruntime_runs
-    from segbench.runtimes.onnx_export import INPUT_NAME, export
-    from segbench.runtimes.onnxruntime_runtime import session_options
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Fast-SCNN at 64x128, its layers and its ONNX export (one export for the runtime tests)."""
+    from segbench.runtimes.onnx_export import export
 
     model, x = _fast_scnn(), torch.randn(1, 3, 64, 128)
-    path = export(model, x, tmp_path)
+    return model, x, describe(model, x), export(model, x, tmp_path_factory.mktemp("onnx"))
+
+
+@ONNX
+def test_onnxruntime_nodes_map_to_fast_scnn_modules(exported, tmp_path):
+    import onnxruntime as ort
+
+    from segbench.measure.layers import OnnxGraph, map_nodes, onnxruntime_runs
+    from segbench.runtimes.onnx_export import INPUT_NAME
+    from segbench.runtimes.onnxruntime_runtime import session_options
+
+    model, x, layers, path = exported
     options = session_options(1)
     options.enable_profiling = True
     options.profile_file_prefix = str(tmp_path / "ort")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     for _ in range(2):
         session.run(None, {INPUT_NAME: x.numpy()})
-    layers = describe(model, x)
     rows = map_nodes(OnnxGraph(path, layers), onnxruntime_runs(Path(session.end_profiling()), 1), layers)
+    _check_mapped(rows, model, layers, inserted={"(unmapped Squeeze)"})
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="needs segbench[openvino]")
+@ONNX
+def test_openvino_nodes_map_to_fast_scnn_modules(exported):
+    from segbench.measure.layers import OnnxGraph, map_nodes, openvino_runs
+    from segbench.runtimes.openvino_runtime import compile_cpu
+
+    model, x, layers, path = exported
+    compiled = compile_cpu(path, 1, perf_count=True)
+    request = compiled.create_infer_request()
+    request.infer({0: x.numpy()})
+    rows = map_nodes(OnnxGraph(path, layers), openvino_runs(compiled, [request.get_profiling_info()]), layers)
+    _check_mapped(rows, model, layers, inserted=set())
+
+
+def _check_mapped(rows: list, model: nn.Module, layers: list, inserted: set[str]) -> None:
+    """Every row but the runtime's own (reorders, ``inserted``) names Fast-SCNN layers; every
+    convolution is in exactly one row; all of macs_analytic is accounted for."""
+    from segbench.measure.layers import REORDER, is_unmapped
+
     modules = dict(model.named_modules())
-    convs = sorted(name for name, m in modules.items() if isinstance(m, nn.Conv2d))
+    by_layer = {la.name: la for la in layers}
     mapped_convs = []
     for row in rows:
         assert len(row.times_ms) == 1 and row.times_ms[0] > 0
-        if is_unmapped(row.name):  # layout reorders, and nodes ORT inserts (a Squeeze after a Split)
-            assert row.name in (REORDER, "(unmapped Squeeze)") and row.macs == 0
+        if is_unmapped(row.name):
+            assert row.name in {REORDER, *inserted} and row.macs == 0
             continue
         assert "conv" in row.op or row.op in {"pool", "interpolate", "add", "cat", "relu", "add+relu"}, row
-        if "conv" in row.op:
-            assert row.macs > 0 and row.nbytes > 0
-    by_layer = {la.name: la for la in layers}
-    for row in rows:
-        for part in [] if is_unmapped(row.name) else _parts(row.name):
+        assert row.nbytes > 0 and (row.macs > 0) == ("conv" in row.op)
+        for part in _parts(row.name):
             assert part in by_layer, (row.name, part)
-            if part in modules and isinstance(modules[part], nn.Conv2d):
+            if isinstance(modules.get(part), nn.Conv2d):
                 mapped_convs.append(part)
-    assert sorted(mapped_convs) == convs  # every convolution exactly once
-    assert sum(r.macs for r in rows) == sum(la.macs for la in layers)  # all of macs_analytic accounted for
+    assert sorted(mapped_convs) == sorted(n for n, m in modules.items() if isinstance(m, nn.Conv2d))
+    assert sum(r.macs for r in rows) == sum(la.macs for la in layers)
 
 
 def _parts(name: str) -> list[str]:

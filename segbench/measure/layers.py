@@ -381,7 +381,7 @@ def map_nodes(graph: OnnxGraph, runs: list[list[NodeTime]], layers: list[Layer])
     for run_index, run in enumerate(runs):
         for node_time in run:
             if node_time.originals:
-                group = [graph.by_name[n] for n in node_time.originals if n in graph.by_name]
+                group = [g for g in map(graph.find, node_time.originals) if g is not None]
             else:
                 end = graph.find(node_time.name)
                 group = graph.group(end, node_time.op_type) if end is not None else []
