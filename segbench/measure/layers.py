@@ -125,6 +125,8 @@ class _Layers(TorchFunctionMode):
             self.stack.append(name)
             if operator is not None:  # dropout, identity ("free"): no layer, and nothing inside them either
                 self.inside += 1
+                if self.inside == 1:  # no functional layers inside a layer: the mode's dispatch costs
+                    self.__exit__(None, None, None)  # microseconds a call, and would be timed with it
                 if operator != "free":
                     self._open(name)
 
@@ -135,18 +137,28 @@ class _Layers(TorchFunctionMode):
             self.stack.pop()
             if operator is None:
                 return
-            if operator == "free":
-                self.inside -= 1
-                return
-            self._close()
-            first, out = next(_tensors((args, kwargs)), None), next(_tensors(output), None)
-            if first is not None and out is not None:  # still inside: the bookkeeping is not a layer
-                macs = module_macs(module, first, out)
-                weights = _nbytes(iter([*module.parameters(recurse=False), *module.buffers(recurse=False)]))
-                self._add(name, op_kind(operator, module), operator, macs, (args, kwargs), out, weights)
+            if operator != "free":
+                self._close()
+                first, out = next(_tensors((args, kwargs)), None), next(_tensors(output), None)
+                if first is not None and out is not None:
+                    macs = module_macs(module, first, out)
+                    weights = _nbytes(iter([*module.parameters(recurse=False), *module.buffers(recurse=False)]))
+                    self._add(name, op_kind(operator, module), operator, macs, (args, kwargs), out, weights)
             self.inside -= 1
+            if self.inside == 0:
+                self.__enter__()
 
         return leave
+
+    def forward(self, x: torch.Tensor) -> None:
+        """``model(x)`` with the mode on outside layers (the hooks take it off inside them)."""
+        self.__enter__()
+        try:
+            self.model(x)
+        finally:
+            if self.inside == 0:  # a layer that raised left the mode off
+                self.__exit__(None, None, None)
+            self.inside = 0
 
     def _open(self, name: str) -> None:
         if self.profile:
@@ -208,16 +220,14 @@ def _instrumented(model: nn.Module, x: torch.Tensor, profile: bool) -> tuple[_La
     try:
         with torch.inference_mode():
             if not profile:
-                with recorder:
-                    model(x)
+                recorder.forward(x)
             else:
                 from torch.profiler import ProfilerActivity
 
                 cuda = x.device.type == "cuda"
                 activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
                 with quiet_profile(activities=activities) as prof:
-                    with recorder:
-                        model(x)
+                    recorder.forward(x)
                     if cuda:
                         torch.cuda.synchronize(x.device)
     finally:
