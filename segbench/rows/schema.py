@@ -16,6 +16,28 @@ from typing import Any
 #: the third wave's fields (layer profiles, load scenarios, history, end-to-end, GPU state).
 SCHEMA_VERSION = 2
 
+#: What a ``kind = "layer"`` row of ``segbench profile`` holds (every one of them filled), the
+#: ceilings it was set against last.
+LAYER_FIELDS: tuple[str, ...] = (
+    "layer",
+    "op",
+    "input_shape",
+    "output_shape",
+    "layer_ms",
+    "layer_share",
+    "bytes",
+    "intensity",
+    "achieved_gmacs",
+    "achieved_gbs",
+    "roofline_ms",
+    "efficiency",
+    "bound",
+    "ceiling",
+    "peak_gmacs",
+    "bandwidth_gbs_l2",
+    "bandwidth_gbs_llc",
+    "bandwidth_gbs_dram",
+)
 ROW_FIELDS: tuple[str, ...] = (
     "model",
     "kind",
@@ -103,6 +125,11 @@ ROW_FIELDS: tuple[str, ...] = (
     "latency_ms_max",
     "queue_ms_p99",
     "dropped",
+    *LAYER_FIELDS,
+    "profile_coverage",
+    "unattributed_ms",
+    "roofline_efficiency",
+    "speedup_roofline",
     "run_id",
     "world_size",
     "rank",
@@ -140,6 +167,12 @@ TEXT_FIELDS = frozenset(
         "train_conv_backend",
         "scenario",
         "search",
+        "layer",
+        "op",
+        "input_shape",
+        "output_shape",
+        "bound",
+        "ceiling",
         "error",
         "timing_protocol",
         "segbench_version",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,6 +36,19 @@ def unavailable(device: str) -> str | None:
     return None
 
 
+def session_options(threads: int) -> Any:
+    """The ``ort.SessionOptions`` of every segbench session (see the module docstring)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 def prepare(
     model: nn.Module,
     example: torch.Tensor,
@@ -50,12 +64,7 @@ def prepare(
 
     start = time.perf_counter()
     path = onnx_file(model, example, variant, workdir, calibration)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options = session_options(threads)
     provider = PROVIDERS[device.type]
     session = ort.InferenceSession(str(path), options, providers=[provider])
     if session.get_providers()[0] != provider:  # ORT falls back to the CPU without a word
