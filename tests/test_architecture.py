@@ -211,6 +211,7 @@ COMMAND_RUNNERS = {
     "train": "train",
     "run": "run",
     "load": "load",
+    "profile": "profile",
 }
 
 

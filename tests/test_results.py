@@ -107,7 +107,7 @@ def test_save_and_load_round_trip(tmp_path):
 def test_json_is_strict_and_keeps_non_finite_numbers_apart_from_null():
     text = to_json([make_row(miou=float("nan"), latency_ms_std=math.inf, params=torch.tensor(3))])
     row = json.loads(text)[0]  # a strict parser reads it
-    assert row["miou"] == "nan" and row["latency_ms_std"] == "inf" and row["params"] == 2
+    assert row["miou"] == "nan" and row["latency_ms_std"] == "inf" and row["params"] == 3
     assert row["latency_ms_median"] is None  # null stays "not measured"
 
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 class Job:
-    """One run of a measuring command (``flops``, ``latency``, ``blocks``, ``train``, ``run``).
+    """One run of a measuring command (``flops``, ``latency``, ``blocks``, ``train``, ``run``, ``load``, ``profile``).
 
     Joins torchrun first (a rank's cores are pinned before torch starts its threads), then reads the
     rows of ``--resume`` and starts the progress display. ``device`` is the one to measure on (under

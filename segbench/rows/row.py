@@ -90,6 +90,28 @@ class RowFields(TypedDict, total=False):
     samples_per_process: list[int] | None
     processes: int | None
     between_process_share: float | None
+    layer: str | None
+    op: str | None
+    input_shape: str | None
+    output_shape: str | None
+    layer_ms: float | None
+    layer_share: float | None
+    bytes: float | None
+    intensity: float | None
+    achieved_gmacs: float | None
+    achieved_gbs: float | None
+    roofline_ms: float | None
+    efficiency: float | None
+    bound: str | None
+    ceiling: str | None
+    peak_gmacs: float | None
+    bandwidth_gbs_l2: float | None
+    bandwidth_gbs_llc: float | None
+    bandwidth_gbs_dram: float | None
+    profile_coverage: float | None
+    unattributed_ms: float | None
+    roofline_efficiency: float | None
+    speedup_roofline: float | None
     scenario: str | None
     streams: int | None
     fps: float | None

@@ -24,6 +24,28 @@ if TYPE_CHECKING:
 #: across processes).
 SCHEMA_VERSION = 2
 
+#: What a ``kind = "layer"`` row of ``segbench profile`` holds (every one of them filled), the
+#: ceilings it was set against last.
+LAYER_FIELDS: tuple[str, ...] = (
+    "layer",
+    "op",
+    "input_shape",
+    "output_shape",
+    "layer_ms",
+    "layer_share",
+    "bytes",
+    "intensity",
+    "achieved_gmacs",
+    "achieved_gbs",
+    "roofline_ms",
+    "efficiency",
+    "bound",
+    "ceiling",
+    "peak_gmacs",
+    "bandwidth_gbs_l2",
+    "bandwidth_gbs_llc",
+    "bandwidth_gbs_dram",
+)
 #: Extra fields of breakdown rows (``segbench flops --by operator|module``): what the row is a part of.
 BREAKDOWN_FIELDS = ("operator", "module", "share")
 _TYPES = get_type_hints(RowFields)

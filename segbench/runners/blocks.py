@@ -136,6 +136,7 @@ def _measure_pair(
     from segbench.measure.settings import measurement_settings
     from segbench.measure.timer import time_sessions
     from segbench.rows.latency import latency_fields, speedup_fields
+    from segbench.runners.profile import cached_ceilings_for, network_roofline
     from segbench.runtimes import torch_runtime
 
     device = torch.device(config.device)
@@ -162,7 +163,10 @@ def _measure_pair(
             for m in models
         ]
         timing = time_sessions(sessions, device, protocol)
-        for fields, session, device_ms, host_ms in zip(measured, sessions, timing.device_ms, timing.host_ms):
+        roofs = cached_ceilings_for(x, Variant(), threads)  # never measured here: `segbench profile` does
+        for fields, session, device_ms, host_ms, model in zip(
+            measured, sessions, timing.device_ms, timing.host_ms, models
+        ):
             fields.update(
                 latency_fields(device_ms, host_ms, config.batch_size, timing.target_met),
                 peak_mem_mb=peak_memory(session, device),
@@ -170,7 +174,10 @@ def _measure_pair(
                 timing_protocol=defaults.protocol_label(protocol, paired=True),
                 **variant.fields(),
             )
+            fields.update(network_roofline(model, x, Variant(), roofs, fields["latency_ms_median"]))
     baseline, other = measured
+    if baseline.get("roofline_ms") and other.get("roofline_ms"):
+        other["speedup_roofline"] = baseline["roofline_ms"] / other["roofline_ms"]
     other.update(speedup_fields(timing.device_ms[0], timing.device_ms[1]))
     other.update(pair_ratios({**pair[0], **baseline}, {**pair[1], **other}))
     return [fields for key, fields in zip(pair, measured) if key in keys]

@@ -278,6 +278,7 @@ def _measure_variant(
     from segbench.measure.faults import OOM, error_reason, release_memory
     from segbench.measure.latency import measure_session
     from segbench.rows.latency import measurement_fields
+    from segbench.runners.profile import cached_ceilings_for, network_roofline
 
     config, device = sweep.config, x.device
     _check_available(runtime, device)
@@ -321,6 +322,10 @@ def _measure_variant(
     fields["timing_protocol"] = defaults.protocol_label(config.protocol, paired=baseline is not None)
     if sweep.evaluate is not None and not reference_row:
         fields.update(sweep.evaluate(session.predict, x.shape[0]))
+    roofs = cached_ceilings_for(x, variant, threads)  # never measured here: `segbench profile` does
+    fields["roofline_efficiency"] = network_roofline(network, x, variant, roofs, fields["latency_ms_median"]).get(
+        "roofline_efficiency"
+    )
     return fields
 
 

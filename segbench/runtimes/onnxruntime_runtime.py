@@ -43,6 +43,19 @@ def unavailable(device: str) -> str | None:
     return None
 
 
+def session_options(threads: int) -> Any:
+    """The ``ort.SessionOptions`` of every segbench session (see the module docstring)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 def prepare(
     model: nn.Module,
     example: torch.Tensor,
@@ -58,12 +71,7 @@ def prepare(
 
     start = time.perf_counter()
     path = onnx_file(model, example, variant, workdir, calibration)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options = session_options(threads)
     tf32 = device.type == "cuda" and variant.precision != "int8" and tf32_enabled("conv")
     if device.type == "cuda":
         options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")

@@ -63,7 +63,7 @@ def prepare(
     """A session of ``model`` (eval, on ``device``) in ``variant`` for inputs shaped like ``example``."""
     if variant.cuda_graph and device.type != "cuda":
         raise VariantUnavailable(CUDA_GRAPH_ON_CPU)
-    network = _variant_model(model, variant)
+    network = variant_model(model, variant)
     x = static_input(example, device, variant) if variant.cuda_graph else convert_input(example.to(device), variant)
     forward: Callable[[torch.Tensor], Any] = network
     prepare_seconds = None
@@ -130,7 +130,8 @@ def convert_input(x: torch.Tensor, variant: Variant) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if variant.channels_last else x
 
 
-def _variant_model(model: nn.Module, variant: Variant) -> nn.Module:
+def variant_model(model: nn.Module, variant: Variant) -> nn.Module:
+    """``model`` as the variant runs it: a cast / channels_last / BN-folded copy (``model`` itself for fp32)."""
     if variant.precision == "fp32" and not (variant.channels_last or variant.fold_bn):
         return model
     network = copy.deepcopy(model)
