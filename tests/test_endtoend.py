@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from segbench.data.common import to_tensors
-from segbench.measure.endtoend import Pipeline, e2e_fields, frames_of
-from segbench.measure.latency import measurement_settings
+from segbench.measure.endtoend import Pipeline, e2e_fields, frames_of, measure_pipeline
+from segbench.measure.latency import Protocol, measurement_settings
 from segbench.measure.protocols import EvalProtocol, slide
 
 
@@ -116,3 +116,13 @@ def test_frames_of_undoes_the_datasets_normalisation() -> None:
     image, _ = to_tensors(frame, np.zeros((8, 12), dtype=np.int64))
     assert torch.equal(frames_of(image[None], (8, 12))[0], torch.from_numpy(frame))
     assert frames_of(image[None], (16, 24)).shape == (1, 16, 24, 3)
+
+
+@torch.no_grad()
+def test_measure_pipeline_reports_the_timed_calls_only() -> None:
+    pipeline = Pipeline(_net(), size=(24, 32), device=torch.device("cpu"))
+    fields = measure_pipeline(pipeline, torch.from_numpy(_frame())[None], Protocol(warmup=2, iters=5))
+    assert len(pipeline.times) == 7
+    assert fields["e2e_ms_median"] == statistics.median(sum(t) for t in pipeline.times[2:])
+    assert fields["model_ms_median"] == statistics.median(t[1] for t in pipeline.times[2:])
+    assert (fields["source_height"], fields["source_width"]) == (40, 64)

@@ -19,19 +19,19 @@ def compare(
         str, typer.Option("--latency-tolerance", help="Allowed median-latency growth: 10% or 0.1.")
     ] = "10%",
     miou_tolerance: Annotated[
-        str, typer.Option("--miou-tolerance", help="Allowed absolute mIoU drop: 0.01 (or 1%).")
-    ] = "0.01",
+        str, typer.Option("--miou-tolerance", help="Allowed mIoU drop in absolute points: 0.5.")
+    ] = "0.5",
 ) -> None:
     """Check NEW against BASE: params and MACs exact, latency (same device) and mIoU within tolerance.
 
     Rows are matched on model, block geometry, device type, precision and variant flags, batch size,
     input size and class count. Prints a Markdown verdict; exit 1 on a regression, 0 otherwise.
     """
-    from segbench.output.compare import compare_rows, has_regression, parse_tolerance, to_markdown
+    from segbench.output.compare import compare_rows, has_regression, parse_points, parse_tolerance, to_markdown
     from segbench.rows.files import load_rows
 
     lat_tol = parse_tolerance(latency_tolerance, "--latency-tolerance")
-    miou_tol = parse_tolerance(miou_tolerance, "--miou-tolerance")
+    miou_tol = parse_points(miou_tolerance, "--miou-tolerance")
     base_rows, new_rows = load_rows([base]), load_rows([new])
     for path, rows in ((base, base_rows), (new, new_rows)):
         if not rows:

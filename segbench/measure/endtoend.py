@@ -28,9 +28,10 @@ from typing import Any
 import torch
 
 from segbench.data.common import MEAN, STD
-from segbench.measure.latency import summarize
+from segbench.measure.latency import Protocol, summarize, time_sessions
 from segbench.measure.protocols import EvalProtocol, Predict, Size, resized
 from segbench.measure.stats import median_ci
+from segbench.runtimes.base import Session
 
 STAGES = ("preprocess", "model", "postprocess")
 
@@ -114,6 +115,14 @@ def frames_of(images: torch.Tensor, source: Size) -> torch.Tensor:
     mean, std = torch.from_numpy(MEAN).view(1, 3, 1, 1), torch.from_numpy(STD).view(1, 3, 1, 1)
     pixels = resized(images.float().cpu() * std + mean, source)
     return pixels.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def measure_pipeline(pipeline: Pipeline, frames: torch.Tensor, timing: Protocol) -> dict[str, Any]:
+    """Time ``pipeline`` on ``frames`` with the latency timer's warm-up and stopping rule; the row's
+    end-to-end fields from the timed calls' own stage laps (the warm-up's are left out)."""
+    session = Session(call=lambda: pipeline(frames), predict=pipeline.predict, blocking=True)
+    timed = time_sessions([session], pipeline.device, timing)
+    return e2e_fields(pipeline.times[-len(timed.device_ms[0]) :], (frames.shape[1], frames.shape[2]))
 
 
 def e2e_fields(times: list[tuple[float, float, float]], source: Size) -> dict[str, Any]:

@@ -125,6 +125,10 @@ class EvalProtocol:
         }
 
 
+#: Today's default: one call on the whole image.
+WHOLE = EvalProtocol()
+
+
 def scaled(size: Size, scale: float) -> Size:
     """``size`` times ``scale``, each side rounded half up (mmcv's ``rescale_size``)."""
     return int(size[0] * scale + 0.5), int(size[1] * scale + 0.5)

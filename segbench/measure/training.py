@@ -48,8 +48,8 @@ from segbench.measure.accuracy import Accuracy, ConfusionMatrix
 from segbench.measure.allocator import keep_freed_memory
 from segbench.measure.checkpoints import load_weights, save_checkpoint
 from segbench.measure.convbackend import ONEDNN, Plan, parse_plan, probe, use_plan
-from segbench.measure.latency import main_output
 from segbench.measure.memory import MIB, cpu_peak_mb
+from segbench.measure.protocols import WHOLE, EvalProtocol
 
 if TYPE_CHECKING:
     from segbench.measure.data_parallel import DataParallel
@@ -300,11 +300,13 @@ def evaluate(
     batch_size: int,
     num_workers: int = 0,
     parallel: DataParallel | None = None,
+    protocol: EvalProtocol = WHOLE,
 ) -> Accuracy:
     """mIoU etc. on ``dataset``: images resized to ``size``, logits back to each mask's size, in fp32.
 
     ``predict(images)`` gives logits: a model in eval mode, or a runtime session prepared for batches
-    of exactly ``batch_size`` (the last batch is padded with copies of its last image). ``parallel``:
+    of exactly ``batch_size`` (the last batch is padded with copies of its last image), called as the
+    evaluation ``protocol`` says (`segbench.measure.protocols`). ``parallel``:
     this rank evaluates its part of ``dataset`` and the confusion matrices of all ranks are summed.
     """
     device = torch.device(device)
@@ -316,7 +318,7 @@ def evaluate(
     matrix = ConfusionMatrix(num_classes, IGNORE_INDEX, device=device)
     for images, masks in loader:
         padded = torch.cat([images, images[-1:].expand(batch_size - len(images), *images.shape[1:])])
-        logits = main_output(predict(padded.to(device)))[: len(images)].float()
+        logits = protocol.infer(predict, padded.to(device))[: len(images)].float()
         for one, mask in zip(logits, masks):
             mask = mask.to(device)
             one = one.to(device)
@@ -346,6 +348,7 @@ def train_and_evaluate(
     parallel: DataParallel | None = None,
     time_budget: float | None = None,
     conv_backend: str = ONEDNN,
+    protocol: EvalProtocol = WHOLE,
 ) -> dict[str, Any]:
     """Train ``model`` briefly on ``train_set`` and measure it on ``val_set``; return result-row fields.
 
@@ -362,6 +365,7 @@ def train_and_evaluate(
         row's ``train_steps`` reproduces the mIoU exactly.
     :param conv_backend: CPU convolution backends while training and evaluating: ``auto`` (measured,
         see `segbench.measure.convbackend`) or a plan's text (``onednn``, ``native``, ``native:LAYER,...``).
+    :param protocol: how the val split is evaluated (`segbench.measure.protocols`); its fields join the result.
     :returns: ``dataset, train_steps, train_seconds, miou, pixel_acc, iou_per_class, peak_mem_mb``
         (training only: CUDA ``max_memory_allocated``; CPU the weights and buffers plus the allocator
         peak of the first step, see `fit`), ``train_budget_seconds, train_conv_backend,
@@ -424,6 +428,7 @@ def train_and_evaluate(
             batch_size=batch_size,
             num_workers=num_workers,
             parallel=parallel,
+            protocol=protocol,
         )
     if save and (parallel is None or parallel.rank == 0):
         save_checkpoint(model, save)
@@ -438,6 +443,7 @@ def train_and_evaluate(
         "miou": accuracy.miou,
         "pixel_acc": accuracy.pixel_acc,
         "iou_per_class": accuracy.iou_per_class,
+        **protocol.fields(),
         "peak_mem_mb": memory["peak_mem_mb"] if first_step_mb is None else tensor_mib(model) + first_step_mb,
         "batch_size": batch_size,
         "height": size[0],
