@@ -348,7 +348,6 @@ def train_and_evaluate(
     parallel: DataParallel | None = None,
     time_budget: float | None = None,
     conv_backend: str = ONEDNN,
-    protocol: EvalProtocol = WHOLE,
 ) -> dict[str, Any]:
     """Train ``model`` briefly on ``train_set`` and measure it on ``val_set``; return result-row fields.
 
@@ -365,7 +364,6 @@ def train_and_evaluate(
         row's ``train_steps`` reproduces the mIoU exactly.
     :param conv_backend: CPU convolution backends while training and evaluating: ``auto`` (measured,
         see `segbench.measure.convbackend`) or a plan's text (``onednn``, ``native``, ``native:LAYER,...``).
-    :param protocol: how the val split is evaluated (`segbench.measure.protocols`); its fields join the result.
     :returns: ``dataset, train_steps, train_seconds, miou, pixel_acc, iou_per_class, peak_mem_mb``
         (training only: CUDA ``max_memory_allocated``; CPU the weights and buffers plus the allocator
         peak of the first step, see `fit`), ``train_budget_seconds, train_conv_backend,
@@ -428,7 +426,6 @@ def train_and_evaluate(
             batch_size=batch_size,
             num_workers=num_workers,
             parallel=parallel,
-            protocol=protocol,
         )
     if save and (parallel is None or parallel.rank == 0):
         save_checkpoint(model, save)
@@ -443,7 +440,6 @@ def train_and_evaluate(
         "miou": accuracy.miou,
         "pixel_acc": accuracy.pixel_acc,
         "iou_per_class": accuracy.iou_per_class,
-        **protocol.fields(),
         "peak_mem_mb": memory["peak_mem_mb"] if first_step_mb is None else tensor_mib(model) + first_step_mb,
         "batch_size": batch_size,
         "height": size[0],
