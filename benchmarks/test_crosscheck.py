@@ -1,8 +1,8 @@
 """Cross-check: segbench's CPU median agrees with torch.utils.benchmark.Timer's within 15 %.
 
-Same model, input and thread count, in the same process. Each tool measures ``REPEATS`` times,
-alternating, and the medians of the repeats are compared, so a burst of load on a shared machine
-hits both; one untimed round of each comes first. Timer's median is the median of its
+Same model, input size and thread count, in the same process (segbench: its latency runner). Each
+tool measures ``REPEATS`` times, alternating, and the medians of the repeats are compared, so a burst
+of load on a shared machine hits both; one untimed round of each comes first. Timer's median is the median of its
 blocked_autorange blocks (mean time per call in a block); segbench's is the median of single calls.
 """
 
@@ -15,7 +15,8 @@ import torch
 from conftest import model_input
 from torch.utils.benchmark import Timer
 
-from segbench.measure.latency import measure_latency
+from segbench.plugins import get_registry
+from segbench.runners.latency import LatencyConfig, latency
 
 REPEATS = 7
 TOLERANCE = 0.15
@@ -34,11 +35,18 @@ def test_segbench_median_matches_torch_timer(
         label=name,
     )
     ours, theirs = [], []
-    measure_latency(model, x, device="cpu", warmup=5, iters=5, threads=bench_threads)
+
+    def segbench_median(iters: int) -> float:
+        config = LatencyConfig(
+            sizes=[(height, width)], batch_sizes=[batch], warmup=5, iters=iters, threads=bench_threads
+        )
+        (row,) = latency([get_registry().model(name)], config)
+        return row["latency_ms_median"]
+
+    segbench_median(5)
     timer.blocked_autorange(min_run_time=0.2)
     for _ in range(REPEATS):
-        row = measure_latency(model, x, device="cpu", warmup=5, iters=50, threads=bench_threads)
-        ours.append(row["latency_ms_median"])
+        ours.append(segbench_median(50))
         theirs.append(timer.blocked_autorange(min_run_time=0.3).median * 1e3)
     segbench_ms, timer_ms = statistics.median(ours), statistics.median(theirs)
     ratio = segbench_ms / timer_ms

@@ -11,15 +11,18 @@ own (3 warm-up + 10 calls) and the ratio of the two medians, twice back to back,
 
 from __future__ import annotations
 
-from segbench.measure.latency import measure_latency
+from dataclasses import replace
+
 from segbench.runners.blocks import BlocksConfig, block_options, blocks, default_specs
+from segbench.runners.defaults import Timing
+from segbench.runners.latency import LatencyConfig, latency
 
 KERNELS, CHANNELS, SIZE = (3, 5, 7), (32, 128), (96, 96)
 TOLERANCE = 0.15
 
 
 def paired_run(threads: int) -> dict[tuple[int, int], float]:
-    config = BlocksConfig(kernel_sizes=KERNELS, channels=CHANNELS, size=SIZE, threads=threads)
+    config = BlocksConfig(kernel_sizes=KERNELS, channels=CHANNELS, size=SIZE, timing=Timing(threads=threads))
     return {
         (r["kernel_size"], r["in_channels"]): r["latency_speedup"]
         for r in blocks(default_specs(), config)
@@ -28,20 +31,13 @@ def paired_run(threads: int) -> dict[tuple[int, int], float]:
 
 
 def sequential_run(threads: int) -> dict[tuple[int, int], float]:
-    """The old method: each block timed apart, ratio of medians."""
-    import torch
-
+    """The old method: each block timed apart (the latency runner), ratio of medians."""
     speedups = {}
-    standard, dsconv = default_specs()
+    config = LatencyConfig(sizes=[SIZE], timing=Timing(warmup=3, iters=10, threads=threads))
     for k in KERNELS:
         for c in CHANNELS:
-            x = torch.randn(1, c, *SIZE)
-            medians = [
-                measure_latency(
-                    spec.build(**block_options(k, c)), x, device="cpu", warmup=3, iters=10, threads=threads
-                )["latency_ms_median"]
-                for spec in (standard, dsconv)
-            ]
+            specs = [replace(spec, default_options=spec.options(**block_options(k, c))) for spec in default_specs()]
+            medians = [row["latency_ms_median"] for row in latency(specs, config)]
             speedups[(k, c)] = medians[0] / medians[1]
     return speedups
 

@@ -3,6 +3,11 @@
 It uses only the public plugin API, exactly like a third-party package (see ``plugins/segbench-unet``;
 ``hookimpl`` is imported from its home, ``segbench.hookspecs``, which ``segbench.hookimpl`` re-exports);
 model code is imported inside the builders, so listing specs never imports or builds a network.
+
+It is the composition root: the one module of the bottom (contract) layer that names higher layers,
+``segbench.models``, ``segbench.data`` and ``segbench.runtimes``, as strings (`_lazy`), imported only
+when a builder runs. The import graph (tests/test_architecture.py) cannot see these edges; its layer
+table says so.
 """
 
 from __future__ import annotations

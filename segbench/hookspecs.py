@@ -68,7 +68,7 @@ def register_runtimes(register: Callable[[RuntimeSpec], None]) -> None:
     :param register: callback owned by the core; call it once per :class:`segbench.registry.RuntimeSpec`.
         The spec names the runtime, the devices and variants it supports, how to tell whether it is
         usable here (its packages importable, its device present), and how to prepare a model and an
-        example input into a :class:`segbench.runtimes.base.Session`, reporting the preparation time
+        example input into a :class:`segbench.measure.session.Session`, reporting the preparation time
         (export + compile) apart from the timed calls. Names must be unique across plugins.
 
     Return value is ignored. An exception raised here is reported with the plugin's name.

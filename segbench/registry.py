@@ -100,7 +100,7 @@ class RuntimeSpec:
     """An inference runtime a plugin offers (see the ``register_runtimes`` hook).
 
     ``prepare(model, example, *, device, variant, threads, workdir, calibration)`` returns a
-    :class:`segbench.runtimes.base.Session` for ``model`` (eval mode, fp32, on ``device``) and inputs
+    :class:`segbench.measure.session.Session` for ``model`` (eval mode, fp32, on ``device``) and inputs
     shaped like ``example``; ``workdir`` is a folder shared by the runtimes of one cell (for exported
     files), ``calibration`` a few inputs of that shape from a dataset (int8). ``unavailable(device
     type)`` says why the runtime cannot run here, or None. ``precisions`` and ``switches`` (of

@@ -40,7 +40,7 @@ def test_measurement_settings_apply_it_on_cpu() -> None:
     import torch
 
     from segbench.measure.allocator import keep_freed_memory
-    from segbench.measure.latency import measurement_settings
+    from segbench.measure.settings import measurement_settings
 
     keep_freed_memory.cache_clear()
     with measurement_settings(torch.device("cpu"), None):

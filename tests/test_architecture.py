@@ -12,7 +12,10 @@ import segbench
 
 PACKAGE = Path(segbench.__file__).parent
 
-#: Bottom to top. A module may import from its own layer and the layers below, never above.
+#: Bottom to top. A module may import from its own layer and the layers below, never above; a name
+#: is a package (every module under it) or, for the root ``segbench``, that one module.
+#: ``segbench.measure`` never imports ``segbench.runtimes``: the session types, faults and ``quiet``
+#: that both need live in measure/ (``measure.session``), and runtimes import them from there.
 LAYERS = (
     (
         "contract",
@@ -22,72 +25,125 @@ LAYERS = (
             "segbench.checks",
             "segbench.hookspecs",
             "segbench.registry",
+            # the composition root: it names segbench.models, .data and .runtimes as strings
+            # (imported when a builder runs), the one upward dependency, invisible to the graph
             "segbench.builtin",
             "segbench.plugins",
             "segbench.inventory",
         ),
     ),
     ("models and data", ("segbench.models", "segbench.data")),
-    ("measurement primitives", ("segbench.measure", "segbench.runtimes")),
+    ("measurement primitives", ("segbench.measure",)),
+    ("runtimes", ("segbench.runtimes",)),
     ("rows", ("segbench.rows",)),
     ("runners", ("segbench.runners",)),
     ("output", ("segbench.output",)),
     ("cli", ("segbench.cli", "segbench.__main__", "segbench")),
 )
+Layers = tuple[tuple[str, tuple[str, ...]], ...]
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+def module_name(path: Path, root: Path) -> str:
+    parts = path.relative_to(root.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def layer_of(module: str) -> int:
-    """The index of the most specific layer prefix that names ``module``."""
-    best = max(
-        (
-            (i, prefix)
-            for i, (_, prefixes) in enumerate(LAYERS)
-            for prefix in prefixes
-            if module == prefix or module.startswith(prefix + ".")
-        ),
-        key=lambda item: len(item[1]),
-    )
-    return best[0]
+def layer_of(module: str, layers: Layers = LAYERS) -> int | None:
+    """The index of the most specific layer name that covers ``module``; None when none does."""
+    root = layers[-1][1][-1].split(".")[0]
+    matches = [
+        (len(name), i)
+        for i, (_, names) in enumerate(layers)
+        for name in names
+        if module == name or (name != root and module.startswith(name + "."))
+    ]
+    return max(matches)[1] if matches else None
 
 
-def imports_of(path: Path) -> set[str]:
-    """Every segbench module ``path`` imports, at the top or inside functions, resolved to modules."""
+def imports_of(path: Path, module: str, modules: set[str]) -> set[str]:
+    """Every module of ``modules``' package that ``path`` (module ``module``) imports, at the top or inside
+    functions, absolute or relative (``from . import x``, ``from ..y import z``), resolved to modules."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                anchor = ".".join(parts[: len(parts) - node.level + 1])
+                base = f"{anchor}.{base}" if base else anchor
             for alias in node.names:
-                candidate = f"{node.module}.{alias.name}"
-                found.add(
-                    candidate
-                    if (PACKAGE.parent / (candidate.replace(".", "/"))).exists()
-                    or (PACKAGE.parent / (candidate.replace(".", "/") + ".py")).exists()
-                    else node.module
-                )
-    return {m for m in found if m == "segbench" or m.startswith("segbench.")}
+                candidate = f"{base}.{alias.name}"
+                found.add(candidate if candidate in modules else base)
+    top = module.split(".")[0]
+    return {m for m in found if m == top or m.startswith(top + ".")}
 
 
-GRAPH = {module_name(p): imports_of(p) for p in PACKAGE.rglob("*.py")}
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """Module -> the modules of the same package it imports, for every ``.py`` file under ``root``."""
+    paths = {module_name(p, root): p for p in root.rglob("*.py")}
+    return {module: imports_of(path, module, set(paths)) for module, path in paths.items()}
+
+
+def upward_imports(graph: dict[str, set[str]], layers: Layers = LAYERS) -> list[str]:
+    """Every import from a lower layer into a higher one, as ``a (layer) imports b (layer)``."""
+    return [
+        f"{module} ({layers[low][0]}) imports {target} ({layers[high][0]})"
+        for module, targets in sorted(graph.items())
+        for target in sorted(targets)
+        if (low := layer_of(module, layers)) is not None
+        and (high := layer_of(target, layers)) is not None
+        and high > low
+    ]
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles a depth-first search meets, each as the path back to where it closed."""
+    state: dict[str, str] = {}
+    found = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = "open"
+        for target in sorted(graph.get(node, ())):
+            if target == node:
+                continue
+            if state.get(target) == "open":
+                found.append([*stack[stack.index(target) :], target] if target in stack else [node, target])
+            elif target not in state:
+                visit(target, [*stack, target])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return found
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The module graph one level up: ``segbench.measure.x -> segbench.runtimes.y`` becomes an edge
+    between the packages ``segbench.measure`` and ``segbench.runtimes`` (a top-level module is its own)."""
+
+    def package(module: str) -> str:
+        return ".".join(module.split(".")[:2])
+
+    packages: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        packages.setdefault(package(module), set()).update(package(t) for t in targets)
+    return {p: targets - {p} for p, targets in packages.items()}
+
+
+GRAPH = import_graph(PACKAGE)
 
 
 def test_every_module_has_a_layer():
-    assert all(layer_of(m) >= 0 for m in GRAPH)
+    assert [m for m in sorted(GRAPH) if layer_of(m) is None] == []
+    assert layer_of("segbench.unlisted") is None  # the root names itself only, not everything under it
 
 
 def test_layers_import_only_downwards():
-    upward = [
-        f"{module} ({LAYERS[layer_of(module)][0]}) imports {target} ({LAYERS[layer_of(target)][0]})"
-        for module, targets in GRAPH.items()
-        for target in targets
-        if layer_of(target) > layer_of(module)
-    ]
-    assert upward == []
+    assert upward_imports(GRAPH) == []
 
 
 def test_measurement_primitives_import_no_rows_runners_or_output():
@@ -98,24 +154,47 @@ def test_measurement_primitives_import_no_rows_runners_or_output():
 
 def test_no_import_cycles():
     """Depth-first search over the whole graph, imports inside functions included."""
-    state: dict[str, str] = {}
-    cycles = []
+    assert cycles(GRAPH) == []
 
-    def visit(module: str, stack: list[str]) -> None:
-        state[module] = "open"
-        for target in sorted(GRAPH.get(module, ())):
-            if target == module:
-                continue
-            if state.get(target) == "open":
-                cycles.append([*stack[stack.index(target) :], target] if target in stack else [module, target])
-            elif target not in state:
-                visit(target, [*stack, target])
-        state[module] = "done"
 
-    for module in sorted(GRAPH):
-        if module not in state:
-            visit(module, [module])
-    assert cycles == []
+def test_no_import_cycles_between_packages():
+    """Modules may form no cycle while their packages do (measure -> runtimes -> measure): packages too."""
+    assert cycles(package_graph(GRAPH)) == []
+
+
+def _fake_package(tmp_path: Path, sources: dict[str, str]) -> Path:
+    """``fake/`` with two subpackages, ``low`` (modules a, c) and ``high`` (module b); ``sources``
+    (``{"low/a": "..."}``) give modules their text or add modules, every other file is empty."""
+    names = ("__init__", "low/__init__", "low/a", "low/c", "high/__init__", "high/b")
+    files = {f"fake/{name}.py": source for name, source in {**dict.fromkeys(names, ""), **sources}.items()}
+    for name, source in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(source)
+    return tmp_path / "fake"
+
+
+def test_a_package_cycle_is_reported_even_without_a_module_cycle(tmp_path: Path):
+    """Two packages of one layer (as measure/ and runtimes/ were): low.a -> high.b -> low.c, no module cycle."""
+    root = _fake_package(
+        tmp_path, {"low/a": "def f():\n    from fake.high import b\n", "high/b": "from fake.low.c import x\n"}
+    )
+    graph = import_graph(root)
+    layers = (("primitives", ("fake.low", "fake.high")), ("top", ("fake",)))
+    assert graph["fake.low.a"] == {"fake.high.b"} and graph["fake.high.b"] == {"fake.low.c"}
+    assert cycles(graph) == [] and upward_imports(graph, layers) == []
+    assert cycles(package_graph(graph)) == [["fake.high", "fake.low", "fake.high"]]
+
+
+def test_a_relative_upward_import_is_resolved_and_reported(tmp_path: Path):
+    root = _fake_package(
+        tmp_path,
+        {"low/__init__": "from . import c\n", "low/a": "from ..high import b\nfrom .c import x\n", "extra": ""},
+    )
+    graph = import_graph(root)
+    layers = (("low", ("fake.low",)), ("high", ("fake.high",)), ("top", ("fake",)))
+    assert graph["fake.low"] == {"fake.low.c"} and graph["fake.low.a"] == {"fake.high.b", "fake.low.c"}
+    assert upward_imports(graph, layers) == ["fake.low.a (low) imports fake.high.b (high)"]
+    assert [m for m in sorted(graph) if layer_of(m, layers) is None] == ["fake.extra"]
 
 
 def test_the_graph_sees_imports_inside_functions():
@@ -124,17 +203,45 @@ def test_the_graph_sees_imports_inside_functions():
     assert "segbench.plugins" in GRAPH["segbench"]
 
 
-@pytest.mark.parametrize("name", ["count", "latency", "blocks", "train", "run"])
+#: The runner each measuring command calls: cli module -> runner module, whose runner is named like it.
+COMMAND_RUNNERS = {"flops": "count", "latency": "latency", "blocks": "blocks", "train": "train", "run": "run"}
+
+
+@pytest.mark.parametrize("command", sorted(COMMAND_RUNNERS))
+def test_every_command_calls_its_runner(command):
+    """So the contract below is checked on the functions the product uses: a measuring command calls its
+    runner and imports nothing else from a runner module but configs and the K^2 study's default pair."""
+    runner = COMMAND_RUNNERS[command]
+    tree = ast.parse((PACKAGE / "cli" / f"{command}.py").read_text())
+    imported = {
+        (node.module.rsplit(".", 1)[1], alias.name)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("segbench.runners.")
+        for alias in node.names
+    }
+    called = {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+    measuring = {name for module, name in imported if module in COMMAND_RUNNERS.values()}
+    assert runner in called and (runner, runner) in imported
+    assert {name for name in measuring if not name.endswith("Config")} - {"default_specs"} == {runner}
+
+
+@pytest.mark.parametrize("name", sorted(set(COMMAND_RUNNERS.values())))
 def test_every_runner_has_the_same_shape(name):
-    """``runner(specs, config) -> Iterator[row]``, with its config a dataclass of the same module."""
+    """``runner(specs, config, context=ALONE) -> Iterator[row]``, with its config a dataclass of the same
+    module; a runner may return rows that also describe its settings (`segbench.runners.cells.Described`)."""
     import importlib
+    from collections.abc import Iterator
+
+    from segbench.runners import cells
 
     module = importlib.import_module(f"segbench.runners.{name}")
-    runner = getattr(module, name)
-    assert list(inspect.signature(runner).parameters) == ["specs", "config"]
-    config = inspect.signature(runner).parameters["config"].annotation
+    signature = inspect.signature(getattr(module, name))
+    assert list(signature.parameters) == ["specs", "config", "context"]
+    assert signature.parameters["context"].default is cells.ALONE
+    config = signature.parameters["config"].annotation
     assert config.endswith("Config") and hasattr(module, config)
-    assert "Iterator[Row]" in str(inspect.signature(runner).return_annotation)
+    returned = str(signature.return_annotation)
+    assert "Iterator[Row]" in returned or issubclass(getattr(cells, returned), Iterator)
 
 
 def test_cli_modules_hold_no_measurement():
@@ -142,7 +249,7 @@ def test_cli_modules_hold_no_measurement():
     for module, targets in GRAPH.items():
         if module.startswith("segbench.cli"):
             primitives = {t for t in targets if t.startswith(("segbench.measure.", "segbench.runtimes."))} - {
-                "segbench.runtimes.base",  # the Variant value type, built from --precision and switches
+                "segbench.measure.session",  # the Variant value type, built from --precision and switches
                 "segbench.measure.recipe",  # constants quoted in help texts and footnotes
                 "segbench.measure.analytic",  # the counting convention quoted in a footnote
             }

@@ -1,5 +1,6 @@
 """`segbench compare`: the regression gate on params, MACs, latency and mIoU."""
 
+import math
 import random
 import statistics
 from pathlib import Path
@@ -9,7 +10,7 @@ from typer.testing import CliRunner
 
 from segbench.cli import app
 from segbench.errors import UserError
-from segbench.output.compare import KEY_FIELDS, compare_rows, parse_tolerance
+from segbench.output.compare import ALPHA, KEY_FIELDS, MIN_SAMPLES, compare_rows, parse_tolerance, slower
 from segbench.rows.files import to_csv, to_json
 from segbench.rows.schema import make_row
 
@@ -185,6 +186,52 @@ def test_rows_differing_in_a_key_field_do_not_match():
     ]
 
 
+def test_labels_name_the_runtime_and_every_variant_flag():
+    """A torch and an onnxruntime row (and a folded-BN one) of one model and size are told apart."""
+    base = rows()[:1]
+    variants = [
+        {**base[0], "runtime": "torch"},
+        {**base[0], "runtime": "onnxruntime"},
+        {**base[0], "runtime": "torch", "bn_folded": True},
+    ]
+    labels = [c.row for c in compare_rows(variants, variants) if c.check == "params"]
+    assert labels == [
+        "fcn8s 256x512 bs1 cpu torch fp32",
+        "fcn8s 256x512 bs1 cpu onnxruntime fp32",
+        "fcn8s 256x512 bs1 cpu torch fp32 bn_folded",
+    ]
+
+
+ADAPTIVE = "single adaptive warmup=3 min_samples=6 min_seconds=1 budget_s=10 target=0.02"
+FIXED = "single fixed warmup=3 iters=50"
+
+
+def test_latency_timed_under_another_protocol_is_not_comparable_unless_forced(tmp_path):
+    base = rows(fcn8s={"timing_protocol": ADAPTIVE})
+    new = rows(fcn8s={"timing_protocol": FIXED, "latency_ms_median": 600.0})  # +50 %
+    result = gate(tmp_path, new, base=base)
+    assert result.exit_code == 0
+    assert status_of(result.stdout, "fcn8s", "latency_ms_median") == "not comparable"
+    assert f"| timing protocol {ADAPTIVE} vs {FIXED} (--force compares them) |" in result.stdout
+    assert status_of(result.stdout, "fcn8s", "params") == "ok"  # counts do not depend on timing
+    forced = gate(tmp_path, new, "--force", base=base)
+    assert forced.exit_code == 1
+    assert status_of(forced.stdout, "fcn8s", "latency_ms_median") == "REGRESSION"
+    assert f"compared under different protocols (--force): timing protocol {ADAPTIVE} vs {FIXED}" in forced.stdout
+    same = gate(tmp_path, rows(fcn8s={"timing_protocol": FIXED}), base=rows(fcn8s={"timing_protocol": FIXED}))
+    assert same.exit_code == 0 and status_of(same.stdout, "fcn8s", "latency_ms_median") == "ok"
+
+
+def test_a_file_from_before_protocols_were_recorded_is_not_compared_with_one_that_records_it(tmp_path):
+    old = rows()
+    for row in old:
+        del row["schema_version"], row["timing_protocol"]
+    result = gate(tmp_path, rows(fcn8s={"timing_protocol": ADAPTIVE, "latency_ms_median": 600.0}), base=old)
+    assert result.exit_code == 0
+    assert f"timing protocol not recorded vs {ADAPTIVE}" in result.stdout
+    assert status_of(result.stdout, "fast_scnn", "latency_ms_median") == "ok"  # neither recorded: compared
+
+
 def test_duplicate_rows_in_one_file_are_refused():
     with pytest.raises(UserError, match="BASE holds two rows for 'fcn8s 256x512 bs1 cpu fp32'"):
         compare_rows(rows() + rows()[:1], rows())
@@ -211,9 +258,17 @@ def test_missing_file_is_exit_2(tmp_path):
     assert result.stderr.strip() == f"segbench: error: result file not found: {tmp_path / 'nope.json'}"
 
 
+#: The noise of a shared machine in `_noisy_row`: lognormal spread, and a share of calls 3x slower.
+SPREAD, SPIKE, SPIKE_SHARE = 0.3, 3.0, 0.1
+#: Seeded trials per simulated gate; a bound is missed by chance with probability MISS (and the seeds fix it).
+TRIALS, MISS = 200, 1e-3
+
+
 def _noisy_row(median_ms: float, rng: random.Random, samples: int = 100) -> dict:
-    """A latency row whose per-call samples carry a shared machine's noise: lognormal spread, 3x spikes."""
-    times = [median_ms * rng.lognormvariate(0, 0.3) * (3 if rng.random() < 0.1 else 1) for _ in range(samples)]
+    """A latency row whose per-call samples carry a shared machine's noise (`SPREAD`, `SPIKE`)."""
+    times = [
+        median_ms * rng.lognormvariate(0, SPREAD) * (SPIKE if rng.random() < SPIKE_SHARE else 1) for _ in range(samples)
+    ]
     return make_row(
         model="m",
         device="cpu",
@@ -223,25 +278,87 @@ def _noisy_row(median_ms: float, rng: random.Random, samples: int = 100) -> dict
     )
 
 
-def test_the_gate_passes_an_unchanged_model_and_fails_a_20_percent_slowdown_under_noise():
-    """100 seeded trials each, 100 calls a side, 30 % lognormal spread and 10 % of calls 3x slower:
-    the rank test keeps noise from failing an unchanged model and still catches a real 20 % slowdown
-    (tolerance 10 %). Measured with these seeds: 1 false alarm, 89 of 100 slowdowns caught; the
-    medians alone would have failed 8 unchanged models."""
-    rng = random.Random(0)
-    unchanged = [compare_rows([_noisy_row(10.0, rng)], [_noisy_row(10.0, rng)], 0.1) for _ in range(100)]
-    slower = [compare_rows([_noisy_row(10.0, rng)], [_noisy_row(12.0, rng)], 0.1) for _ in range(100)]
-    false_alarms = sum(any(c.status == "REGRESSION" for c in checks) for checks in unchanged)
-    caught = sum(any(c.status == "REGRESSION" for c in checks) for checks in slower)
+def _regressions(factor: float, samples: int, tolerance: float, seed: int) -> int:
+    """In how many of TRIALS seeded pairs (NEW ``factor`` x slower) the gate reports a regression."""
+    rng = random.Random(seed)
+    return sum(
+        any(
+            c.status == "REGRESSION"
+            for c in compare_rows(
+                [_noisy_row(10.0, rng, samples)], [_noisy_row(10.0 * factor, rng, samples)], tolerance
+            )
+        )
+        for _ in range(TRIALS)
+    )
+
+
+def _nominal_power(factor: float, samples: int) -> float:
+    """The one-sided rank test's power by Noether's formula: Phi(sqrt(12 n m / (N + 1)) (P(Y > X) - 1/2) - z_alpha).
+
+    P(Y > X) for the noise model, exactly: log Y - log X is normal (sd SPREAD * sqrt 2) shifted by
+    log(factor) and by log(SPIKE) when one of the two calls is a spike.
+    """
+    from scipy.stats import norm
+
+    spread = SPREAD * math.sqrt(2)
+    shifts = {0.0: (1 - SPIKE_SHARE) ** 2 + SPIKE_SHARE**2, 1.0: SPIKE_SHARE * (1 - SPIKE_SHARE)}
+    shifts[-1.0] = shifts[1.0]
+    p_greater = sum(w * norm.cdf((math.log(factor) + s * math.log(SPIKE)) / spread) for s, w in shifts.items())
+    scale = math.sqrt(12 * samples * samples / (2 * samples + 1))
+    return float(norm.cdf(scale * (p_greater - 0.5) - norm.ppf(1 - ALPHA)))
+
+
+@pytest.mark.parametrize("samples", [MIN_SAMPLES, 100])
+def test_the_rank_test_false_alarm_rate_is_at_most_its_level(samples):
+    """Tolerance 0, so the rank test alone decides: an unchanged model fails at most at rate ALPHA,
+    i.e. at most the (1 - MISS) quantile of Binomial(TRIALS, ALPHA) of the trials."""
+    from scipy.stats import binom
+
+    assert _regressions(1.0, samples, 0.0, seed=samples) <= binom.ppf(1 - MISS, TRIALS, ALPHA)
+
+
+@pytest.mark.parametrize(("samples", "factor"), [(MIN_SAMPLES, 2.0), (100, 1.2)])
+def test_the_rank_test_catches_slowdowns_at_its_nominal_power(samples, factor):
+    """A real slowdown (2x with 6 calls a side, 20 % with 100) is caught at least as often as the
+    MISS quantile of Binomial(TRIALS, nominal power): the power comes from the noise model, not a run."""
+    from scipy.stats import binom
+
+    power = _nominal_power(factor, samples)
+    assert power > 0.5  # a slowdown the test is meant to see at this sample size
+    assert _regressions(factor, samples, 0.0, seed=samples) >= binom.ppf(MISS, TRIALS, power)
+
+
+def test_the_gate_needs_tolerance_and_evidence_under_noise():
+    """With 10 % tolerance an unchanged model fails less often than the rank test alone allows, and
+    less often than medians alone would (the noise moves medians past 10 %); a 20 % slowdown is shown
+    with the rank test's p-value."""
+    from scipy.stats import binom
+
+    false_alarms = _regressions(1.0, 100, 0.1, seed=1)
     medians_only = sum(
         _noisy_row(10.0, random.Random(s))["latency_ms_median"]
         > 1.1 * _noisy_row(10.0, random.Random(s + 1000))["latency_ms_median"]
-        for s in range(100)
+        for s in range(TRIALS)
     )
-    assert false_alarms <= 2 < medians_only  # the medians alone would have failed more unchanged models
-    assert caught >= 85
-    (check,) = [c for c in slower[0] if c.check == "latency_ms_median"]
+    assert false_alarms <= binom.ppf(1 - MISS, TRIALS, ALPHA)
+    assert false_alarms < medians_only
+    rng = random.Random(2)
+    checks = compare_rows([_noisy_row(10.0, rng)], [_noisy_row(12.0, rng)], 0.1)
+    (check,) = [c for c in checks if c.check == "latency_ms_median"]
     assert "rank test p=" in check.change
+
+
+def test_the_rank_test_at_six_samples_a_side_is_exact():
+    """Six calls a side, every NEW call slower: the exact one-sided p-value is 1 / C(12, 6) = 1/924
+    (the normal approximation would say 0.0025); one overlap (U = 35) gives 2/924."""
+    base = make_row(model="m", device="cpu", device_name="cpu0", latency_ms_median=3.5)
+    apart = [float(v) for v in range(1, 7)], [float(v) for v in range(7, 13)]
+    one_overlap = [*range(1, 6), 7.0], [6.0, *range(8, 13)]
+    for (old, new), p in ((apart, 1 / 924), (one_overlap, 2 / 924)):
+        clear, evidence = slower({**base, "latency_samples_ms": old}, {**base, "latency_samples_ms": new})
+        assert clear and evidence == f"rank test p={p:.2g} (clear at {ALPHA:g})"
+    clear, evidence = slower({**base, "latency_samples_ms": apart[1]}, {**base, "latency_samples_ms": apart[0]})
+    assert not clear and evidence.startswith("rank test p=1 ")
 
 
 def test_the_gate_falls_back_to_intervals_then_to_medians():

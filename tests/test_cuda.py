@@ -8,14 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import latency_row
 from torch import nn
 
 from segbench.measure.faults import OOM, VariantUnavailable
-from segbench.measure.latency import measure_latency, measurement_settings
+from segbench.measure.session import Variant
+from segbench.measure.settings import measurement_settings
 from segbench.registry import ModelSpec
+from segbench.runners.defaults import Timing
 from segbench.runners.latency import LatencyConfig, latency
 from segbench.runtimes import torch_runtime
-from segbench.runtimes.base import Variant
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 TWO_GPUS = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
@@ -34,8 +36,7 @@ class Matmul(nn.Module):
 
 
 def test_latency_is_the_device_time_from_events_not_the_launch_time() -> None:
-    x = torch.randn(1, 1, 4096, 4096)
-    row = measure_latency(Matmul(), x, device="cuda", warmup=3, iters=10)
+    row = latency_row(Matmul(), size=(4096, 4096), batch=1, channels=1, device="cuda", warmup=3, iters=10)
     # the host returns right after launching; only CUDA events see the GPU's milliseconds
     assert row["latency_ms_median"] > 5 * row["host_ms_median"]
     assert row["tf32"] == torch.backends.cudnn.allow_tf32 and row["peak_mem_mb"] > 0
@@ -63,7 +64,9 @@ def test_an_out_of_memory_cell_on_the_gpu_is_a_row_error_and_its_memory_is_relea
         description="t",
     )
     before = torch.cuda.memory_allocated()
-    rows = list(latency([spec], LatencyConfig(device="cuda", sizes=[(64, 64), (32, 32)], warmup=1, iters=2)))
+    rows = list(
+        latency([spec], LatencyConfig(device="cuda", sizes=[(64, 64), (32, 32)], timing=Timing(warmup=1, iters=2)))
+    )
     assert [r["error"] for r in rows] == [OOM, None]
     assert torch.cuda.memory_allocated() - before < 64 * 2**20  # nothing of the failed cell is held
 
@@ -104,17 +107,26 @@ def test_a_model_that_breaks_capture_reports_its_own_error(tmp_path: Path) -> No
         )
     assert "invalidated" not in str(info.value)
     # the pool is clean: the next capture works
-    row = measure_latency(tiny_net(), x, device="cuda", cuda_graph=True, warmup=1, iters=3)
+    row = latency_row(
+        tiny_net(), size=(8, 8), batch=1, variant=Variant(cuda_graph=True), device="cuda", warmup=1, iters=3
+    )
     assert row["error"] is None and row["latency_ms_median"] > 0
 
 
 def test_fp32_rows_say_whether_tf32_was_used_and_the_reference_is_true_fp32() -> None:
-    x = torch.randn(1, 3, 64, 64)
     saved = torch.backends.cudnn.allow_tf32
     try:
         for allowed in (True, False):
             torch.backends.cudnn.allow_tf32 = allowed
-            row = measure_latency(tiny_net(), x, device="cuda", channels_last=True, warmup=1, iters=3)
+            row = latency_row(
+                tiny_net(),
+                size=(64, 64),
+                batch=1,
+                variant=Variant(channels_last=True),
+                device="cuda",
+                warmup=1,
+                iters=3,
+            )
             assert row["tf32"] is allowed
             assert row["output_max_abs_diff"] < (1e-2 if allowed else 1e-5)
     finally:
@@ -127,11 +139,9 @@ def test_settings_restore_the_current_device_and_graphs_capture_on_the_second_gp
     with measurement_settings(torch.device("cuda:1"), None):
         assert torch.cuda.current_device() == 1
     assert torch.cuda.current_device() == 0
-    row = measure_latency(tiny_net(), torch.randn(1, 3, 16, 16), device="cuda:0", cuda_graph=True, warmup=1, iters=2)
+    row = latency_row(tiny_net(), batch=1, variant=Variant(cuda_graph=True), device="cuda:0", warmup=1, iters=2)
     assert row["error"] is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        row = measure_latency(
-            tiny_net(), torch.randn(1, 3, 16, 16), device="cuda:1", cuda_graph=True, warmup=1, iters=3
-        )
+        row = latency_row(tiny_net(), batch=1, variant=Variant(cuda_graph=True), device="cuda:1", warmup=1, iters=3)
     assert row["error"] is None and row["output_argmax_agreement"] == 1.0 and row["latency_ms_median"] > 0.001

@@ -395,7 +395,7 @@ def test_models_on_cuda_compiled_channels_last(fcn_models: dict[str, nn.Module])
 
     In true fp32 (TF32 off): with TF32, eager and compiled pick different kernels and may differ by
     more than the tolerance now and then."""
-    from segbench.measure.latency import strict_fp32
+    from segbench.measure.settings import strict_fp32
 
     torch.manual_seed(6)
     x = torch.randn(2, 3, 97, 131, device="cuda").to(memory_format=torch.channels_last)

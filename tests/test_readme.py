@@ -14,3 +14,10 @@ def test_ci_runs_the_readme_commands_verbatim():
     assert install_and_run in ci_lines
     assert tests in ci_lines
     assert ci_lines.index(install_and_run) < ci_lines.index(tests)
+
+
+def test_the_readme_links_to_files_that_exist():
+    """The README is the front door to docs/; mkdocs checks the links inside docs/, this checks the README's."""
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", (ROOT / "README.md").read_text())
+    assert "docs/index.md" in targets
+    assert [t for t in targets if "://" not in t and not (ROOT / t).exists()] == []

@@ -1,5 +1,6 @@
 """The row schema, the environment fingerprint and the JSON/CSV round trip."""
 
+import csv
 import json
 import math
 
@@ -9,7 +10,7 @@ import torch
 from segbench import __version__
 from segbench.errors import UserError
 from segbench.rows.files import load_rows, save_rows, to_json
-from segbench.rows.schema import ROW_FIELDS, make_row
+from segbench.rows.schema import ROW_FIELDS, SCHEMA_VERSION, make_row
 
 DESIGN_FIELDS = [
     "model",
@@ -117,3 +118,111 @@ def test_load_rows_rejects_missing_and_malformed_files(tmp_path):
     bad.write_text('{"model": 1}')
     with pytest.raises(UserError, match="JSON array"):
         load_rows([bad])
+
+
+def _row_of_today_without_version() -> dict:
+    """A row as segbench wrote it before schema_version: every field of then, none of the two new ones."""
+    row = make_row(model="fcn8s", params=7, latency_ms_median=2.0)
+    del row["schema_version"], row["timing_protocol"]
+    return row
+
+
+def test_rows_carry_the_schema_version_in_json_csv_and_journal(tmp_path):
+    from segbench.rows.files import to_json_line
+
+    row = make_row(model="a", timing_protocol="single fixed warmup=1 iters=3")
+    assert row["schema_version"] == SCHEMA_VERSION == 2
+    paths = save_rows([row], tmp_path / "x")
+    assert json.loads(paths[0].read_text())[0]["schema_version"] == 2
+    assert paths[1].read_text().splitlines()[0].split(",").count("schema_version") == 1
+    assert json.loads(to_json_line(row))["schema_version"] == 2
+    for path in paths[:2]:
+        (loaded,) = load_rows([path])
+        assert loaded["schema_version"] == 2 and loaded["timing_protocol"] == "single fixed warmup=1 iters=3"
+
+
+@pytest.mark.parametrize("suffix", [".json", ".csv"])
+def test_files_without_a_schema_version_load_as_version_1_and_are_migrated(tmp_path, suffix):
+    old = _row_of_today_without_version()
+    path = tmp_path / f"old{suffix}"
+    if suffix == ".json":
+        path.write_text(to_json([old]))
+    else:
+        with path.open("w", newline="") as stream:
+            writer = csv.DictWriter(stream, [k for k in old if k not in ("iou_per_class", "mac_notes")])
+            writer.writeheader()
+            writer.writerow({k: v for k, v in old.items() if k not in ("iou_per_class", "mac_notes")})
+    assert "schema_version" not in path.read_text()
+    (row,) = load_rows([path])
+    assert list(row) == list(ROW_FIELDS)
+    assert row["schema_version"] == SCHEMA_VERSION and row["timing_protocol"] is None  # not recorded then
+    assert row["params"] == 7 and row["latency_ms_median"] == 2.0
+
+
+def test_a_newer_schema_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "future.json"
+    path.write_text(to_json([make_row(model="a", schema_version=SCHEMA_VERSION + 1)]))
+    with pytest.raises(UserError, match=f"schema version {SCHEMA_VERSION + 1}.*upgrade segbench") as caught:
+        load_rows([path])
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("version", [None, SCHEMA_VERSION])
+def test_a_renamed_field_is_refused_not_read_as_not_measured(tmp_path, version):
+    row = make_row(model="a", latency_ms_median=3.0, schema_version=version)
+    row["latency_median_ms"] = row.pop("latency_ms_median")
+    path = tmp_path / "renamed.json"
+    path.write_text(to_json([row]))
+    with pytest.raises(UserError, match="unknown field\\(s\\) latency_median_ms"):
+        load_rows([path])
+
+
+def test_a_row_of_this_schema_missing_a_field_is_refused(tmp_path):
+    row = make_row(model="a")
+    del row["latency_ms_median"]
+    path = tmp_path / "short.json"
+    path.write_text(to_json([row]))
+    with pytest.raises(UserError, match="missing field\\(s\\) latency_ms_median"):
+        load_rows([path])
+
+
+@pytest.mark.parametrize("version", ["2", 0, True])
+def test_a_schema_version_that_is_no_version_number_is_refused(tmp_path, version):
+    path = tmp_path / "odd.json"
+    path.write_text(to_json([make_row(model="a", schema_version=version)]))
+    with pytest.raises(UserError, match="is not a version number"):
+        load_rows([path])
+
+
+def test_protocol_label_names_the_method_and_every_setting():
+    from types import SimpleNamespace
+
+    from segbench.runners.defaults import protocol_label
+
+    adaptive = SimpleNamespace(warmup=3, iters=None, min_samples=6, min_seconds=1.0, budget_s=10.0, target=0.02)
+    assert protocol_label(adaptive, paired=False) == (
+        "single adaptive warmup=3 min_samples=6 min_seconds=1 budget_s=10 target=0.02"
+    )
+    fixed = SimpleNamespace(warmup=0, iters=5)
+    assert protocol_label(fixed, paired=True) == "paired fixed warmup=0 iters=5"
+
+
+def test_latency_and_blocks_rows_record_how_they_were_timed():
+    """fp32 eager is timed alone; a variant alternately with it; the two blocks of a pair alternately."""
+    from typer.testing import CliRunner
+
+    from segbench.cli import app
+
+    fast = ["--warmup", "0", "--iters", "2", "--no-save", "--format", "json"]
+    latency = CliRunner().invoke(app, ["latency", "-m", "block_dsconv", "--channels-last", *fast])
+    assert latency.exit_code == 0, latency.output
+    assert [(r["channels_last"], r["timing_protocol"]) for r in json.loads(latency.stdout)] == [
+        (False, "single fixed warmup=0 iters=2"),
+        (True, "paired fixed warmup=0 iters=2"),
+    ]
+    blocks = CliRunner().invoke(app, ["blocks", "-k", "3", "-c", "16", *fast])
+    assert blocks.exit_code == 0, blocks.output
+    assert {(r["block"], r["timing_protocol"]) for r in json.loads(blocks.stdout)} == {
+        ("standard", "paired fixed warmup=0 iters=2"),
+        ("dsconv", "paired fixed warmup=0 iters=2"),
+    }

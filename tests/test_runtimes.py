@@ -12,8 +12,8 @@ from torch import nn
 from typer.testing import CliRunner
 
 from segbench.cli import app
+from segbench.measure.session import Variant
 from segbench.plugins import get_registry
-from segbench.runtimes.base import Variant
 from segbench.runtimes.batchnorm import fold_batchnorm
 
 runner = CliRunner()
@@ -152,7 +152,7 @@ import time
 import torch
 import segbench
 from segbench.registry import RuntimeSpec
-from segbench.runtimes.base import Session
+from segbench.measure.session import Session
 
 
 def prepare(model, example, *, device, variant, threads, workdir, calibration):

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -91,20 +92,22 @@ def test_sigterm_keeps_the_finished_rows_and_exits_143(tmp_path):
 
 
 def test_ctrl_c_in_flops_keeps_the_finished_rows(tmp_path):
+    """sleepy_net blocks in its forward pass at batch 2 (for 600 s): the interrupt comes after the
+    first row and before the second, whatever the machine's speed."""
     out = tmp_path / "results"
     process = start(
-        ["flops", "-m", "chatty_net,fcn32s,fcn16s,fcn8s", "--size", "512x512", "--out", str(out), "--format", "json"]
+        ["flops", "-m", "chatty_net,sleepy_net,block_dsconv", "-b", "2", "--out", str(out), "--format", "json"],
+        SEGBENCH_FAULTY_SLEEP="600",
     )
     wait_for_rows(out, 1)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
-    rows = json.loads(stdout)
-    assert rows[0]["model"] == "chatty_net" and len(rows) < 4
-    assert [r["model"] for r in load_rows(out.glob("flops-*.json"))] == [r["model"] for r in rows]
+    assert [r["model"] for r in json.loads(stdout)] == ["chatty_net"]
+    assert [r["model"] for r in load_rows(out.glob("flops-*.json"))] == ["chatty_net"]
 
 
-def test_two_runs_in_the_same_second_write_their_own_files(tmp_path):
+def test_two_concurrent_runs_write_their_own_files(tmp_path):
     out = tmp_path / "results"
     args = ["flops", "-m", "block_dsconv", "--out", str(out), "--format", "json"]
     first, second = start(args), start([*args[:2], "block_standard", *args[3:]])
@@ -114,6 +117,31 @@ def test_two_runs_in_the_same_second_write_their_own_files(tmp_path):
     assert len(files) == 2 and len(set(p.name for p in out.iterdir())) == 6
     assert sorted(r["model"] for r in load_rows(files)) == ["block_dsconv", "block_standard"]
     assert len({r["run_id"] for r in load_rows(files)}) == 2
+
+
+def test_a_run_that_draws_a_taken_run_id_draws_again(tmp_path, monkeypatch):
+    """Runs in the same second that draw the same 24 random bits: a run that finds the id taken, by a
+    run still writing its journal (exclusive create fails) or by a finished run's files, draws again;
+    no run's rows land in another's files."""
+    from segbench.rows import journal
+
+    draws = iter(["aaaaaa", "aaaaaa", "bbbbbb", "aaaaaa", "bbbbbb", "cccccc"])
+    monkeypatch.setattr(journal, "secrets", SimpleNamespace(token_hex=lambda nbytes: next(draws)))
+    monkeypatch.setattr(journal, "time", SimpleNamespace(gmtime=time.gmtime, strftime=lambda *_: "20261202-120000"))
+    out = tmp_path / "results"
+    running = journal.Journal(out, "flops")  # a run in progress holds flops-...-aaaaaa.jsonl
+    for model in ("block_standard", "fcn8s"):  # then: draws aaaaaa (journal held), bbbbbb; then taken twice
+        result = runner.invoke(app, ["flops", "-m", model, "--size", "64x64", "--out", str(out), "--format", "json"])
+        assert result.exit_code == 0, result.output
+    mine = make_row(model="block_dsconv")
+    running.append(mine)
+    running.finish([mine])
+    assert next(draws, None) is None  # every draw was used: the retry path was taken three times
+    files = [out / f"flops-20261202-120000-{bits}.json" for bits in ("aaaaaa", "bbbbbb", "cccccc")]
+    assert sorted(out.glob("*.json")) == files
+    for path, model in zip(files, ("block_dsconv", "block_standard", "fcn8s")):
+        (row,) = load_rows([path])
+        assert (row["model"], row["run_id"]) == (model, path.stem.removeprefix("flops-"))
 
 
 def test_a_printing_plugin_cannot_corrupt_json_on_stdout(tmp_path):
@@ -262,17 +290,20 @@ def test_report_refuses_to_overwrite_its_input_and_files_without_rows(tmp_path):
 
 def test_an_overflowing_variant_is_an_error_and_inf_not_null():
     import torch
+    from helpers import latency_row
 
-    from segbench.measure.latency import NON_FINITE, measure_latency
+    from segbench.measure.session import Variant
+    from segbench.rows.latency import NON_FINITE
 
     class Overflows(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x * 1e5 * 1e5  # finite in fp32, inf in fp16
 
-    try:
-        fields = measure_latency(Overflows(), torch.ones(1, 2, 4, 4), device="cpu", precision="fp16", warmup=0, iters=1)
-    except RuntimeError as exc:  # no fp16 multiply on this CPU: nothing to check
-        pytest.skip(str(exc))
+    fields = latency_row(
+        Overflows(), size=(4, 4), batch=1, channels=2, variant=Variant("fp16"), device="cpu", warmup=0, iters=1
+    )
+    if fields["error"] not in (None, NON_FINITE):  # no fp16 multiply on this CPU: nothing to check
+        pytest.skip(fields["error"])
     assert fields["output_max_abs_diff"] == float("inf") and fields["error"] == NON_FINITE
     assert (
         json.loads(to_json([make_row(output_max_abs_diff=fields["output_max_abs_diff"])]))[0]["output_max_abs_diff"]

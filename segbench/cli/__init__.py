@@ -5,9 +5,11 @@ Importing a command module registers it; the order below is the order of ``segbe
 
 from segbench.cli import (  # noqa: F401
     blocks,
+    check,
     compare,
     env_cmd,
     flops,
+    history,
     latency,
     list_cmd,
     report,

@@ -21,11 +21,14 @@ def compare(
     miou_tolerance: Annotated[
         str, typer.Option("--miou-tolerance", help="Allowed mIoU drop in absolute points: 0.5.")
     ] = "0.5",
+    force: Annotated[
+        bool, typer.Option("--force", help="Compare latencies timed under different protocols too (and say so).")
+    ] = False,
 ) -> None:
     """Check NEW against BASE: params and MACs exact, latency (same device) and mIoU within tolerance.
 
     Rows are matched on model, block geometry, device type, precision and variant flags, batch size,
-    input size and class count. Prints a Markdown verdict; exit 1 on a regression, 0 otherwise.
+    input size and class count. Latencies timed under different protocols are not comparable unless --force. Prints a Markdown verdict; exit 1 on a regression, 0 otherwise.
     """
     from segbench.output.compare import compare_rows, has_regression, parse_points, parse_tolerance, to_markdown
     from segbench.rows.files import load_rows
@@ -36,7 +39,7 @@ def compare(
     for path, rows in ((base, base_rows), (new, new_rows)):
         if not rows:
             raise UserError(f"no result rows in {path}: nothing to compare")
-    checks = compare_rows(base_rows, new_rows, lat_tol, miou_tol)
+    checks = compare_rows(base_rows, new_rows, lat_tol, miou_tol, force)
     typer.echo(to_markdown(checks, str(base), str(new), lat_tol, miou_tol))
     if has_regression(checks):
         raise typer.Exit(1)

@@ -71,12 +71,16 @@ def report(
 
 def _html(rows: list[dict[str, Any]], title: str, files: list[Path], plots: list[Path]) -> str:
     """The page: tables, then the plots (drawn into a temporary folder when --plot was not given)."""
+    from segbench.output.history import history
     from segbench.output.plots import draw_plots
     from segbench.output.tables import sections
+    from segbench.output.trends import trend_figures
     from segbench.output.webpage import image_html, page, table_html
 
     tables = [table_html(part, columns, name, notes) for name, part, columns, notes in sections(rows)]
     source = f"<p class=notes>Merged from: {html.escape(', '.join(str(f) for f in files))}</p>"
+    series = [s for s in history(rows, "latency_ms_median", 0.1) if len(s.runs) > 1]
+    tables += ["<h2>Latency trends (runs in time order)</h2>", *trend_figures(series)] if series else []
     if plots:
         return page(title, [source, *tables, "<h2>Plots</h2>", *map(image_html, plots)])
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,4 +1,5 @@
-"""Measurement primitives: each module measures one thing and returns plain values for result rows.
+"""Measurement primitives: each module measures one thing and returns plain values, not result rows.
 
-Nothing here knows about rows, runners or output; importing the package imports no torch.
+Nothing here knows about rows, runners, output or the runtimes (``segbench.runtimes`` sits above and
+imports ``session``, ``faults`` and ``quiet`` from here); importing the package imports no torch.
 """

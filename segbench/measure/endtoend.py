@@ -20,7 +20,6 @@ current stream (the first before the upload, the last after the mask is on the h
 from __future__ import annotations
 
 import itertools
-import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,10 +27,9 @@ from typing import Any
 import torch
 
 from segbench.data.common import MEAN, STD
-from segbench.measure.latency import Protocol, summarize, time_sessions
 from segbench.measure.protocols import EvalProtocol, Predict, Size, resized
-from segbench.measure.stats import median_ci
-from segbench.runtimes.base import Session
+from segbench.measure.session import Session
+from segbench.measure.timer import Protocol, time_sessions
 
 STAGES = ("preprocess", "model", "postprocess")
 
@@ -117,28 +115,9 @@ def frames_of(images: torch.Tensor, source: Size) -> torch.Tensor:
     return pixels.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
-def measure_pipeline(pipeline: Pipeline, frames: torch.Tensor, timing: Protocol) -> dict[str, Any]:
-    """Time ``pipeline`` on ``frames`` with the latency timer's warm-up and stopping rule; the row's
-    end-to-end fields from the timed calls' own stage laps (the warm-up's are left out)."""
+def measure_pipeline(pipeline: Pipeline, frames: torch.Tensor, timing: Protocol) -> list[tuple[float, float, float]]:
+    """Time ``pipeline`` on ``frames`` with the latency timer's warm-up and stopping rule; the timed
+    calls' own stage laps (the warm-up's left out), for `segbench.rows.endtoend.e2e_fields`."""
     session = Session(call=lambda: pipeline(frames), predict=pipeline.predict, blocking=True)
     timed = time_sessions([session], pipeline.device, timing)
-    return e2e_fields(pipeline.times[-len(timed.device_ms[0]) :], (frames.shape[1], frames.shape[2]))
-
-
-def e2e_fields(times: list[tuple[float, float, float]], source: Size) -> dict[str, Any]:
-    """The row's end-to-end fields from per-call stage times: e2e median, 95 % interval and p90, each
-    stage's median, the source size."""
-    totals = [sum(t) for t in times]
-    low, high = median_ci(totals)
-    summary = summarize(totals, batch_size=1)
-    fields: dict[str, Any] = {
-        "e2e_ms_median": summary["latency_ms_median"],
-        "e2e_ms_ci_low": low,
-        "e2e_ms_ci_high": high,
-        "e2e_ms_p90": summary["latency_ms_p90"],
-        "source_height": source[0],
-        "source_width": source[1],
-    }
-    for i, stage in enumerate(STAGES):
-        fields[f"{stage}_ms_median"] = statistics.median(t[i] for t in times)
-    return fields
+    return pipeline.times[-len(timed.device_ms[0]) :]

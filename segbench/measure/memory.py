@@ -10,15 +10,19 @@
   blocks after the warm-up, so RSS growth during the timed loop is near zero whatever the model
   needs. Not counted: allocator bookkeeping, oneDNN buffers that do not come from torch's
   allocator, and Python objects.
+- Only sessions that run through PyTorch's allocator are measured (`peak_memory`); None for other runtimes.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from segbench.measure.session import Session
 
 MIB = 1024 * 1024
 
@@ -55,3 +59,14 @@ def peak_from_events(events: Any) -> float:
     """``(time, signed bytes)`` allocation events -> the peak of their running sum, in MiB (>= 0)."""
     ordered = (nbytes for _, nbytes in sorted(events, key=lambda e: e[0]))
     return max(itertools.accumulate(ordered, initial=0)) / MIB
+
+
+def peak_memory(session: Session, device: torch.device) -> float | None:
+    """Peak tensor memory (MiB) of one call beyond what was allocated before it; None outside torch."""
+    if not session.in_torch:
+        return None
+    if device.type == "cuda":
+        baseline = cuda_reset_peak(device)
+        session.call()
+        return cuda_peak_mb(device, baseline)
+    return cpu_peak_mb(session.call)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from segbench.errors import UserError
-from segbench.measure.latency import main_output
+from segbench.measure.outputs import main_output
 
 NAMES = ("whole", "slide", "multiscale")
 #: mmsegmentation's usual test-time scales (``--protocol multiscale`` without ``--scales``).

@@ -6,7 +6,8 @@ Per matched pair:
 
 - params and MAC counts must be equal (they do not depend on the machine);
 - median latency may grow by at most the latency tolerance (relative), and is compared only when
-  both rows ran on the same ``device_name``; otherwise the check says "not comparable". A growth
+  both rows ran on the same ``device_name`` and were timed under the same ``timing_protocol``
+  (unless forced); otherwise the check says "not comparable". A growth
   beyond the tolerance is a regression only when it is also statistically clear (`slower`): a
   noisy machine must not fail an unchanged model;
 - mIoU may drop by at most the mIoU tolerance (absolute, in points: 0.5 = half a percentage point),
@@ -23,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from segbench.errors import UserError
-from segbench.measure.stats import mann_whitney_greater
 from segbench.output.tables import format_cell
 from segbench.rows.schema import IDENTITY_FIELDS, VARIANT_FIELDS
 
@@ -31,7 +31,8 @@ Row = dict[str, Any]
 
 KEY_FIELDS: tuple[str, ...] = (*IDENTITY_FIELDS, *VARIANT_FIELDS)
 EXACT_FIELDS = ("params", "params_trainable", "macs_analytic", "macs_fvcore", "macs_thop")
-#: The rank test's level, and the fewest samples a side it is run on (below: the intervals decide).
+#: The rank test's level, and the fewest samples a side it is run on (below: the intervals decide;
+#: with 6 a side the exact test's smallest p-value is 1/924, so it can reach ALPHA).
 ALPHA = 0.05
 MIN_SAMPLES = 6
 OK, REGRESSION, NOT_COMPARABLE, ADDED = "ok", "REGRESSION", "not comparable", "added"
@@ -80,7 +81,7 @@ def row_key(row: Row) -> tuple[Any, ...]:
 
 
 def key_label(row: Row) -> str:
-    """A short name for a matched row: model, block geometry, size, batch, device and variant."""
+    """A short name for a matched row: model, block geometry, size, batch, device, runtime and variant."""
     parts = [str(row.get("model"))]
     if row.get("kernel_size") is not None:
         parts.append(f"K={row['kernel_size']} C={row.get('in_channels')} N={row.get('out_channels')}")
@@ -89,7 +90,7 @@ def key_label(row: Row) -> str:
     if row.get("batch_size") is not None:
         parts.append(f"bs{row['batch_size']}")
     parts += [str(row[f]) for f in ("device", "runtime", "precision") if row.get(f) is not None]
-    parts += [f for f in ("channels_last", "compiled", "cuda_graph") if row.get(f) is True]
+    parts += [f for f in ("channels_last", "compiled", "cuda_graph", "bn_folded") if row.get(f) is True]
     return " ".join(parts)
 
 
@@ -107,9 +108,16 @@ def _index(rows: Sequence[Row], which: str) -> dict[tuple[Any, ...], Row]:
 
 
 def compare_rows(
-    base: Sequence[Row], new: Sequence[Row], latency_tolerance: float = 0.1, miou_tolerance: float = 0.5
+    base: Sequence[Row],
+    new: Sequence[Row],
+    latency_tolerance: float = 0.1,
+    miou_tolerance: float = 0.5,
+    force: bool = False,
 ) -> list[Check]:
-    """Every check for every row of BASE and NEW, in BASE's order, then rows only NEW has."""
+    """Every check for every row of BASE and NEW, in BASE's order, then rows only NEW has.
+
+    ``force``: compare latencies timed under different protocols too (the check says so).
+    """
     base_index, new_index = _index(base, "BASE"), _index(new, "NEW")
     checks: list[Check] = []
     for key, old in base_index.items():
@@ -118,14 +126,14 @@ def compare_rows(
         if row is None:
             checks.append(Check(label, "row", "present", "missing", "", REGRESSION))
             continue
-        checks += _check_pair(label, old, row, latency_tolerance, miou_tolerance)
+        checks += _check_pair(label, old, row, latency_tolerance, miou_tolerance, force)
     for key, row in new_index.items():
         if key not in base_index:
             checks.append(Check(key_label(row), "row", "missing", "present", "", ADDED))
     return checks
 
 
-def _check_pair(label: str, old: Row, row: Row, latency_tol: float, miou_tol: float) -> list[Check]:
+def _check_pair(label: str, old: Row, row: Row, latency_tol: float, miou_tol: float, force: bool) -> list[Check]:
     checks = []
     if row.get("error") and not old.get("error"):
         checks.append(Check(label, "error", "-", str(row["error"]), "", REGRESSION))
@@ -141,13 +149,17 @@ def _check_pair(label: str, old: Row, row: Row, latency_tol: float, miou_tol: fl
         status = OK if a == b else REGRESSION
         change = "" if a == b else f"{b - a:+,}"
         checks.append(Check(label, field, *shown, change, status))
-    checks += _latency(label, old, row, latency_tol)
+    checks += _latency(label, old, row, latency_tol, force)
     checks += _miou(label, old, row, miou_tol)
     return checks
 
 
-def _latency(label: str, old: Row, row: Row, tolerance: float) -> list[Check]:
-    """Slower beyond the tolerance *and* statistically clear, or it is not a regression (see `slower`)."""
+def _latency(label: str, old: Row, row: Row, tolerance: float, force: bool) -> list[Check]:
+    """Slower beyond the tolerance *and* statistically clear, or it is not a regression (see `slower`).
+
+    Rows timed under different protocols (or one without a recorded protocol, from an older file)
+    are not comparable: a change of protocol is not a change of the model. Unless ``force``.
+    """
     field = "latency_ms_median"
     a, b = old.get(field), row.get(field)
     if a is None:
@@ -160,25 +172,35 @@ def _latency(label: str, old: Row, row: Row, tolerance: float) -> list[Check]:
         return [Check(label, field, *shown, unusable, REGRESSION)]
     if old.get("device_name") != row.get("device_name"):
         return [Check(label, field, *shown, f"{old.get('device_name')} vs {row.get('device_name')}", NOT_COMPARABLE)]
+    protocols = old.get("timing_protocol"), row.get("timing_protocol")
+    forced = ""
+    if protocols[0] != protocols[1]:
+        differ = f"timing protocol {protocols[0] or 'not recorded'} vs {protocols[1] or 'not recorded'}"
+        if not force:
+            return [Check(label, field, *shown, f"{differ} (--force compares them)", NOT_COMPARABLE)]
+        forced = f"; compared under different protocols (--force): {differ}"
     change = b / a - 1 if a else math.inf
     clear, evidence = slower(old, row)
     status = REGRESSION if change > tolerance and clear else OK
-    return [Check(label, field, *shown, f"{change:+.1%} (limit +{tolerance:.1%}); {evidence}", status)]
+    return [Check(label, field, *shown, f"{change:+.1%} (limit +{tolerance:.1%}); {evidence}{forced}", status)]
 
 
 def slower(old: Row, new: Row, alpha: float = ALPHA) -> tuple[bool, str]:
     """Whether NEW is clearly slower than OLD, and the evidence in words.
 
     With both rows' per-call samples (JSON result files): a one-sided Mann-Whitney rank test at
-    ``alpha``; else with both 95 % intervals: the intervals apart; else only the medians (older files).
+    ``alpha`` (scipy's: exact for small samples without ties, else the normal approximation); else
+    with both 95 % intervals: the intervals apart; else only the medians (older files).
     """
     samples = old.get("latency_samples_ms"), new.get("latency_samples_ms")
     if all(isinstance(s, list) and len(s) >= MIN_SAMPLES for s in samples):
-        p = mann_whitney_greater(samples[1], samples[0])
+        from scipy.stats import mannwhitneyu
+
+        p = float(mannwhitneyu(samples[1], samples[0], alternative="greater").pvalue)
         return p < alpha, f"rank test p={p:.2g} ({'clear' if p < alpha else 'not clear'} at {alpha:g})"
-    intervals = old.get("latency_ms_ci_high"), new.get("latency_ms_ci_low")
-    if all(isinstance(v, (int, float)) for v in intervals):
-        apart = intervals[1] > intervals[0]
+    old_high, new_low = old.get("latency_ms_ci_high"), new.get("latency_ms_ci_low")
+    if isinstance(old_high, (int, float)) and isinstance(new_low, (int, float)):
+        apart = new_low > old_high
         return apart, f"95% intervals {'apart' if apart else 'overlap'}"
     return True, "no samples or intervals: medians only"
 
@@ -222,7 +244,8 @@ def to_markdown(checks: Sequence[Check], base: str, new: str, latency_tol: float
         f"## segbench compare: {base} -> {new}",
         "",
         f"Rows matched on: {', '.join(KEY_FIELDS)}. Params and MACs must match exactly; median latency "
-        f"may grow by {latency_tol:.1%} (same device_name only), and a larger growth fails only when it is "
+        f"may grow by {latency_tol:.1%} (same device_name and timing_protocol only, unless --force), and a "
+        "larger growth fails only when it is "
         f"statistically clear (one-sided rank test on the per-call samples at {ALPHA:g}, else 95% intervals "
         f"apart); mIoU may drop by {miou_tol:g} points (absolute).",
         "",

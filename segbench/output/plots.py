@@ -217,6 +217,7 @@ def plot_miou_latency(rows: Sequence[Row], path: Path) -> str | None:
         "Accuracy vs latency\nfilled + line: Pareto front (nothing is faster and more accurate); hollow: dominated; "
         "bars: 95% interval of the median",
         fontsize=10,
+        wrap=True,  # a long title is wrapped, not cut at the figure's edge
     )
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8)
@@ -323,6 +324,7 @@ def plot_k2_study(rows: Sequence[Row], path: Path) -> str | None:
         ax.set_title(
             f"K^2 study on {device}\ndashed: theory 1/(1/N + 1/K^2), solid: measured speed-up (bars: 95% interval)",
             fontsize=10,
+            wrap=True,
         )
         ax.grid(True, which="both", alpha=0.3)
         ax.plot([], [], "--", color="gray", label="theory (MAC ratio)")

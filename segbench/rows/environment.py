@@ -27,6 +27,8 @@ def fingerprint() -> dict[str, Any]:
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git_sha": git_sha(),
         "hostname": socket.gethostname(),
+        **project_commit(),
+        "cpu_flags": " ".join(cpu_flags()) or None,
     }
 
 
@@ -43,6 +45,70 @@ def git_sha() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def project_commit(cwd: Path | None = None) -> dict[str, Any]:
+    """``project_git_sha`` and ``project_dirty`` of the git repository of the working directory (the
+    user's project, which `git bisect` walks), or None for both outside one."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return {"project_git_sha": None, "project_dirty": None}
+    if sha.returncode != 0 or status.returncode != 0:
+        return {"project_git_sha": None, "project_dirty": None}
+    return {"project_git_sha": sha.stdout.strip(), "project_dirty": bool(status.stdout.strip())}
+
+
+#: The CPU features that change which kernels PyTorch, oneDNN and OpenVINO pick (as /proc/cpuinfo names them).
+TIMING_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "asimd",
+    "sve",
+    "sve2",
+)
+
+
+@functools.cache
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, ...]:
+    """The `TIMING_FLAGS` this CPU has (x86 ``flags``, Arm ``Features``); empty where /proc/cpuinfo is absent."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return ()
+    found: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            found.update(value.split())
+    return tuple(flag for flag in TIMING_FLAGS if flag in found)
+
+
+@functools.cache
+def plugin_version(plugin: str) -> str | None:
+    """The version of the distribution a plugin came from (``dist`` or ``dist:entry``; ``segbench`` for built-ins)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(plugin.split(":", 1)[0])
+    except PackageNotFoundError:
+        return None
 
 
 def cpu_name() -> str:

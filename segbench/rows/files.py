@@ -16,8 +16,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from segbench._version import __version__
 from segbench.errors import UserError
-from segbench.rows.schema import JSON_ONLY_FIELDS, ROW_FIELDS, TEXT_FIELDS
+from segbench.rows.schema import BREAKDOWN_FIELDS, JSON_ONLY_FIELDS, ROW_FIELDS, SCHEMA_VERSION, TEXT_FIELDS
 
 SUFFIXES = (".json", ".jsonl", ".csv")
 _NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
@@ -72,7 +73,10 @@ def load_rows(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     """Read rows back from result files: ``.json``, ``.csv`` or a run's ``.jsonl`` journal.
 
     CSV cells are typed back to numbers; a journal's last line, cut short by a kill, is left out.
-    A file that holds no segbench rows (no ``model`` and ``segbench_version`` fields) is a UserError.
+    Rows of an older schema are migrated to ``SCHEMA_VERSION`` (a row without ``schema_version`` is
+    version 1). A UserError for: a file that holds no segbench rows (no ``model`` and
+    ``segbench_version`` fields), a row of a newer schema, and a field this schema does not know or
+    lacks (a renamed field must not silently read as not measured).
     """
     rows: list[dict[str, Any]] = []
     for path in map(Path, paths):
@@ -84,8 +88,44 @@ def load_rows(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
             raise UserError(f"cannot read result file {path}: {exc}") from None
         if any(not {"model", "segbench_version"} <= set(r) for r in found):
             raise UserError(f"{path} holds no segbench result rows (no model and segbench_version fields)")
-        rows.extend(found)
-    return [{**dict.fromkeys(ROW_FIELDS), **_typed(r)} for r in rows]
+        rows.extend(full_row(r, path) for r in found)
+    return rows
+
+
+def full_row(raw: dict[str, Any], source: str | Path) -> dict[str, Any]:
+    """A row read back from ``source`` (a result file, the store) in today's schema with every field:
+    non-finite numbers as floats, older versions migrated; a UserError for one this segbench cannot read."""
+    path = Path(source)
+    return _checked(_migrated(_typed(raw), path), path)
+
+
+def _migrated(row: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The row in today's schema, or a UserError for a version this segbench cannot read."""
+    version = 1 if row.get("schema_version") is None else row["schema_version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise UserError(f"{path}: schema_version {version!r} is not a version number")
+    if version > SCHEMA_VERSION:
+        raise UserError(
+            f"{path} has result rows of schema version {version}; this segbench {__version__} reads "
+            f"versions up to {SCHEMA_VERSION}: upgrade segbench"
+        )
+    if version == 1:  # before schema_version and timing_protocol: the protocol was not recorded
+        row = {**dict.fromkeys(ROW_FIELDS), **row, "schema_version": 2}
+    return row
+
+
+def _checked(row: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A row of today's schema with every field, or a UserError naming the fields it lacks or does not know."""
+    unknown = [k for k in row if k not in ROW_FIELDS and k not in BREAKDOWN_FIELDS]
+    missing = [k for k in ROW_FIELDS if k not in row and not (path.suffix == ".csv" and k in JSON_ONLY_FIELDS)]
+    if unknown or missing:
+        problems = [f"unknown field(s) {', '.join(unknown)}"] if unknown else []
+        problems += [f"missing field(s) {', '.join(missing)}"] if missing else []
+        raise UserError(
+            f"{path}: rows of schema version {SCHEMA_VERSION} with {'; '.join(problems)} "
+            "(a renamed field? the file was edited, or written by another segbench)"
+        )
+    return {**dict.fromkeys(ROW_FIELDS), **row}
 
 
 def _read(path: Path) -> list[dict[str, Any]]:

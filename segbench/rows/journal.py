@@ -1,7 +1,8 @@
 """The journal: each finished row appended to ``<command>-<run id>.jsonl`` the moment it is finished.
 
 Every line is flushed and synced, so whatever ends a run (SIGKILL included) loses at most the cell
-in progress. At the end the final ``.json``/``.csv``/``.md`` files are written atomically under the
+in progress. Each row is then also added to the folder's history store
+(`segbench.rows.store`), which the result files can always rebuild. At the end the final ``.json``/``.csv``/``.md`` files are written atomically under the
 same stem and the journal is removed; a run that was killed leaves its journal, which ``report``,
 ``compare`` and ``--resume`` read. The run id (UTC time plus random hex) names the files, and the
 journal is created exclusively, so two runs started in the same second with the same ``--out``
@@ -25,6 +26,7 @@ from typing import Any, TextIO
 
 from segbench.errors import UserError
 from segbench.rows.files import load_rows, save_rows, to_json_line
+from segbench.rows.store import journal_row
 
 Row = dict[str, Any]
 
@@ -76,6 +78,8 @@ class Journal:
             self.run_id = run_id or new_run_id()
             self.stem = out_dir / f"{command}-{self.run_id}"
             try:
+                if self.stem.with_suffix(".json").exists():  # a finished run's id is taken too
+                    raise FileExistsError(self.stem.with_suffix(".json"))
                 self._stream = self._open(self.path, "x")
                 break
             except FileExistsError:
@@ -96,9 +100,10 @@ class Journal:
         return self.stem.with_name(self.stem.name + self.suffix)
 
     def append(self, row: Row) -> None:
-        """Stamp the row with this run's id and write it to the journal, durably."""
+        """Stamp the row with this run's id, write it to the journal, durably, then add it to the history store."""
         row["run_id"] = self.run_id
         self._write(row)
+        journal_row(self.stem.parent, row, self.path)
 
     def _write(self, row: Row) -> None:
         self._stream.write(to_json_line(row) + "\n")

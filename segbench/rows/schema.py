@@ -10,11 +10,17 @@ from collections.abc import Iterable, Mapping
 from fractions import Fraction
 from typing import Any
 
+#: The version of the row schema, in every row (``schema_version``). Raise it when a field is renamed,
+#: removed or changes meaning, and teach ``rows.files.load_rows`` to migrate the previous version.
+#: 1: the rows before the field existed; 2: adds ``schema_version`` and ``timing_protocol``.
+SCHEMA_VERSION = 2
+
 ROW_FIELDS: tuple[str, ...] = (
     "model",
     "kind",
     "family",
     "plugin",
+    "plugin_version",
     "device",
     "device_name",
     "runtime",
@@ -43,6 +49,7 @@ ROW_FIELDS: tuple[str, ...] = (
     "latency_ms_ci_low",
     "latency_ms_ci_high",
     "ci_target_met",
+    "timing_protocol",
     "iters",
     "throughput_ips",
     "host_ms_median",
@@ -95,12 +102,16 @@ ROW_FIELDS: tuple[str, ...] = (
     "cores",
     "cell",
     "error",
+    "schema_version",
     "segbench_version",
     "torch_version",
     "cuda_version",
     "timestamp",
     "git_sha",
     "hostname",
+    "project_git_sha",
+    "project_dirty",
+    "cpu_flags",
 )
 #: Fields that hold text: never read back as numbers, whatever they look like.
 TEXT_FIELDS = frozenset(
@@ -124,12 +135,16 @@ TEXT_FIELDS = frozenset(
         "window",
         "scales",
         "error",
+        "timing_protocol",
         "segbench_version",
         "torch_version",
         "cuda_version",
         "timestamp",
         "git_sha",
         "hostname",
+        "plugin_version",
+        "project_git_sha",
+        "cpu_flags",
     }
 )
 #: Lists and mappings: kept in JSON, left out of CSV and tables.
@@ -172,7 +187,7 @@ RATIO_NOTE = (
 
 
 def make_row(**fields: Any) -> dict[str, Any]:
-    """A full row: the given fields, the environment fingerprint, and None for the rest.
+    """A full row: the given fields, the schema version, the environment fingerprint, and None for the rest.
 
     Breakdown rows also keep their ``BREAKDOWN_FIELDS``; any other unknown name is a bug (KeyError).
     """
@@ -182,6 +197,7 @@ def make_row(**fields: Any) -> dict[str, Any]:
     if unknown:
         raise KeyError(f"not result-row fields: {', '.join(sorted(unknown))}")
     row = dict.fromkeys(ROW_FIELDS)
+    row["schema_version"] = SCHEMA_VERSION
     row.update(fingerprint())
     row.update(fields)
     return row
@@ -193,7 +209,15 @@ def spec_fields(spec: Any, options: Mapping[str, Any] | None = None, **fields: A
     A block also gets ``block`` (its name without the ``block_`` prefix: ``standard``, ``dsconv``)
     and its geometry from ``options`` over its defaults, so every command names a block the same way.
     """
-    identity = {"model": spec.name, "kind": spec.kind, "family": spec.family, "plugin": spec.plugin}
+    from segbench.rows.environment import plugin_version
+
+    identity = {
+        "model": spec.name,
+        "kind": spec.kind,
+        "family": spec.family,
+        "plugin": spec.plugin,
+        "plugin_version": plugin_version(spec.plugin),
+    }
     if spec.kind == "block":
         geometry = spec.options(**(options or {}))
         identity["block"] = spec.name.removeprefix("block_")

@@ -6,10 +6,13 @@ with the same budget, and ``latency``, ``blocks`` and ``run`` time with the same
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from segbench.checks import check_timing
+
 if TYPE_CHECKING:
-    from segbench.measure.latency import Protocol
+    from segbench.measure.timer import Protocol
 
 #: The timing protocol per device type: warm-up calls, then (unless --iters fixes the count) at least
 #: ``min_samples`` timed calls over ``min_seconds`` and more until the 95 % interval of each median
@@ -47,17 +50,36 @@ def timing(
     target: float | None = None,
 ) -> Protocol:
     """The timing protocol: the user's settings where given, else the device type's defaults."""
-    from segbench.measure.latency import Protocol
+    from segbench.measure.timer import Protocol
 
     default = TIMING[device_type(device)]
     return Protocol(
-        warmup=default["warmup"] if warmup is None else warmup,
+        warmup=int(default["warmup"]) if warmup is None else warmup,
         iters=iters,
-        min_samples=default["min_samples"],
+        min_samples=int(default["min_samples"]),
         min_seconds=default["min_seconds"],
         budget_s=default["budget_s"] if budget_s is None else budget_s,
         target=TARGET if target is None else target,
     )
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How to time, as the user asked: None means the device type's default (``iters`` None: adaptive
+    timing; ``threads`` None: torch's own). Checked once, here; `protocol` fills in the defaults."""
+
+    warmup: int | None = None
+    iters: int | None = None
+    budget_s: float | None = None
+    target: float | None = None
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        check_timing(self.warmup, self.iters, self.threads, self.budget_s, self.target)
+
+    def protocol(self, device: str) -> Protocol:
+        """The timing protocol in effect on ``device``."""
+        return timing(device, self.warmup, self.iters, self.budget_s, self.target)
 
 
 def training(device: str, steps: int | None = None, batch_size: int | None = None) -> tuple[int, int]:
@@ -73,4 +95,20 @@ def describe_protocol(protocol: Protocol) -> str:
     return (
         f"{protocol.warmup} warm-up, then at least {protocol.min_samples} timed calls per row until the 95% "
         f"interval of the median is within +-{protocol.target:.0%} or {protocol.budget_s:g} s are spent"
+    )
+
+
+def protocol_label(protocol: Protocol, paired: bool) -> str:
+    """The timing protocol as one compact row field (``timing_protocol``): how the row's samples were taken.
+
+    ``paired``: timed call by call alternately with another session (a speed-up baseline, the other
+    block of a pair); ``single``: timed alone. Then ``fixed`` (``--iters``) or ``adaptive`` and the
+    settings. Rows whose labels differ were timed differently, so ``segbench compare`` does not rank them.
+    """
+    method = "paired" if paired else "single"
+    if protocol.iters is not None:
+        return f"{method} fixed warmup={protocol.warmup} iters={protocol.iters}"
+    return (
+        f"{method} adaptive warmup={protocol.warmup} min_samples={protocol.min_samples} "
+        f"min_seconds={protocol.min_seconds:g} budget_s={protocol.budget_s:g} target={protocol.target:g}"
     )

@@ -21,7 +21,7 @@ from torch import nn
 
 from segbench.measure.faults import VariantUnavailable
 from segbench.measure.quiet import quiet
-from segbench.runtimes.base import Variant
+from segbench.measure.session import Variant
 from segbench.runtimes.batchnorm import fold_batchnorm
 
 INPUT_NAME = "input"

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from segbench.measure.faults import VariantUnavailable
-from segbench.runtimes.base import Session, Variant
+from segbench.measure.session import Session, Variant
 from segbench.runtimes.onnx_export import INPUT_NAME, not_installed, onnx_file
 
 INSTALL = "pip install 'segbench[onnx]'"

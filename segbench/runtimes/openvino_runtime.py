@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from segbench.runtimes.base import Session, Variant
+from segbench.measure.session import Session, Variant
 from segbench.runtimes.onnx_export import not_installed, onnx_file
 
 INSTALL = "pip install 'segbench[openvino]'"

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from segbench.measure.faults import VariantUnavailable, error_reason
-from segbench.runtimes.base import Session, Variant
+from segbench.measure.session import Session, Variant
 from segbench.runtimes.batchnorm import fold_batchnorm
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

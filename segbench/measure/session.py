@@ -1,4 +1,6 @@
-"""What every runtime hands the timer: a `Session`, prepared for one `Variant` of one model and input."""
+"""What every runtime hands the timer: a `Session`, prepared for one `Variant` of one model and input.
+
+It sits in `segbench.measure` so that the timer never imports `segbench.runtimes`: runtimes import it."""
 
 from __future__ import annotations
 
