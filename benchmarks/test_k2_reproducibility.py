@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from segbench.measure.latency import measure_latency
 from segbench.runners.blocks import BlocksConfig, block_options, blocks, default_specs
+from segbench.runners.defaults import Timing
 
 KERNELS, CHANNELS, SIZE = (3, 5, 7), (32, 128), (96, 96)
 TOLERANCE = 0.15
 
 
 def paired_run(threads: int) -> dict[tuple[int, int], float]:
-    config = BlocksConfig(kernel_sizes=KERNELS, channels=CHANNELS, size=SIZE, threads=threads)
+    config = BlocksConfig(kernel_sizes=KERNELS, channels=CHANNELS, size=SIZE, timing=Timing(threads=threads))
     return {
         (r["kernel_size"], r["in_channels"]): r["latency_speedup"]
         for r in blocks(default_specs(), config)

@@ -31,7 +31,7 @@ from PIL import Image
 import segbench
 from segbench.data import open_datasets
 from segbench.measure import recipe
-from segbench.measure.training import evaluate, segmentation_loss, train_and_evaluate
+from segbench.measure.training import TrainSettings, evaluate, segmentation_loss, train_and_evaluate
 
 TILE, STRIDE, VAL_FROM, IMAGES = 160, 88, 24, 30
 MODEL, BATCH = "fast_scnn", 8
@@ -105,9 +105,8 @@ def plain_loop(seed: int, train_set, val_set) -> float:
 
 
 def segbench_recipe(seed: int, train_set, val_set) -> float:
-    fields = train_and_evaluate(
-        build(seed), train_set, val_set, steps=STEPS, batch_size=BATCH, size=(TILE, TILE), seed=seed
-    )
+    settings = TrainSettings(steps=STEPS, batch_size=BATCH, size=(TILE, TILE), seed=seed)
+    fields = train_and_evaluate(build(seed), train_set, val_set, settings)
     return fields["miou"]
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 from segbench.plugins import get_registry
+from segbench.runners.defaults import Timing
 from segbench.runners.latency import LatencyConfig, latency
 from segbench.runners.train import TrainConfig, train
 from segbench.runtimes.base import Variant
@@ -43,7 +44,7 @@ def test_fast_scnn_through_every_runtime(tmp_path) -> None:
         runtimes=runtimes,
         variants=variants,
         num_classes=trained["num_classes"],
-        threads=THREADS,
+        timing=Timing(threads=THREADS),
         weights=str(weights),
     )
     rows = list(latency([spec], config))

@@ -1,7 +1,8 @@
 """Checks of option values, each defined once: the runners' configs and the primitives call them.
 
 Each raises UserError naming what was wrong and what is accepted; the CLI turns it into exit code 2.
-Parsing text (``"512x1024"``, ``"1,8"``) is the CLI's job; these check the parsed values.
+Parsing text (``"512x1024"``, ``"1,8"``) is the CLI's job, which checks only that the text parses;
+these check the parsed values, once, when a config is built.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def check_all_positive(values: Iterable[int], what: str) -> list[int]:
     if not values:
         raise UserError(f"no {what} given: expected integers >= 1, e.g. 1,8")
     for value in values:
-        check_positive(value, what)
+        if value < 1:
+            raise UserError(f"bad {what} '{value}': expected integers >= 1, e.g. 1,8")
     return values
 
 
@@ -46,12 +48,14 @@ def check_sizes(sizes: Sequence[tuple[int, int]] | None) -> list[tuple[int, int]
         return None
     for size in sizes:
         if len(size) != 2 or min(size) < 1:
-            raise UserError(f"bad size {size}: expected HxW with positive integers, e.g. 512x1024")
+            raise UserError(
+                f"bad size '{'x'.join(map(str, size))}': expected HxW with positive integers, e.g. 512x1024"
+            )
     return [tuple(size) for size in sizes]  # type: ignore[misc]
 
 
 def check_precisions(precisions: Sequence[str]) -> list[str]:
-    """A non-empty list of fp32, fp16, bf16."""
+    """A non-empty list of fp32, fp16, bf16, int8."""
     bad = [p for p in precisions if p not in PRECISION_NAMES]
     if bad or not precisions:
         raise UserError(f"bad precision {','.join(bad) or repr('')}: accepted {', '.join(PRECISION_NAMES)}")

@@ -124,17 +124,45 @@ def test_the_graph_sees_imports_inside_functions():
     assert "segbench.plugins" in GRAPH["segbench"]
 
 
-@pytest.mark.parametrize("name", ["count", "latency", "blocks", "train", "run"])
+#: The runner each measuring command calls: cli module -> runner module, whose runner is named like it.
+COMMAND_RUNNERS = {"flops": "count", "latency": "latency", "blocks": "blocks", "train": "train", "run": "run"}
+
+
+@pytest.mark.parametrize("command", sorted(COMMAND_RUNNERS))
+def test_every_command_calls_its_runner(command):
+    """So the contract below is checked on the functions the product uses: a measuring command calls its
+    runner and imports nothing else from a runner module but configs and the K^2 study's default pair."""
+    runner = COMMAND_RUNNERS[command]
+    tree = ast.parse((PACKAGE / "cli" / f"{command}.py").read_text())
+    imported = {
+        (node.module.rsplit(".", 1)[1], alias.name)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("segbench.runners.")
+        for alias in node.names
+    }
+    called = {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+    measuring = {name for module, name in imported if module in COMMAND_RUNNERS.values()}
+    assert runner in called and (runner, runner) in imported
+    assert {name for name in measuring if not name.endswith("Config")} - {"default_specs"} == {runner}
+
+
+@pytest.mark.parametrize("name", sorted(set(COMMAND_RUNNERS.values())))
 def test_every_runner_has_the_same_shape(name):
-    """``runner(specs, config) -> Iterator[row]``, with its config a dataclass of the same module."""
+    """``runner(specs, config, context=ALONE) -> Iterator[row]``, with its config a dataclass of the same
+    module; a runner may return rows that also describe its settings (`segbench.runners.cells.Described`)."""
     import importlib
+    from collections.abc import Iterator
+
+    from segbench.runners import cells
 
     module = importlib.import_module(f"segbench.runners.{name}")
-    runner = getattr(module, name)
-    assert list(inspect.signature(runner).parameters) == ["specs", "config"]
-    config = inspect.signature(runner).parameters["config"].annotation
+    signature = inspect.signature(getattr(module, name))
+    assert list(signature.parameters) == ["specs", "config", "context"]
+    assert signature.parameters["context"].default is cells.ALONE
+    config = signature.parameters["config"].annotation
     assert config.endswith("Config") and hasattr(module, config)
-    assert "Iterator[Row]" in str(inspect.signature(runner).return_annotation)
+    returned = str(signature.return_annotation)
+    assert "Iterator[Row]" in returned or issubclass(getattr(cells, returned), Iterator)
 
 
 def test_cli_modules_hold_no_measurement():

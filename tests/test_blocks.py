@@ -14,6 +14,7 @@ from segbench.measure.analytic import analytic_count
 from segbench.plugins import get_registry
 from segbench.rows.schema import theory_ratio
 from segbench.runners.blocks import BlocksConfig, block_options, blocks, default_specs
+from segbench.runners.defaults import Timing
 
 
 def study_rows(kernel_sizes, channels, **options):
@@ -58,7 +59,7 @@ def test_even_or_non_positive_kernel_sizes_are_rejected(bad: list[int]) -> None:
 
 
 def test_study_rows_pair_standard_and_dsconv() -> None:
-    rows = study_rows([1, 3], [4], size=(8, 8), batch_size=2, warmup=0, iters=2)
+    rows = study_rows([1, 3], [4], size=(8, 8), batch_size=2, timing=Timing(warmup=0, iters=2))
     assert [(r["block"], r["kernel_size"]) for r in rows] == [
         ("standard", 1),
         ("dsconv", 1),
@@ -85,7 +86,7 @@ def test_study_rows_pair_standard_and_dsconv() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_study_rows_on_cuda() -> None:
-    rows = study_rows([3], [16], size=(16, 16), device="cuda", warmup=1, iters=3)
+    rows = study_rows([3], [16], size=(16, 16), device="cuda", timing=Timing(warmup=1, iters=3))
     assert all(r["error"] is None and r["latency_ms_median"] > 0 for r in rows)
     assert rows[1]["latency_speedup"] > 0
 

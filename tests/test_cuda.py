@@ -13,6 +13,7 @@ from torch import nn
 from segbench.measure.faults import OOM, VariantUnavailable
 from segbench.measure.latency import measure_latency, measurement_settings
 from segbench.registry import ModelSpec
+from segbench.runners.defaults import Timing
 from segbench.runners.latency import LatencyConfig, latency
 from segbench.runtimes import torch_runtime
 from segbench.runtimes.base import Variant
@@ -63,7 +64,9 @@ def test_an_out_of_memory_cell_on_the_gpu_is_a_row_error_and_its_memory_is_relea
         description="t",
     )
     before = torch.cuda.memory_allocated()
-    rows = list(latency([spec], LatencyConfig(device="cuda", sizes=[(64, 64), (32, 32)], warmup=1, iters=2)))
+    rows = list(
+        latency([spec], LatencyConfig(device="cuda", sizes=[(64, 64), (32, 32)], timing=Timing(warmup=1, iters=2)))
+    )
     assert [r["error"] for r in rows] == [OOM, None]
     assert torch.cuda.memory_allocated() - before < 64 * 2**20  # nothing of the failed cell is held
 

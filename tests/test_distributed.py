@@ -17,7 +17,7 @@ from segbench.cli import app
 from segbench.rows.files import load_rows
 from segbench.rows.journal import Journal, in_cell_order, journal_paths, stem_of
 from segbench.rows.schema import make_row
-from segbench.runners.cells import Cell, RunnerOptions, Shard, measure_cells
+from segbench.runners.cells import Cell, Context, Shard, measure_cells
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = Path(__file__).parent / "plugins"  # the segbench-faulty distribution: chatty_net, crashing_net
@@ -58,7 +58,7 @@ def test_shards_measure_every_cell_exactly_once_and_stamp_their_rows():
         Cell([{"model": f"m{i}", "batch_size": b} for b in (1, 2)], lambda keys: [{}] * len(keys)) for i in range(5)
     ]
     alone = list(measure_cells(cells))
-    parts = [list(measure_cells(cells, RunnerOptions(shard=Shard(rank, 3, cores=str(rank))))) for rank in range(3)]
+    parts = [list(measure_cells(cells, Context(shard=Shard(rank, 3, cores=str(rank))))) for rank in range(3)]
     merged = in_cell_order([row for part in reversed(parts) for row in part])
     assert [(r["model"], r["batch_size"]) for r in merged] == [(r["model"], r["batch_size"]) for r in alone]
     assert [r["cell"] for r in merged] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
@@ -94,9 +94,11 @@ def test_the_global_batch_must_split_over_the_ranks():
     from segbench.measure.data_parallel import DataParallel
     from segbench.runners.train import TrainConfig
 
-    assert TrainConfig(batch_size=4, parallel=DataParallel(0, 2)).budget == (120, 4)
+    config = TrainConfig(batch_size=4)
+    config.check_parallel(DataParallel(0, 2))
+    assert config.budget == (120, 4)
     with pytest.raises(UserError, match="batch size 3 does not split over 2 ranks"):
-        TrainConfig(batch_size=3, parallel=DataParallel(1, 2))
+        TrainConfig(batch_size=3).check_parallel(DataParallel(1, 2))
 
 
 def test_cores_are_named_as_taskset_does_and_a_bad_timeout_is_refused(monkeypatch):

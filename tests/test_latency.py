@@ -22,7 +22,7 @@ from segbench.measure.latency import compare_outputs, measure_latency, summarize
 from segbench.measure.memory import MIB, cpu_peak_mb, peak_from_events
 from segbench.registry import ModelSpec
 from segbench.rows.schema import ROW_FIELDS, make_row
-from segbench.runners.defaults import timing
+from segbench.runners.defaults import Timing, timing
 from segbench.runners.latency import LatencyConfig, latency
 from segbench.runtimes.base import Variant, expand_variants
 from segbench.runtimes.torch_runtime import CUDA_GRAPH_ON_CPU
@@ -272,9 +272,7 @@ def test_sweep_gives_one_row_per_cell_in_order() -> None:
         sizes=[(8, 8), (6, 10)],
         batch_sizes=[1, 3],
         variants=expand_variants(channels_last=True),
-        warmup=0,
-        iters=2,
-        threads=1,
+        timing=Timing(warmup=0, iters=2, threads=1),
     )
     cells = [(r["height"], r["width"], r["batch_size"], r["channels_last"]) for r in rows]
     assert cells == [(h, w, b, cl) for h, w in ((8, 8), (6, 10)) for b in (1, 3) for cl in (False, True)]
@@ -296,8 +294,7 @@ def test_failing_cells_become_row_errors_and_the_sweep_goes_on() -> None:
         device="cpu",
         batch_sizes=[1, 2],
         variants=expand_variants(cuda_graph=True),
-        warmup=0,
-        iters=1,
+        timing=Timing(warmup=0, iters=1),
     )
     errors = [(r["model"], r["batch_size"], r["cuda_graph"], r["error"]) for r in rows]
     assert errors == [
@@ -327,7 +324,9 @@ def test_ctrl_c_stops_the_sweep_after_the_finished_rows() -> None:
     stop = _spec("stop", lambda num_classes: FailsAtBatch(2, KeyboardInterrupt()))
     rows = []
     with pytest.raises(KeyboardInterrupt):
-        for row in latency([stop, TINY], LatencyConfig(device="cpu", batch_sizes=[1, 2, 4], warmup=0, iters=1)):
+        for row in latency(
+            [stop, TINY], LatencyConfig(device="cpu", batch_sizes=[1, 2, 4], timing=Timing(warmup=0, iters=1))
+        ):
             rows.append(row)
     assert [(r["model"], r["batch_size"]) for r in rows] == [("stop", 1)]
 
@@ -341,7 +340,7 @@ def test_block_rows_carry_block_fields_and_input_channels() -> None:
         kind="block",
         default_options={"kernel_size": 5, "in_channels": 6, "out_channels": 4, "stride": 2},
     )
-    (row,) = latency_rows([block], device="cpu", warmup=0, iters=1)
+    (row,) = latency_rows([block], device="cpu", timing=Timing(warmup=0, iters=1))
     assert row["error"] is None
     fields = ("kind", "block", "kernel_size", "in_channels", "out_channels", "stride")
     assert [row[f] for f in fields] == ["block", "dsconv", 5, 6, 4, 2]
@@ -360,7 +359,7 @@ def test_default_protocol_depends_on_the_device_and_is_adaptive() -> None:
     )
     assert (cuda.warmup, cuda.iters, cuda.min_samples, cuda.budget_s) == (10, None, 20, 2.0)
     assert timing("cpu", iters=7).iters == 7
-    (row,) = latency_rows([TINY], device="cpu", budget_s=0.5)
+    (row,) = latency_rows([TINY], device="cpu", timing=Timing(budget_s=0.5))
     assert row["iters"] >= 6 and len(row["latency_samples_ms"]) == row["iters"]
     assert row["latency_ms_ci_low"] <= row["latency_ms_median"] <= row["latency_ms_ci_high"]
     half_width = max(
@@ -375,8 +374,7 @@ def test_trace_files_are_named_after_the_cell(tmp_path) -> None:
         device="cpu",
         batch_sizes=[2],
         variants=expand_variants(channels_last=True),
-        warmup=0,
-        iters=1,
+        timing=Timing(warmup=0, iters=1),
         trace_dir=tmp_path,
     )
     names = ["tiny-2x8x8-torch-fp32.json", "tiny-2x8x8-torch-fp32+cl.json"]
@@ -399,7 +397,9 @@ def test_a_variant_runs_where_fp32_eager_fails() -> None:
             return self.conv(x)
 
     spec = _spec("fp32_fails", lambda num_classes: Fp32Fails(num_classes))
-    eager, bf16 = latency_rows([spec], device="cpu", variants=expand_variants(("bf16",)), warmup=0, iters=2)
+    eager, bf16 = latency_rows(
+        [spec], device="cpu", variants=expand_variants(("bf16",)), timing=Timing(warmup=0, iters=2)
+    )
     assert eager["error"] == "out of memory" and eager["tf32"] is None
     assert bf16["error"] is None and bf16["latency_ms_median"] > 0
     assert bf16["latency_speedup"] is None and bf16["output_argmax_agreement"] is None
@@ -422,7 +422,9 @@ def test_a_variant_that_fits_only_without_fp32_beside_it_is_timed_alone() -> Non
             return self.conv(x)
 
     spec = _spec("no_room_for_both", lambda num_classes: NoRoomForBoth(num_classes))
-    eager, bf16 = latency_rows([spec], device="cpu", variants=expand_variants(("bf16",)), warmup=1, iters=3)
+    eager, bf16 = latency_rows(
+        [spec], device="cpu", variants=expand_variants(("bf16",)), timing=Timing(warmup=1, iters=3)
+    )
     assert eager["error"] is None and bf16["error"] is None
     assert bf16["iters"] == 3 and bf16["latency_speedup"] is None
     assert bf16["output_argmax_agreement"] is not None
@@ -495,7 +497,7 @@ def test_cli_row_errors_exit_1_and_keep_the_rows() -> None:
 def test_cli_ctrl_c_emits_finished_rows_and_exits_130(monkeypatch) -> None:
     import segbench.runners.latency
 
-    def interrupted(specs, config):
+    def interrupted(specs, config, context):
         yield make_row(
             model="first",
             batch_size=1,

@@ -85,7 +85,7 @@ def test_models(fake_plugins):
 def test_defaults_come_from_the_dataset_and_the_device_type():
     from segbench.plugins import get_registry
 
-    cpu = plan(get_registry().select("fast_scnn"), RunConfig(device="cpu"))
+    cpu = plan(get_registry().select("fast_scnn"), RunConfig())
     assert (cpu.train.size, cpu.train.config.budget) == ((128, 128), (120, 2))
     assert (cpu.latency.protocol.warmup, cpu.latency.protocol.iters) == (3, None)  # adaptive timing
     assert cpu.count.size == cpu.latency.sizes[0] == (128, 128)  # every stage at the dataset's size

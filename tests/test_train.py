@@ -16,6 +16,7 @@ from segbench.errors import UserError
 from segbench.measure import recipe
 from segbench.measure.training import (
     BudgetError,
+    TrainSettings,
     augment,
     budget_steps,
     segmentation_loss,
@@ -23,7 +24,7 @@ from segbench.measure.training import (
     train_and_evaluate,
 )
 from segbench.registry import ModelSpec
-from segbench.runners.cells import measure_cells
+from segbench.runners.cells import ALONE, measure_cells
 from segbench.runners.train import Prepared, TrainConfig, cells, prepare
 
 SIZE = (32, 32)
@@ -63,17 +64,9 @@ def run(data: tuple, seed: int = 0, steps: int | None = 40, **kwargs: object) ->
     torch.manual_seed(seed)
     model = kwargs.pop("model", None) or TinyNet(data[0].num_classes)
     losses: list[float] = []
-    fields = train_and_evaluate(
-        model,
-        *data,
-        steps=steps,
-        batch_size=4,
-        size=SIZE,
-        lr=0.1,
-        seed=seed,
-        on_step=lambda step, loss: losses.append(loss),
-        **kwargs,
-    )
+    files = {name: kwargs.pop(name) for name in ("weights", "save") if name in kwargs}
+    settings = TrainSettings(steps=steps, batch_size=4, size=SIZE, lr=0.1, seed=seed, **kwargs)
+    fields = train_and_evaluate(model, *data, settings, on_step=lambda step, loss: losses.append(loss), **files)
     return fields, losses
 
 
@@ -163,7 +156,7 @@ def test_cpu_training_peak_counts_weights_gradients_and_momentum(tiny_data) -> N
     """SGD with momentum holds weights, gradients and momentum buffers: at least 3x the weights."""
     model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 4, 1))
     weights_mb = tensor_mib(model)
-    fields = train_and_evaluate(model, *tiny_data, steps=2, batch_size=2, size=(32, 32))
+    fields = train_and_evaluate(model, *tiny_data, TrainSettings(steps=2, batch_size=2, size=(32, 32)))
     activations_mb = 2 * 64 * 32 * 32 * 4 / 2**20  # the first conv's output alone, batch 2, fp32
     assert fields["peak_mem_mb"] >= 3 * weights_mb + activations_mb
     assert fields["peak_mem_mb"] < 3 * weights_mb + 50 * activations_mb
@@ -176,7 +169,7 @@ def test_fast_scnn_aux_training_step() -> None:
         SyntheticDataset(split="train", length=4, image_size=(64, 64)),
         SyntheticDataset(split="val", length=2, image_size=(64, 64)),
     )
-    fields = train_and_evaluate(FastSCNN(num_classes=6, aux=True), *data, steps=2, batch_size=2)
+    fields = train_and_evaluate(FastSCNN(num_classes=6, aux=True), *data, TrainSettings(steps=2, batch_size=2))
     assert (fields["height"], fields["width"], fields["train_steps"]) == (64, 64, 2)
     assert 0 <= fields["miou"] <= 1
 
@@ -197,7 +190,7 @@ def _spec(builder: object, name: str = "tiny", kind: str = "model") -> ModelSpec
 def train_rows(specs: list[ModelSpec], data: tuple, **options: object) -> list[dict]:
     """The train runner's rows for ``specs`` on already open splits."""
     files = dict.fromkeys(s.name for s in specs)
-    return list(measure_cells(cells(Prepared(TrainConfig(**options), tuple(specs), *data, files, files))))
+    return list(measure_cells(cells(Prepared(TrainConfig(**options), tuple(specs), *data, files, files), ALONE)))
 
 
 def test_train_runner_row_fields_and_errors(tiny_data: tuple) -> None:

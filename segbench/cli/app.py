@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from segbench import __version__
+from segbench.cli.options import grouped
 from segbench.errors import UserError
 
 app = typer.Typer(
@@ -25,14 +26,17 @@ app = typer.Typer(
 def command(name: str | None = None, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``app.command`` that reports a UserError as one line on stderr and exits 2.
 
-    ``SEGBENCH_DEBUG=1`` lets the exception through with its traceback.
+    ``SEGBENCH_DEBUG=1`` lets the exception through with its traceback. A parameter typed `Timing` or
+    `Output` stands for its group of options (`segbench.cli.options.grouped`).
     """
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(fn)
+        typed = grouped(fn)
+
+        @functools.wraps(typed)
         def run(*args: Any, **kw: Any) -> Any:
             try:
-                return fn(*args, **kw)
+                return typed(*args, **kw)
             except UserError as exc:
                 if os.environ.get("SEGBENCH_DEBUG") == "1":
                     raise

@@ -9,30 +9,22 @@ import typer
 
 from segbench.cli.app import command
 from segbench.cli.options import (
-    Budget,
     ChannelsLast,
     Compile,
     CudaGraph,
     Device,
     FoldBN,
-    Format,
-    Iters,
     Models,
-    NoSave,
-    Out,
+    Output,
     Precisions,
-    Resume,
     Runtimes,
-    Target,
-    Threads,
-    Warmup,
-    check_format,
     parse_int_list,
     parse_names,
     parse_sizes,
     variants_of,
 )
-from segbench.cli.output import Progress, collect, emit, note, open_journal, resumed_rows
+from segbench.cli.output import note
+from segbench.runners.defaults import Timing
 
 COLUMNS = (
     "model",
@@ -90,16 +82,10 @@ def latency_command(
     runtime: Runtimes = "torch",
     dataset: Images = "synthetic",
     weights: Weights = None,
-    threads: Threads = None,
-    warmup: Warmup = None,
-    iters: Iters = None,
-    budget: Budget = None,
-    target: Target = None,
+    *,
+    timing: Timing,
     trace: Trace = None,
-    fmt: Format = "table",
-    out: Out = Path("results"),
-    no_save: NoSave = False,
-    resume: Resume = None,
+    output: Output,
 ) -> None:
     """Time forward passes: median/p90 latency, host time, throughput, peak memory, fast-variant agreement.
 
@@ -107,48 +93,29 @@ def latency_command(
     --precision combined with every switch given (--channels-last, --compile, --cuda-graph, --fold-bn)
     off and on. Every row but PyTorch fp32 eager is compared with it on the same input.
     """
+    from segbench.cli.job import Job
     from segbench.plugins import get_registry
     from segbench.runners.defaults import describe_protocol
-    from segbench.runners.distributed import join
     from segbench.runners.latency import LatencyConfig, latency
 
-    team = join(device)  # first: a rank's cores are pinned before torch starts its threads
-    check_format(fmt)
-    progress, previous = Progress(), resumed_rows(resume, "latency")
+    job = Job("latency", device, output)
     config = LatencyConfig(
-        device=team.device if team else device,
+        device=job.device,
         sizes=parse_sizes(size),
         batch_sizes=parse_int_list(batch_size, "batch size"),
         variants=variants_of(precision, channels_last, compile, cuda_graph, fold_bn),
         runtimes=parse_names(runtime),
         dataset=dataset,
         weights=weights,
-        warmup=warmup,
-        iters=iters,
-        budget_s=budget,
-        target=target,
-        threads=threads,
+        timing=timing,
         trace_dir=trace,
-        progress=progress,
-        done=previous,
-        shard=team and team.shard,
     )
     specs = get_registry().select(models, kind="model")
     protocol = describe_protocol(config.protocol)
     rows_per_cell = ", ".join(f"{r.name} {v.tag}" for r, v in config.combos())
     note(f"{protocol} on {device}; per cell: {rows_per_cell}")
-    timed = latency(specs, config)
-    journal = open_journal(None if no_save else out, "latency", resume, previous, team)
-    rows, stopped = collect(timed, progress, journal, on_row=_summary, team=team)
-    emit(
-        rows,
-        fmt,
-        journal,
-        _columns(rows, device),
-        title="segbench latency",
-        footnotes=_footnotes(protocol, device, rows),
-        stopped=stopped,
-    )
+    rows = job.collect(latency(specs, config, job.context), on_row=_summary)
+    job.emit(rows, _columns(rows, device), "segbench latency", footnotes=_footnotes(protocol, device, rows))
 
 
 def _columns(rows: list[dict[str, Any]], device: str) -> list[str]:

@@ -1,20 +1,25 @@
 """Options shared by several commands, defined once, and the parsers that turn their text into values.
 
-Parsers raise UserError with what was wrong and what is accepted; the app turns that into exit code 2.
-The values themselves are checked once, by the runners' configs (`segbench.checks`).
+Parsers raise UserError when the text does not parse, saying what is accepted; the app turns that into
+exit code 2. The values themselves are checked once, by the runners' configs (`segbench.checks`).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import re
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from segbench.errors import UserError
 from segbench.output.tables import FORMATS
-from segbench.runners.defaults import TARGET, TIMING, TRAIN
+from segbench.runners.defaults import TARGET, TIMING, TRAIN, Timing
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 
@@ -91,6 +96,72 @@ Compile = Annotated[bool, typer.Option("--compile", help="Add torch.compile rows
 CudaGraph = Annotated[bool, typer.Option("--cuda-graph", help="Add CUDA-graph rows (CUDA only).")]
 
 
+@dataclass(frozen=True)
+class Output:
+    """Where a command's rows go: the stdout format, the results folder (``no_save``: none) and the
+    result file a run resumes. The format is checked here, once."""
+
+    format: str = "table"
+    out: Path = Path("results")
+    no_save: bool = False
+    resume: Path | None = None
+
+    def __post_init__(self) -> None:
+        check_format(self.format)
+
+    @property
+    def folder(self) -> Path | None:
+        """The folder of new result files (None with --no-save)."""
+        return None if self.no_save else self.out
+
+
+#: The options behind a command parameter typed `Timing` or `Output`, in --help order, as (the
+#: object's field, Typer annotation, default).
+GROUPS: dict[type, tuple[tuple[str, Any, Any], ...]] = {
+    Timing: (
+        ("threads", Threads, None),
+        ("warmup", Warmup, None),
+        ("iters", Iters, None),
+        ("budget_s", Budget, None),
+        ("target", Target, None),
+    ),
+    Output: (
+        ("format", Format, "table"),
+        ("out", Out, Path("results")),
+        ("no_save", NoSave, False),
+        ("resume", Resume, None),
+    ),
+}
+
+
+def grouped(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` as Typer should see it: each parameter typed `Timing` or `Output` becomes its group's
+    options (`GROUPS`), and ``fn`` gets the object built from their values. So every command that
+    times or writes results declares those options once, here."""
+    hints = typing.get_type_hints(fn, include_extras=True)
+    groups = {name: hint for name, hint in hints.items() if hint in GROUPS}
+    parameters = []
+    for parameter in inspect.signature(fn).parameters.values():
+        group = groups.get(parameter.name)
+        if group is None:
+            parameters.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints[parameter.name]))
+            continue
+        parameters += [
+            inspect.Parameter(field, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+            for field, annotation, default in GROUPS[group]
+        ]
+
+    @functools.wraps(fn)
+    def call(**options: Any) -> Any:
+        for name, group in groups.items():
+            options[name] = group(**{field: options.pop(field) for field, _, _ in GROUPS[group]})
+        return fn(**options)
+
+    call.__signature__ = inspect.Signature(parameters, return_annotation=None)  # type: ignore[attr-defined]
+    call.__annotations__ = {p.name: p.annotation for p in parameters}
+    return call
+
+
 def variants_of(precision: str, channels_last: bool, compile: bool, cuda_graph: bool, fold_bn: bool) -> list:
     """The variants of --precision and the switches (`segbench.runtimes.base.expand_variants`)."""
     from segbench.checks import check_precisions
@@ -145,9 +216,9 @@ Channels = Annotated[str, typer.Option("--channels", "-c", help="Comma list of c
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``"512x1024"`` -> (512, 1024)."""
+    """``"512x1024"`` -> (512, 1024); the config checks the sides (`segbench.checks.check_sizes`)."""
     match = _SIZE.match(text)
-    if not match or min(int(match[1]), int(match[2])) < 1:
+    if not match:
         raise UserError(f"bad size {text!r}: expected HxW with positive integers, e.g. 512x1024")
     return int(match[1]), int(match[2])
 
@@ -159,17 +230,14 @@ def parse_sizes(text: str | None) -> list[tuple[int, int]] | None:
     return [parse_size(part) for part in _items(text, "size", "HxW,HxW,...")]
 
 
-def parse_int_list(text: str, what: str, minimum: int = 1) -> list[int]:
-    """``"1,8"`` -> [1, 8], each at least ``minimum``."""
+def parse_int_list(text: str, what: str) -> list[int]:
+    """``"1,8"`` -> [1, 8]; the config checks the values."""
     values = []
     for part in _items(text, what, "a comma list of integers"):
         try:
-            value = int(part)
+            values.append(int(part))
         except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            raise UserError(f"bad {what} {part!r}: expected integers >= {minimum}, e.g. 1,8")
-        values.append(value)
+            raise UserError(f"bad {what} {part!r}: expected integers >= 1, e.g. 1,8") from None
     return values
 
 

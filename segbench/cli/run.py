@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from segbench.cli.app import command
 from segbench.cli.options import (
-    Budget,
     Channels,
     ChannelsLast,
     Compile,
@@ -19,29 +17,21 @@ from segbench.cli.options import (
     DatasetClasses,
     Device,
     FoldBN,
-    Format,
     Init,
-    Iters,
     KernelSizes,
-    NoSave,
-    Out,
+    Output,
     Precisions,
-    Resume,
     Runtimes,
     Seed,
     Steps,
-    Target,
-    Threads,
     TrainTime,
-    Warmup,
-    check_format,
     parse_int_list,
     parse_names,
     parse_size,
     variants_of,
 )
-from segbench.cli.output import Progress, collect, finish, note, open_journal, resumed_rows, save
-from segbench.runners.defaults import TRAIN
+from segbench.cli.output import note
+from segbench.runners.defaults import TRAIN, Timing
 
 Models = Annotated[
     str,
@@ -75,11 +65,8 @@ def run_command(
     cuda_graph: CudaGraph = False,
     fold_bn: FoldBN = False,
     runtime: Runtimes = "torch",
-    threads: Threads = None,
-    warmup: Warmup = None,
-    iters: Iters = None,
-    budget: Budget = None,
-    target: Target = None,
+    *,
+    timing: Timing,
     dataset: Dataset = "synthetic",
     num_classes: DatasetClasses = None,
     steps: Steps = None,
@@ -92,10 +79,7 @@ def run_command(
     kernel_sizes: KernelSizes = "3,5,7",
     channels: Channels = "32,64,128,256",
     block_size: BlockSize = None,
-    fmt: Format = "table",
-    out: Out = Path("results"),
-    no_save: NoSave = False,
-    resume: Resume = None,
+    output: Output,
 ) -> None:
     """The whole comparison: per model params, MACs, brief training, mIoU, latency and memory.
 
@@ -106,59 +90,48 @@ def run_command(
     end); Ctrl-C keeps the finished rows. --blocks adds the K^2 study of `segbench blocks` with the
     run's device, batch size, timing and threads. Writes run-<run id>.json/.csv/.md under --out.
     """
+    from segbench.cli.job import Job
     from segbench.plugins import get_registry
+    from segbench.rows.schema import mac_footnotes
     from segbench.runners.blocks import BlocksConfig
-    from segbench.runners.distributed import join
-    from segbench.runners.run import RunConfig, plan, rows
+    from segbench.runners.latency import LatencyConfig
+    from segbench.runners.run import RunConfig, run
+    from segbench.runners.train import TrainConfig
 
-    team = join(device)  # first: a rank's cores are pinned before torch starts its threads
-    check_format(fmt)
-    progress, previous = Progress(), resumed_rows(resume, "run")
+    job = Job("run", device, output)
     block_study = BlocksConfig(
         kernel_sizes=parse_int_list(kernel_sizes, "kernel size"),
         channels=parse_int_list(channels, "channel count"),
         size=parse_size(block_size) if block_size else None,
-    )
-    config = RunConfig(
-        device=team.device if team else device,
-        size=parse_size(size) if size else None,
         batch_size=batch_size,
-        runtimes=parse_names(runtime),
-        variants=variants_of(precision, channels_last, compile, cuda_graph, fold_bn),
-        warmup=warmup,
-        iters=iters,
-        budget_s=budget,
-        target=target,
-        threads=threads,
+        device=job.device,
+        timing=timing,
+    )
+    train = TrainConfig(
         dataset=dataset,
         num_classes=num_classes,
+        device=job.device,
         steps=steps,
-        train_batch_size=train_batch_size,
+        batch_size=train_batch_size,
+        size=parse_size(size) if size else None,
         seed=seed,
-        blocks=block_study if blocks else None,
-        progress=progress,
-        done=previous,
-        shard=team and team.shard,
         train_time=train_time,
         conv_backend=conv_backend,
         init=init,
     )
-    checked = plan(get_registry().select(models, kind="model"), config)
-    journal = open_journal(None if no_save else out, "run", resume, previous, team)
-    settings = checked.describe()
+    latency = LatencyConfig(
+        device=job.device,
+        batch_sizes=[batch_size],
+        runtimes=parse_names(runtime),
+        variants=variants_of(precision, channels_last, compile, cuda_graph, fold_bn),
+        timing=timing,
+        dataset=dataset,
+        seed=seed,
+    )
+    config = RunConfig(train=train, latency=latency, blocks=block_study if blocks else None)
+    measured = run(get_registry().select(models, kind="model"), config, job.context)
+    settings = measured.describe()
     for line in settings:
         note(line)
-    done, stopped = collect(rows(checked), progress, journal, team=team)
-    _finish(done, stopped, fmt, journal, settings)
-
-
-def _finish(rows: list[dict[str, Any]], stopped: int | None, fmt: str, journal: Any, settings: list[str]) -> None:
-    """Print the tables, save the files (Markdown with the sections and notes), set the exit code."""
-    from segbench.output.tables import render_sections, sections_markdown
-    from segbench.rows.schema import mac_footnotes
-
-    footnotes = [*settings, *mac_footnotes(rows)]
-    if rows:
-        render_sections(rows, fmt, "segbench run", footnotes)
-    save(rows, journal, sections_markdown(rows, "segbench run", footnotes))
-    finish(rows, stopped)
+    rows = job.collect(measured)
+    job.emit_sections(rows, "segbench run", [*settings, *mac_footnotes(rows)])

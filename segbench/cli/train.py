@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -13,19 +12,15 @@ from segbench.cli.options import (
     Dataset,
     DatasetClasses,
     Device,
-    Format,
     Init,
     Models,
-    NoSave,
-    Out,
-    Resume,
+    Output,
     Seed,
     Steps,
     TrainTime,
-    check_format,
     parse_size,
 )
-from segbench.cli.output import Progress, collect, emit, note, open_journal, resumed_rows
+from segbench.cli.output import note
 from segbench.measure.recipe import AUX_WEIGHT, DEFAULT_LR, MOMENTUM, POLY_POWER, SCALE_RANGE, WEIGHT_DECAY
 from segbench.runners.defaults import TRAIN
 
@@ -81,28 +76,23 @@ def train_command(
     weights: Weights = None,
     init: Init = None,
     conv_backend: ConvBackend = "auto",
-    fmt: Format = "table",
-    out: Out = Path("results"),
-    no_save: NoSave = False,
-    resume: Resume = None,
+    *,
+    output: Output,
 ) -> None:
     """Train each model briefly on one dataset and report mIoU, pixel accuracy, time and peak memory.
 
     Every model gets the same recipe and budget (see the table's footnotes); the dataset's class count
     sets each model's output classes. Bad input fails before anything is trained or written.
     """
+    from segbench.cli.job import Job
     from segbench.plugins import get_registry
-    from segbench.runners.cells import measure_cells
-    from segbench.runners.distributed import join
-    from segbench.runners.train import TrainConfig, cells, prepare
+    from segbench.runners.train import TrainConfig, train
 
-    team = join(device, data_parallel=True)  # first: a rank's cores are pinned before torch starts its threads
-    check_format(fmt)
-    progress, previous = Progress(), resumed_rows(resume, "train")
+    job = Job("train", device, output, data_parallel=True)
     config = TrainConfig(
         dataset=dataset,
         num_classes=num_classes,
-        device=team.device if team else device,
+        device=job.device,
         steps=steps,
         batch_size=batch_size,
         size=parse_size(size) if size else None,
@@ -110,20 +100,15 @@ def train_command(
         seed=seed,
         weights=weights,
         save=save,
-        progress=progress,
-        done=previous,
-        parallel=team and team.parallel,
         train_time=train_time,
         conv_backend=conv_backend,
         init=init,
     )
-    prepared = prepare(get_registry().select(models, kind="model"), config)
-    train_set, val_set = prepared.train_set, prepared.val_set
-    journal = open_journal(None if no_save else out, "train", resume, previous, team)
-    note(f"{len(train_set)} train / {len(val_set)} val images from {train_set.name}, {train_set.num_classes} classes")
-    rows, stopped = collect(measure_cells(cells(prepared), config), progress, journal, on_row=_summary, team=team)
-    columns = COLUMNS + (("error",) if any(r.get("error") for r in rows) else ())
-    emit(rows, fmt, journal, columns=columns, title="segbench train", footnotes=_footnotes(rows, lr), stopped=stopped)
+    trained = train(get_registry().select(models, kind="model"), config, job.context)
+    for line in trained.describe():
+        note(line)
+    rows = job.collect(trained, on_row=_summary)
+    job.emit(rows, COLUMNS, "segbench train", footnotes=_footnotes(rows, lr))
 
 
 def _summary(row: dict[str, Any]) -> str:

@@ -31,6 +31,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from copy import deepcopy
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from segbench.checks import check_nonnegative, check_positive
 from segbench.data.common import IGNORE_INDEX
 from segbench.errors import UserError
 from segbench.measure import recipe
@@ -330,101 +332,84 @@ def evaluate(
     return matrix.compute()
 
 
-def train_and_evaluate(
-    model: nn.Module,
-    train_set: Dataset,
-    val_set: Dataset,
-    *,
-    steps: int | None,
-    batch_size: int,
-    size: tuple[int, int] | None = None,
-    lr: float | None = None,
-    device: str = "cpu",
-    seed: int = 0,
-    num_workers: int = 0,
-    weights: str | Path | None = None,
-    save: str | Path | None = None,
-    on_step: StepCallback | None = None,
-    parallel: DataParallel | None = None,
-    time_budget: float | None = None,
-    conv_backend: str = ONEDNN,
-) -> dict[str, Any]:
-    """Train ``model`` briefly on ``train_set`` and measure it on ``val_set``; return result-row fields.
+@dataclass(frozen=True)
+class TrainSettings:
+    """How `train_and_evaluate` trains, checked once here (UserError on a bad value).
 
     :param steps: optimiser steps; None with ``time_budget``.
+    :param batch_size: the global batch (under data parallelism, split over the ranks).
     :param size: training (and evaluation) size (H, W); the train set's ``default_size`` when None.
     :param lr: peak learning rate; ``recipe.DEFAULT_LR`` when None.
-    :param weights: a local state_dict to start from (``steps=0`` then only evaluates it).
-    :param save: where to write the trained state_dict.
-    :param on_step: called with (step, loss) after every step.
-    :param parallel: train as one rank of a data-parallel job (`segbench.measure.data_parallel`):
-        ``batch_size`` is the global batch, only rank 0 writes ``save``.
     :param time_budget: seconds for the conv probe, the step timing and training together: the steps
         that fit are run as ``steps`` would run them (poly schedule over them), so ``steps`` = the
         row's ``train_steps`` reproduces the mIoU exactly.
     :param conv_backend: CPU convolution backends while training and evaluating: ``auto`` (measured,
         see `segbench.measure.convbackend`) or a plan's text (``onednn``, ``native``, ``native:LAYER,...``).
-    :returns: ``dataset, train_steps, train_seconds, miou, pixel_acc, iou_per_class, peak_mem_mb``
-        (training only: CUDA ``max_memory_allocated``; CPU the weights and buffers plus the allocator
-        peak of the first step, see `fit`), ``train_budget_seconds, train_conv_backend,
-        conv_probe_seconds, deterministic``, and the conditions ``batch_size, height, width, num_classes, precision,
-        threads``. ``train_seconds`` runs from the probe to the last step (evaluation excluded).
     """
-    if (steps is None) == (time_budget is None):
-        raise UserError("give either a number of steps or a time budget")
-    if (steps is not None and steps < 0) or batch_size < 1 or (time_budget is not None and not time_budget > 0):
-        raise UserError(
-            f"steps must be >= 0, batch size >= 1 and the time budget > 0 (got {steps}, {batch_size}, {time_budget})"
-        )
-    if (steps or time_budget) and not len(train_set):
-        raise UserError(f"dataset {train_set.name}: the train split is empty")
-    if not len(val_set):
-        raise UserError(f"dataset {val_set.name}: the val split is empty")
-    size = tuple(size or getattr(train_set, "default_size", (256, 256)))
-    dev = torch.device(device)
+
+    steps: int | None
+    batch_size: int
+    size: tuple[int, int] | None = None
+    lr: float | None = None
+    device: str = "cpu"
+    seed: int = 0
+    time_budget: float | None = None
+    conv_backend: str = ONEDNN
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        check_nonnegative(self.steps, "steps")
+        check_positive(self.batch_size, "batch size")
+        if self.lr is not None and not self.lr > 0:
+            raise UserError(f"bad learning rate {self.lr}: expected a number > 0")
+        if self.time_budget is not None and not (self.time_budget > 0 and math.isfinite(self.time_budget)):
+            raise UserError(f"bad --train-time {self.time_budget}: expected seconds > 0")
+        if (self.steps is None) == (self.time_budget is None):
+            raise UserError("give either a number of steps or a time budget")
+
+
+def train_and_evaluate(
+    model: nn.Module,
+    train_set: Dataset,
+    val_set: Dataset,
+    settings: TrainSettings,
+    *,
+    weights: str | Path | None = None,
+    save: str | Path | None = None,
+    on_step: StepCallback | None = None,
+    parallel: DataParallel | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` briefly on ``train_set`` as ``settings`` say, measure it on ``val_set``; return row fields.
+
+    ``weights``: a local state_dict to start from (``steps=0`` then only evaluates it); ``save``: where
+    to write the trained one; ``on_step(step, loss)`` after every step; ``parallel``: train as one rank
+    of a data-parallel job (`segbench.measure.data_parallel`), only rank 0 writes ``save``.
+    Returns ``dataset, train_steps, train_seconds, miou, pixel_acc, iou_per_class, peak_mem_mb``
+    (training only: CUDA ``max_memory_allocated``; CPU the weights and buffers plus the allocator peak of
+    the first step, see `fit`), ``train_budget_seconds, train_conv_backend, conv_probe_seconds,
+    deterministic``, and the conditions; ``train_seconds`` runs from the probe to the last step.
+    """
+    _check_splits(train_set, val_set, trains=bool(settings.steps or settings.time_budget))
+    size = tuple(settings.size or getattr(train_set, "default_size", (256, 256)))
+    dev = torch.device(settings.device)
     if dev.type == "cpu":
         keep_freed_memory()
-    lr = lr or recipe.DEFAULT_LR
     if weights:
         load_weights(model, weights)
     model.to(dev)
     start = time.perf_counter()
     channels = val_set[0][0].shape[0]
-    plan, probe_seconds = (
-        _conv_plan(model, conv_backend, (batch_size, channels, *size)) if dev.type == "cpu" else (Plan(), None)
-    )
+    plan, probe_seconds = _conv_plan(model, settings.conv_backend, (settings.batch_size, channels, *size), dev)
     with _deterministic(dev) as nondeterministic, use_plan(model, plan):
-        if time_budget is not None:
-            per_step = seconds_per_step(model, train_set, batch_size=batch_size, size=size, lr=lr, device=dev)
-            steps = budget_steps(time_budget, time.perf_counter() - start, per_step)
-        generator = seed_everything(seed)
-        if parallel is not None:  # augmentation from this rank's own seed; the data order stays the shared one
-            seed_everything(seed + parallel.rank)
-        with cuda_peak_memory(dev) as memory, _trained(model, parallel) as trained:
-            first_step_mb = fit(
-                trained,
-                train_set,
-                steps=steps,
-                batch_size=batch_size,
-                size=size,
-                lr=lr,
-                device=dev,
-                generator=generator,
-                num_workers=num_workers,
-                on_step=on_step,
-                parallel=parallel,
-            )
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            seconds = time.perf_counter() - start
+        steps, seconds, memory = _fit(model, train_set, settings, size, start, on_step, parallel)
         accuracy = evaluate(
             model.eval(),
             val_set,
             num_classes=train_set.num_classes,
             size=size,
             device=dev,
-            batch_size=batch_size,
-            num_workers=num_workers,
+            batch_size=settings.batch_size,
+            num_workers=settings.num_workers,
             parallel=parallel,
         )
     if save and (parallel is None or parallel.rank == 0):
@@ -433,20 +418,74 @@ def train_and_evaluate(
         "dataset": train_set.name,
         "train_steps": steps,
         "train_seconds": seconds,
-        "train_budget_seconds": time_budget,
+        "train_budget_seconds": settings.time_budget,
         "train_conv_backend": str(plan) if dev.type == "cpu" else None,
         "conv_probe_seconds": probe_seconds,
         "deterministic": not nondeterministic,
-        "miou": accuracy.miou,
-        "pixel_acc": accuracy.pixel_acc,
-        "iou_per_class": accuracy.iou_per_class,
-        "peak_mem_mb": memory["peak_mem_mb"] if first_step_mb is None else tensor_mib(model) + first_step_mb,
+        **_accuracy_fields(accuracy),
+        "peak_mem_mb": memory,
+        **_conditions(settings.batch_size, size, train_set.num_classes, dev),
+    }
+
+
+def _check_splits(train_set: Dataset, val_set: Dataset, trains: bool) -> None:
+    if trains and not len(train_set):
+        raise UserError(f"dataset {train_set.name}: the train split is empty")
+    if not len(val_set):
+        raise UserError(f"dataset {val_set.name}: the val split is empty")
+
+
+def _fit(
+    model: nn.Module,
+    train_set: Dataset,
+    settings: TrainSettings,
+    size: tuple[int, int],
+    start: float,
+    on_step: StepCallback | None,
+    parallel: DataParallel | None,
+) -> tuple[int, float, float | None]:
+    """The training part of `train_and_evaluate`: (steps run, seconds since ``start``, peak MiB)."""
+    dev, lr = torch.device(settings.device), settings.lr or recipe.DEFAULT_LR
+    steps = settings.steps
+    if settings.time_budget is not None:
+        per_step = seconds_per_step(model, train_set, batch_size=settings.batch_size, size=size, lr=lr, device=dev)
+        steps = budget_steps(settings.time_budget, time.perf_counter() - start, per_step)
+    generator = seed_everything(settings.seed)
+    if parallel is not None:  # augmentation from this rank's own seed; the data order stays the shared one
+        seed_everything(settings.seed + parallel.rank)
+    with cuda_peak_memory(dev) as memory, _trained(model, parallel) as trained:
+        first_step_mb = fit(
+            trained,
+            train_set,
+            steps=steps,
+            batch_size=settings.batch_size,
+            size=size,
+            lr=lr,
+            device=dev,
+            generator=generator,
+            num_workers=settings.num_workers,
+            on_step=on_step,
+            parallel=parallel,
+        )
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        seconds = time.perf_counter() - start
+    return steps, seconds, memory["peak_mem_mb"] if first_step_mb is None else tensor_mib(model) + first_step_mb
+
+
+def _accuracy_fields(accuracy: Accuracy) -> dict[str, Any]:
+    return {"miou": accuracy.miou, "pixel_acc": accuracy.pixel_acc, "iou_per_class": accuracy.iou_per_class}
+
+
+def _conditions(batch_size: int, size: tuple[int, ...], num_classes: int, device: torch.device) -> dict[str, Any]:
+    """The row fields that say under what the model was trained."""
+    return {
         "batch_size": batch_size,
         "height": size[0],
         "width": size[1],
-        "num_classes": train_set.num_classes,
-        "precision": "amp_fp16" if dev.type == "cuda" else "fp32",
-        "threads": torch.get_num_threads() if dev.type == "cpu" else None,
+        "num_classes": num_classes,
+        "precision": "amp_fp16" if device.type == "cuda" else "fp32",
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
     }
 
 
@@ -455,8 +494,12 @@ def _trained(model: nn.Module, parallel: DataParallel | None) -> Any:
     return contextlib.nullcontext(model) if parallel is None else parallel.training(model)
 
 
-def _conv_plan(model: nn.Module, backend: str, input_shape: tuple[int, ...]) -> tuple[Plan, float | None]:
-    """The plan to train with on CPU and the probe's seconds (None when the plan was given)."""
+def _conv_plan(
+    model: nn.Module, backend: str, input_shape: tuple[int, ...], device: torch.device
+) -> tuple[Plan, float | None]:
+    """The plan to train with on CPU and the probe's seconds (None when the plan was given or off the CPU)."""
+    if device.type != "cpu":
+        return Plan(), None
     plan = parse_plan(backend)
     if plan is not None:
         plan.layers(model)  # names checked before anything runs

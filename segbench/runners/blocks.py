@@ -12,23 +12,17 @@ actually gives).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
-from segbench.checks import (
-    check_all_positive,
-    check_device,
-    check_kernel_sizes,
-    check_positive,
-    check_sizes,
-    check_timing,
-)
+from segbench.checks import check_all_positive, check_device, check_kernel_sizes, check_positive, check_sizes
 from segbench.errors import UserError
 from segbench.rows.environment import device_name
 from segbench.rows.schema import pair_ratios, spec_fields
 from segbench.runners import defaults
-from segbench.runners.cells import Cell, Row, RunnerOptions, measure_cells
+from segbench.runners.cells import ALONE, Cell, Context, Row, measure_cells
+from segbench.runners.defaults import Timing
 
 if TYPE_CHECKING:
     from segbench.measure.latency import Protocol
@@ -39,7 +33,7 @@ PAIR = ("block_standard", "block_dsconv")
 
 
 @dataclass(frozen=True)
-class BlocksConfig(RunnerOptions):
+class BlocksConfig:
     """The grid (kernel sizes x channel counts), the input (None: the blocks' own size) and timing."""
 
     kernel_sizes: Sequence[int] = (3, 5, 7)
@@ -47,11 +41,7 @@ class BlocksConfig(RunnerOptions):
     size: tuple[int, int] | None = None
     batch_size: int = 1
     device: str = "cpu"
-    warmup: int | None = None
-    iters: int | None = None
-    budget_s: float | None = None
-    target: float | None = None
-    threads: int | None = None
+    timing: Timing = field(default_factory=Timing)
 
     def __post_init__(self) -> None:
         check_kernel_sizes(self.kernel_sizes)
@@ -59,12 +49,11 @@ class BlocksConfig(RunnerOptions):
         check_sizes([self.size] if self.size else None)
         check_positive(self.batch_size, "batch size")
         check_device(self.device)
-        check_timing(self.warmup, self.iters, self.threads, self.budget_s, self.target)
 
     @property
     def protocol(self) -> Protocol:
         """The timing protocol in effect (the device type's defaults where not set)."""
-        return defaults.timing(self.device, self.warmup, self.iters, self.budget_s, self.target)
+        return self.timing.protocol(self.device)
 
 
 def default_specs() -> list[ModelSpec]:
@@ -78,14 +67,14 @@ def block_options(kernel_size: int, channels: int) -> dict[str, int]:
     return {"kernel_size": kernel_size, "in_channels": channels, "out_channels": channels, "stride": 1}
 
 
-def blocks(specs: Sequence[ModelSpec], config: BlocksConfig) -> Iterator[Row]:
+def blocks(specs: Sequence[ModelSpec], config: BlocksConfig, context: Context = ALONE) -> Iterator[Row]:
     """The standard and the dsconv row of every (K, C) pair, K-major, yielded as each pair is done."""
     if len(specs) != 2 or any(s.kind != "block" for s in specs):
         raise UserError(f"the K^2 study compares two blocks, e.g. {', '.join(PAIR)}")
-    return measure_cells(cells(specs, config), config)
+    return measure_cells(cells(specs, config, context), context)
 
 
-def cells(specs: Sequence[ModelSpec], config: BlocksConfig) -> Iterator[Cell]:
+def cells(specs: Sequence[ModelSpec], config: BlocksConfig, context: Context) -> Iterator[Cell]:
     """One cell per (K, C): the pair of ``specs`` (baseline first) at that geometry."""
     label = device_name(config.device)
     for k in config.kernel_sizes:
@@ -106,11 +95,16 @@ def cells(specs: Sequence[ModelSpec], config: BlocksConfig) -> Iterator[Cell]:
                         width=width,
                     )
                 )
-            yield Cell(keys, partial(_measure_pair, specs, keys, options, config), device=config.device)
+            yield Cell(keys, partial(_measure_pair, specs, keys, options, config, context), device=config.device)
 
 
 def _measure_pair(
-    specs: Sequence[ModelSpec], pair: list[Row], options: dict[str, int], config: BlocksConfig, keys: list[Row]
+    specs: Sequence[ModelSpec],
+    pair: list[Row],
+    options: dict[str, int],
+    config: BlocksConfig,
+    context: Context,
+    keys: list[Row],
 ) -> list[Row]:
     """Both blocks of the pair counted and timed alternately, call by call (the ratios need both);
     the rows of ``keys`` returned."""
@@ -136,11 +130,11 @@ def _measure_pair(
     example = torch.randn(
         config.batch_size, options["in_channels"], height, width, generator=torch.Generator().manual_seed(defaults.SEED)
     )
-    config.progress("K^2 study", f"K={options['kernel_size']} C={options['in_channels']}")
+    context.progress("K^2 study", f"K={options['kernel_size']} C={options['in_channels']}")
     models = [spec.build(**options).eval() for spec in specs]
     measured = [count_model(model, example).fields for model in models]
     with (
-        measurement_settings(device, config.threads) as threads,
+        measurement_settings(device, config.timing.threads) as threads,
         torch.inference_mode(),
         tempfile.TemporaryDirectory() as workdir,
     ):

@@ -23,6 +23,7 @@ from segbench.rows.schema import make_row
 if TYPE_CHECKING:
     from torch import nn
 
+    from segbench.measure.data_parallel import DataParallel
     from segbench.registry import ModelSpec
 
 Row = dict[str, Any]
@@ -60,19 +61,22 @@ class Shard:
         return replace(self, first=self.first + cells)
 
 
-@dataclass(frozen=True, kw_only=True)
-class RunnerOptions:
-    """What every runner's config has besides its own settings.
+@dataclass(frozen=True)
+class Context:
+    """How a run goes, apart from what it measures (the runner's config): the second argument of every
+    runner, and of `measure_cells`.
 
     :param progress: called with (model, what it is doing now) as the runner goes.
     :param done: rows of an earlier run of the same command (``--resume``): a cell whose every row
         is among them, with the same key fields and no error, is skipped.
     :param shard: this process's part of a sweep run by several (None: all of it).
+    :param parallel: this process's part of data-parallel training (torchrun; None: alone).
     """
 
-    progress: Progress = field(default=no_progress, compare=False)
-    done: Sequence[Row] = field(default=(), compare=False, repr=False)
-    shard: Shard | None = field(default=None, compare=False)
+    progress: Progress = no_progress
+    done: Sequence[Row] = field(default=(), repr=False)
+    shard: Shard | None = None
+    parallel: DataParallel | None = None
 
     def owns(self, index: int) -> bool:
         """Whether the cell at ``index`` of the sweep is this process's to measure."""
@@ -86,9 +90,31 @@ class RunnerOptions:
         """Whether every row of a cell (its ``keys``) was already measured without error."""
         return bool(self.done) and all(any(_matches(key, row) for row in self.done) for key in keys)
 
+    def after(self, cells: int) -> Context:
+        """The context of a sweep that continues this one's after ``cells`` cells (its shard renumbered)."""
+        return replace(self, shard=self.shard and self.shard.after(cells))
+
+
+#: The context of a run in one process, without a display or earlier rows.
+ALONE = Context()
+
 
 def _matches(key: Row, row: Row) -> bool:
     return not row.get("error") and all(row.get(name) == value for name, value in key.items())
+
+
+class Described(Iterator[Row]):
+    """A runner's rows, with the settings it resolved before the first one in words (`describe`), for the
+    notes on stderr and the footnotes of the table."""
+
+    def __init__(self, rows: Iterator[Row], lines: list[str]) -> None:
+        self.rows, self.lines = rows, lines
+
+    def __next__(self) -> Row:
+        return next(self.rows)
+
+    def describe(self) -> list[str]:
+        return list(self.lines)
 
 
 @dataclass
@@ -136,21 +162,21 @@ def isolated(fn: Callable[[], Any], stage: str | None = None, device: str | None
     return Outcome(error=reason)
 
 
-def measure_cells(cells: Iterable[Cell], options: RunnerOptions = RunnerOptions()) -> Iterator[Row]:
+def measure_cells(cells: Iterable[Cell], context: Context = ALONE) -> Iterator[Row]:
     """Measure each cell in turn and yield its rows as soon as it is done (see the module docstring).
 
-    Rows already ``done`` (see `RunnerOptions`) are neither measured nor yielded again, and with a
+    Rows already ``done`` (see `Context`) are neither measured nor yielded again, and with a
     ``shard`` only this process's cells are measured.
     """
     for index, cell in enumerate(cells):
-        todo = [key for key in cell.keys if not options.is_done([key])]
-        if not todo or not options.owns(index):
+        todo = [key for key in cell.keys if not context.is_done([key])]
+        if not todo or not context.owns(index):
             continue
         outcome = isolated(partial(cell.measure, todo), cell.stage, cell.device)
         results = outcome.value if outcome.error is None else [{"error": outcome.error}] * len(todo)
         keys = todo * len(results) if len(todo) == 1 else todo
         for key, fields in zip(keys, results):
-            yield make_row(**{**key, **fields, **options.shard_fields(index)})
+            yield make_row(**{**key, **fields, **context.shard_fields(index)})
 
 
 class Built:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from segbench.checks import check_positive, check_sizes
 from segbench.errors import UserError
 from segbench.rows.schema import spec_fields
-from segbench.runners.cells import Built, Cell, Row, RunnerOptions, measure_cells
+from segbench.runners.cells import ALONE, Built, Cell, Context, Row, measure_cells
 
 if TYPE_CHECKING:
     from segbench.registry import ModelSpec
@@ -24,7 +24,7 @@ BY = ("operator", "module")
 
 
 @dataclass(frozen=True)
-class CountConfig(RunnerOptions):
+class CountConfig:
     """What to count: input size (None: each spec's own), classes (None: each spec's own), batch."""
 
     size: tuple[int, int] | None = None
@@ -40,12 +40,14 @@ class CountConfig(RunnerOptions):
             raise UserError(f"bad --by {self.by!r}: accepted {', '.join(BY)}")
 
 
-def count(specs: Sequence[ModelSpec], config: CountConfig) -> Iterator[Row]:
+def count(specs: Sequence[ModelSpec], config: CountConfig, context: Context = ALONE) -> Iterator[Row]:
     """One row per spec (or per operator / module with ``config.by``), yielded as each is counted."""
-    return measure_cells(cells(specs, config), config)
+    return measure_cells(cells(specs, config, context), context)
 
 
-def cells(specs: Sequence[ModelSpec], config: CountConfig, built: dict[str, Built] | None = None) -> Iterator[Cell]:
+def cells(
+    specs: Sequence[ModelSpec], config: CountConfig, context: Context, built: dict[str, Built] | None = None
+) -> Iterator[Cell]:
     """One cell per spec. ``built`` (spec name -> `Built`) counts models another stage built.
 
     Without it, the spec is built on the ``meta`` device (no memory, no initialisation) by
@@ -58,7 +60,7 @@ def cells(specs: Sequence[ModelSpec], config: CountConfig, built: dict[str, Buil
             spec, height=height, width=width, batch_size=config.batch_size, num_classes=classes, device="cpu"
         )
         model = (built or {}).get(spec.name)
-        yield Cell([key], partial(_measure, spec, model, (height, width), classes, config), stage="count")
+        yield Cell([key], partial(_measure, spec, model, (height, width), classes, config, context), stage="count")
 
 
 def _measure(
@@ -67,13 +69,14 @@ def _measure(
     size: tuple[int, int],
     classes: int | None,
     config: CountConfig,
+    context: Context,
     keys: list[Row],
 ) -> list[Row]:
     import torch
 
     from segbench.measure.macs import count_model, count_spec
 
-    config.progress(spec.name, "count")
+    context.progress(spec.name, "count")
     if model is None:
         counted = count_spec(spec, size, classes, config.batch_size)
     else:

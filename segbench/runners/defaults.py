@@ -6,7 +6,10 @@ with the same budget, and ``latency``, ``blocks`` and ``run`` time with the same
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from segbench.checks import check_timing
 
 if TYPE_CHECKING:
     from segbench.measure.latency import Protocol
@@ -58,6 +61,25 @@ def timing(
         budget_s=default["budget_s"] if budget_s is None else budget_s,
         target=TARGET if target is None else target,
     )
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How to time, as the user asked: None means the device type's default (``iters`` None: adaptive
+    timing; ``threads`` None: torch's own). Checked once, here; `protocol` fills in the defaults."""
+
+    warmup: int | None = None
+    iters: int | None = None
+    budget_s: float | None = None
+    target: float | None = None
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        check_timing(self.warmup, self.iters, self.threads, self.budget_s, self.target)
+
+    def protocol(self, device: str) -> Protocol:
+        """The timing protocol in effect on ``device``."""
+        return timing(device, self.warmup, self.iters, self.budget_s, self.target)
 
 
 def training(device: str, steps: int | None = None, batch_size: int | None = None) -> tuple[int, int]:

@@ -20,23 +20,17 @@ import itertools
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segbench.checks import (
-    check_all_positive,
-    check_device,
-    check_precisions,
-    check_sizes,
-    check_timing,
-    check_writable,
-)
+from segbench.checks import check_all_positive, check_device, check_precisions, check_sizes, check_writable
 from segbench.errors import UserError
 from segbench.rows.environment import device_name
 from segbench.rows.schema import spec_fields
 from segbench.runners import defaults
-from segbench.runners.cells import Built, Cell, Row, RunnerOptions, isolated, measure_cells
+from segbench.runners.cells import ALONE, Built, Cell, Context, Row, isolated, measure_cells
+from segbench.runners.defaults import Timing
 from segbench.runners.weights import check_weights, per_model
 from segbench.runtimes.base import Session, Variant
 
@@ -48,20 +42,19 @@ if TYPE_CHECKING:
 
 #: Calibration batches of an int8 variant, from the train split of ``LatencyConfig.dataset``.
 CALIBRATION_IMAGES = 16
+#: ``evaluate(predict, batch size)``: accuracy fields of a session (``segbench run``: mIoU on the val split).
+Evaluate = Callable[[Callable[["torch.Tensor"], "torch.Tensor"], int], Row]
 
 
 @dataclass(frozen=True)
-class LatencyConfig(RunnerOptions):
+class LatencyConfig:
     """How to time: the cells (sizes, batches), the rows of each (runtimes x variants) and the protocol.
 
-    ``warmup``, ``budget_s`` and ``target`` None mean the device type's defaults, ``iters`` None
-    adaptive timing (`segbench.runners.defaults`, `segbench.measure.latency.Protocol`);
+    ``timing``: the protocol as the user set it (`segbench.runners.defaults.Timing`);
     ``num_classes`` None means each model's own. ``dataset`` gives the timed input (its first val
     image, resized: real logits make the agreement with fp32 eager meaningful; inputs with other
     than 3 channels are random) and the images that calibrate int8. ``weights`` is a ``state_dict``
     file to time (``{model}`` = model name), instead of the seeded initial weights.
-    ``evaluate(predict, batch size)``, when given, measures the accuracy of every row but the
-    reference through its session (``segbench run``: mIoU on the val split).
     """
 
     device: str = "cpu"
@@ -70,23 +63,17 @@ class LatencyConfig(RunnerOptions):
     runtimes: Sequence[str] = ("torch",)
     variants: Sequence[Variant] = (Variant(),)
     num_classes: int | None = None
-    warmup: int | None = None
-    iters: int | None = None
-    budget_s: float | None = None
-    target: float | None = None
-    threads: int | None = None
+    timing: Timing = field(default_factory=Timing)
     trace_dir: Path | None = None
     dataset: str = "synthetic"
     weights: str | None = None
     seed: int = defaults.SEED
-    evaluate: Callable[[Callable[[torch.Tensor], torch.Tensor], int], Row] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         check_device(self.device)
         check_sizes(self.sizes)
         check_all_positive(self.batch_sizes, "batch size")
         check_precisions([v.precision for v in self.variants])
-        check_timing(self.warmup, self.iters, self.threads, self.budget_s, self.target)
         if self.trace_dir is not None:
             check_writable(self.trace_dir, "trace folder", folder=True)
         for variant in self.variants:
@@ -99,8 +86,9 @@ class LatencyConfig(RunnerOptions):
                     )
                 )
 
-    @property
+    @cached_property
     def runtime_specs(self) -> list[RuntimeSpec]:
+        """The runtimes, looked up in the registry once."""
         from segbench.plugins import get_registry
 
         return get_registry().runtime_list(",".join(self.runtimes))
@@ -108,14 +96,14 @@ class LatencyConfig(RunnerOptions):
     @property
     def protocol(self) -> Protocol:
         """The timing protocol in effect (the device type's defaults where not set)."""
-        return defaults.timing(self.device, self.warmup, self.iters, self.budget_s, self.target)
+        return self.timing.protocol(self.device)
 
     def combos(self) -> list[tuple[RuntimeSpec, Variant]]:
         """Each runtime with each variant it supports, in the user's runtime order."""
         return [(r, v) for r in self.runtime_specs for v in self.variants if r.supports(v.precision, v.switches)]
 
 
-def latency(specs: Sequence[ModelSpec], config: LatencyConfig) -> Iterator[Row]:
+def latency(specs: Sequence[ModelSpec], config: LatencyConfig, context: Context = ALONE) -> Iterator[Row]:
     """One full row per model x size x batch x runtime x variant, yielded as each cell is timed.
 
     The ``--weights`` files are checked against their models first (UserError on bad input).
@@ -124,16 +112,35 @@ def latency(specs: Sequence[ModelSpec], config: LatencyConfig) -> Iterator[Row]:
     for spec in specs:
         if weights[spec.name] is not None:
             check_weights(spec, weights[spec.name], config.num_classes or spec.default_num_classes)
-    return measure_cells(cells(specs, config), config)
+    return measure_cells(cells(specs, config, context), context)
+
+
+@dataclass(frozen=True)
+class _Sweep:
+    """What every cell of a sweep shares: its config, context, inputs, stage name and ``evaluate``."""
+
+    config: LatencyConfig
+    context: Context
+    images: _Images
+    stage: str | None
+    evaluate: Evaluate | None
 
 
 def cells(
-    specs: Sequence[ModelSpec], config: LatencyConfig, built: dict[str, Built] | None = None, stage: str | None = None
+    specs: Sequence[ModelSpec],
+    config: LatencyConfig,
+    context: Context,
+    built: dict[str, Built] | None = None,
+    stage: str | None = None,
+    evaluate: Evaluate | None = None,
 ) -> Iterator[Cell]:
-    """The sweep's cells, model by model; each model is built once (or taken from ``built``)."""
+    """The sweep's cells, model by model; each model is built once (or taken from ``built``).
+
+    ``evaluate``, when given, measures the accuracy of every row but the reference through its session.
+    """
     label = device_name(config.device)
     combos = config.combos()
-    images = _Images(config)
+    sweep = _Sweep(config, context, _Images(config), stage, evaluate)
     weights = per_model(config.weights, "--weights", [s.name for s in specs])
     for spec in specs:
         classes = (config.num_classes or spec.default_num_classes) if spec.kind == "model" else None
@@ -156,7 +163,7 @@ def cells(
                 for runtime, variant in combos
             ]
             shape = (batch, spec.input_channels(), height, width)
-            measure = partial(_measure, spec, model, shape, config, images, stage)
+            measure = partial(_measure, spec, model, shape, sweep)
             yield Cell(keys, measure, device=config.device, stage=stage)
 
 
@@ -168,9 +175,7 @@ def _measure(
     spec: ModelSpec,
     model: Built,
     shape: tuple[int, ...],
-    config: LatencyConfig,
-    images: _Images,
-    stage: str | None,
+    sweep: _Sweep,
     keys: list[Row],
 ) -> list[Row]:
     """The rows ``keys`` of one cell: the PyTorch fp32 eager reference first, then each runtime x variant."""
@@ -178,6 +183,7 @@ def _measure(
 
     from segbench.measure.latency import measurement_settings
 
+    config, images = sweep.config, sweep.images
     device = torch.device(config.device)
     example = images.example(shape)
     network = model.get().eval()
@@ -185,7 +191,7 @@ def _measure(
     runtimes = {r.name: r for r in config.runtime_specs}
     rows = []
     with (
-        measurement_settings(device, config.threads) as threads,
+        measurement_settings(device, config.timing.threads) as threads,
         torch.inference_mode(),
         tempfile.TemporaryDirectory() as workdir,
     ):
@@ -193,7 +199,7 @@ def _measure(
         eager = isolated(partial(_eager, network, x, device, threads, Path(workdir)))
         for key in keys:
             runtime, variant = runtimes[key["runtime"]], Variant.of_row(key)
-            config.progress(spec.name, f"latency {'x'.join(map(str, shape))} {runtime.name} {variant.tag}")
+            sweep.context.progress(spec.name, f"latency {'x'.join(map(str, shape))} {runtime.name} {variant.tag}")
             timed = isolated(
                 partial(
                     _measure_variant,
@@ -202,13 +208,13 @@ def _measure(
                     x,
                     runtime,
                     variant,
-                    config,
+                    sweep,
                     threads,
                     Path(workdir),
                     images.calibration(shape, variant),
                     eager.value,
                 ),
-                stage,
+                sweep.stage,
                 config.device,
             )
             rows.append({**(timed.value or {"error": timed.error}), "params": params})
@@ -236,7 +242,7 @@ def _measure_variant(
     x: torch.Tensor,
     runtime: RuntimeSpec,
     variant: Variant,
-    config: LatencyConfig,
+    sweep: _Sweep,
     threads: int,
     workdir: Path,
     calibration: list[torch.Tensor],
@@ -248,7 +254,7 @@ def _measure_variant(
     from segbench.measure.faults import OOM, VariantUnavailable, error_reason, release_memory
     from segbench.measure.latency import measure_session
 
-    device = x.device
+    config, device = sweep.config, x.device
     missing = (
         runtime.unavailable(device.type)
         if device.type in runtime.devices
@@ -286,8 +292,8 @@ def _measure_variant(
             raise
         release_memory(device)
         fields = measure_session(session, x, reference, device=device, protocol=config.protocol, trace=trace)
-    if config.evaluate is not None and not reference_row:
-        fields.update(config.evaluate(session.predict, x.shape[0]))
+    if sweep.evaluate is not None and not reference_row:
+        fields.update(sweep.evaluate(session.predict, x.shape[0]))
     return fields
 
 

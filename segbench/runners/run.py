@@ -18,17 +18,16 @@ still run (latency is then measured on the network as training left it).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from segbench.checks import check_positive
 from segbench.runners import blocks as blocks_runner
 from segbench.runners import count as count_runner
 from segbench.runners import defaults
 from segbench.runners import latency as latency_runner
 from segbench.runners import train as train_runner
-from segbench.runners.cells import Built, Row, RunnerOptions, measure_cells
+from segbench.runners.cells import ALONE, Built, Context, Described, Row, measure_cells
 from segbench.runners.defaults import describe_protocol
 from segbench.runtimes.base import Variant
 
@@ -63,34 +62,24 @@ ACCURACY_FIELDS = ("miou", "pixel_acc", "iou_per_class")
 
 
 @dataclass(frozen=True)
-class RunConfig(RunnerOptions):
-    """Everything that decides the numbers of a run; None means the dataset's or device type's default.
+class RunConfig:
+    """Everything that decides the numbers of a run: the configs of the runners it composes.
 
-    ``blocks`` adds the K^2 study; its device, batch size, timing and threads are the run's.
+    ``latency``'s sizes and classes are filled in by `plan` (the dataset's); its device, dataset and
+    seed must be ``train``'s, and it has one batch size. ``blocks`` (None: no K^2 study) is timed as
+    given; ``segbench run`` gives it the run's device, batch size and timing.
     """
 
-    device: str = "cpu"
-    size: tuple[int, int] | None = None
-    batch_size: int = 1
-    runtimes: Sequence[str] = ("torch",)
-    variants: Sequence[Variant] = (Variant(),)
-    warmup: int | None = None
-    iters: int | None = None
-    budget_s: float | None = None
-    target: float | None = None
-    threads: int | None = None
-    dataset: str = "synthetic"
-    num_classes: int | None = None
-    steps: int | None = None
-    train_batch_size: int | None = None
-    seed: int = defaults.SEED
+    train: train_runner.TrainConfig = field(default_factory=train_runner.TrainConfig)
+    latency: latency_runner.LatencyConfig = field(default_factory=latency_runner.LatencyConfig)
     blocks: blocks_runner.BlocksConfig | None = None
-    train_time: float | None = None
-    conv_backend: str = train_runner.AUTO
-    init: str | None = None
 
     def __post_init__(self) -> None:
-        check_positive(self.batch_size, "batch size")
+        latency, train = self.latency, self.train
+        if (latency.device, latency.dataset, latency.seed) != (train.device, train.dataset, train.seed):
+            raise ValueError("a run's latency and training share the device, the dataset and the seed")
+        if len(latency.batch_sizes) != 1:
+            raise ValueError("a run times one batch size")
 
 
 @dataclass(frozen=True)
@@ -102,16 +91,14 @@ class Plan:
     count: count_runner.CountConfig
     latency: latency_runner.LatencyConfig
     train: train_runner.Prepared
-    blocks: blocks_runner.BlocksConfig | None
 
     def describe(self) -> list[str]:
         """The settings in words, for stderr at the start and the table footnotes."""
-        config, (height, width) = self.config, self.train.size
-        protocol = self.latency.protocol
-        steps, train_batch = self.train.config.budget
-        threads = f", {config.threads} threads" if config.threads else ""
+        config, latency, (height, width) = self.config.train, self.latency, self.train.size
+        steps, train_batch = config.budget
+        threads = f", {latency.timing.threads} threads" if latency.timing.threads else ""
         train_precision = "fp16 autocast" if config.device.startswith("cuda") else "fp32"
-        rows = ", ".join(f"{r.name} {v.tag}" for r, v in self.latency.combos())
+        rows = ", ".join(f"{r.name} {v.tag}" for r, v in latency.combos())
         budget = f"{steps} steps" if steps is not None else f"as many steps as fit in {config.train_time:g} s"
         start = "" if config.init is None else f", backbone from {config.init}"
         backend = ""
@@ -121,97 +108,57 @@ class Plan:
             f"Input {height}x{width} for counting, training and latency; models built for the dataset's classes",
             f"Training: {budget} x batch {train_batch} ({train_precision}, seed {config.seed}{start}) "
             f"on {self.train.train_set.name} train, then mIoU on its val split{backend}",
-            f"Latency of the trained network: batch {config.batch_size}, {describe_protocol(protocol)} "
+            f"Latency of the trained network: batch {latency.batch_sizes[0]}, {describe_protocol(latency.protocol)} "
             f"on {config.device}{threads}, per model: {rows}; peak_mem_mb is inference memory",
         ]
 
 
 def plan(specs: Sequence[ModelSpec], config: RunConfig) -> Plan:
     """Check everything and open the dataset, before anything is measured (UserError on bad input)."""
-    trained = [s for s in specs if s.kind == "model"]
-    prepared = train_runner.prepare(
-        trained,
-        train_runner.TrainConfig(
-            dataset=config.dataset,
-            num_classes=config.num_classes,
-            device=config.device,
-            steps=config.steps,
-            batch_size=config.train_batch_size,
-            size=config.size,
-            seed=config.seed,
-            progress=config.progress,
-            train_time=config.train_time,
-            conv_backend=config.conv_backend,
-            init=config.init,
-        ),
-    )
+    prepared = train_runner.prepare([s for s in specs if s.kind == "model"], config.train)
     classes, size = prepared.train_set.num_classes, prepared.size
-    latency = latency_runner.LatencyConfig(
-        device=config.device,
-        sizes=[size],
-        batch_sizes=[config.batch_size],
-        runtimes=config.runtimes,
-        variants=config.variants,
-        num_classes=classes,
-        warmup=config.warmup,
-        iters=config.iters,
-        budget_s=config.budget_s,
-        target=config.target,
-        threads=config.threads,
-        dataset=config.dataset,
-        seed=config.seed,
-        progress=config.progress,
-        done=config.done,
-        evaluate=partial(_evaluate, prepared),
-    )
-    count = count_runner.CountConfig(
-        size=size, num_classes=classes, batch_size=config.batch_size, progress=config.progress
-    )
-    blocks = config.blocks and replace(
-        config.blocks,
-        device=config.device,
-        batch_size=config.batch_size,
-        warmup=config.warmup,
-        iters=config.iters,
-        budget_s=config.budget_s,
-        target=config.target,
-        threads=config.threads,
-        progress=config.progress,
-        done=config.done,
-        shard=config.shard and config.shard.after(len(specs)),
-    )
-    return Plan(config, tuple(specs), count, latency, prepared, blocks)
+    latency = replace(config.latency, sizes=[size], num_classes=classes)
+    count = count_runner.CountConfig(size=size, num_classes=classes, batch_size=latency.batch_sizes[0])
+    return Plan(config, tuple(specs), count, latency, prepared)
 
 
-def run(specs: Sequence[ModelSpec], config: RunConfig) -> Iterator[Row]:
-    """One merged row per model x runtime x variant, then the block rows; bad input raises first."""
-    return rows(plan(specs, config))
+def run(specs: Sequence[ModelSpec], config: RunConfig, context: Context = ALONE) -> Described:
+    """One merged row per model x runtime x variant, then the block rows; bad input raises first.
+
+    The rows describe the run's settings in words (`Plan.describe`).
+    """
+    checked = plan(specs, config)
+    return Described(rows(checked, context), checked.describe())
 
 
-def rows(checked: Plan) -> Iterator[Row]:
+def rows(checked: Plan, context: Context = ALONE) -> Iterator[Row]:
     """The rows of a `plan`: per model its stages' rows merged, as each model finishes.
 
     Under torchrun a model is the unit of the shard: its stages run on one rank, then the blocks' cells follow.
     """
-    config = checked.config
+    stages = Context(progress=context.progress)  # a model's stages: all of them, on this rank
+    evaluate = partial(_evaluate, checked.train)
     for index, spec in enumerate(checked.specs):
-        if not config.owns(index):
+        if not context.owns(index):
             continue
         classes = checked.latency.num_classes if spec.kind == "model" else None
-        built = {spec.name: Built(spec, seed=config.seed, **({"num_classes": classes} if classes else {}))}
-        timing = list(latency_runner.cells([spec], checked.latency, built, stage="latency"))
-        training = list(train_runner.cells(checked.train, [spec], built)) if spec.kind == "model" else []
-        context = {f: c.keys[0][f] for c in training for f in train_runner.KEY_FIELDS if f in c.keys[0]}
-        if config.is_done([{**key, **context} for cell in timing for key in cell.keys]):
+        seed = checked.config.train.seed
+        built = {spec.name: Built(spec, seed=seed, **({"num_classes": classes} if classes else {}))}
+        timing = list(latency_runner.cells([spec], checked.latency, stages, built, "latency", evaluate))
+        training = list(train_runner.cells(checked.train, stages, [spec], built)) if spec.kind == "model" else []
+        trained_key = {f: c.keys[0][f] for c in training for f in train_runner.KEY_FIELDS if f in c.keys[0]}
+        if context.is_done([{**key, **trained_key} for cell in timing for key in cell.keys]):
             continue
-        (counted,) = measure_cells(count_runner.cells([spec], checked.count, built))
+        (counted,) = measure_cells(count_runner.cells([spec], checked.count, stages, built))
         trained = next(measure_cells(training), None)
-        for timed in measure_cells(timing, checked.latency):
-            yield {**merge(timed, counted, trained), **config.shard_fields(index)}
-        config.progress(spec.name, "done")
-    if checked.blocks is not None:
-        yield from blocks_runner.blocks(blocks_runner.default_specs(), checked.blocks)
-        config.progress("K^2 study", "done")
+        for timed in measure_cells(timing, replace(stages, done=context.done)):
+            yield {**merge(timed, counted, trained), **context.shard_fields(index)}
+        context.progress(spec.name, "done")
+    if checked.config.blocks is not None:
+        yield from blocks_runner.blocks(
+            blocks_runner.default_specs(), checked.config.blocks, context.after(len(checked.specs))
+        )
+        context.progress("K^2 study", "done")
 
 
 def merge(timed: Row, counted: Row, trained: Row | None = None) -> Row:

@@ -9,25 +9,25 @@ called, before the first cell.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segbench.checks import check_device, check_nonnegative, check_positive, check_sizes, check_writable
+from segbench.checks import check_device, check_positive, check_sizes, check_writable
 from segbench.errors import UserError
 from segbench.rows.environment import device_name
 from segbench.rows.schema import spec_fields
 from segbench.runners import defaults
-from segbench.runners.cells import Built, Cell, Row, RunnerOptions, measure_cells
+from segbench.runners.cells import ALONE, Built, Cell, Context, Described, Row, measure_cells
 from segbench.runners.weights import per_model
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
     from segbench.measure.data_parallel import DataParallel
+    from segbench.measure.training import TrainSettings
     from segbench.registry import ModelSpec
 
 #: ``--conv-backend`` default: measure each layer's CPU backend (`segbench.measure.convbackend`).
@@ -39,14 +39,14 @@ KEY_FIELDS = ("dataset", "init", "train_steps", "train_budget_seconds")
 
 
 @dataclass(frozen=True)
-class TrainConfig(RunnerOptions):
+class TrainConfig:
     """The dataset, the budget (None: the device type's defaults) and the files of a training run.
 
     ``weights`` and ``save`` are paths in which ``{model}`` stands for the model's name (required
     when several models are trained). ``train_time`` (seconds per model) replaces ``steps``;
     ``conv_backend`` is ``auto`` or a row's ``train_conv_backend`` (CPU only); ``init`` is
-    ``vgg16:PATH`` (FCN backbones from a VGG16 classifier checkpoint). ``parallel``: train as one rank
-    of a data-parallel job (torchrun); the batch size is then the global batch, split over the ranks.
+    ``vgg16:PATH`` (FCN backbones from a VGG16 classifier checkpoint). Under data-parallel training
+    (torchrun, `Context.parallel`) the batch size is the global batch, split over the ranks.
     """
 
     dataset: str = "synthetic"
@@ -62,20 +62,14 @@ class TrainConfig(RunnerOptions):
     train_time: float | None = None
     conv_backend: str = AUTO
     init: str | None = None
-    parallel: DataParallel | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         from segbench.measure.convbackend import parse_plan
 
         check_device(self.device)
-        check_nonnegative(self.steps, "steps")
-        check_positive(self.batch_size, "batch size")
         check_positive(self.num_classes, "number of classes")
         check_sizes([self.size] if self.size else None)
-        if self.lr is not None and not self.lr > 0:
-            raise UserError(f"bad learning rate {self.lr}: expected a number > 0")
-        if self.train_time is not None and not (self.train_time > 0 and math.isfinite(self.train_time)):
-            raise UserError(f"bad --train-time {self.train_time}: expected seconds > 0")
+        _ = self.settings  # steps, batch size, learning rate and time budget are checked there
         if self.train_time is not None and self.steps is not None:
             raise UserError("--steps and --train-time both set the training budget: give one")
         if parse_plan(self.conv_backend) is not None and defaults.device_type(self.device) != "cpu":
@@ -83,16 +77,37 @@ class TrainConfig(RunnerOptions):
         if self.init is not None and self.weights is not None:
             raise UserError("--init and --weights both set the starting weights: give one")
         init_source(self.init)
-        if self.parallel is not None:
-            if self.train_time is not None:  # each rank would time its own steps: they must agree
-                raise UserError("--train-time under torchrun: give --steps, so every rank takes the same steps")
-            self.parallel.local_batch(self.budget[1])
 
     @property
     def budget(self) -> tuple[int | None, int]:
         """(steps, batch size) in effect; steps is None under ``train_time``."""
         steps, batch = defaults.training(self.device, self.steps, self.batch_size)
         return (None if self.train_time is not None else steps), batch
+
+    @property
+    def settings(self) -> TrainSettings:
+        """What `segbench.measure.training.train_and_evaluate` gets (size None: the dataset's)."""
+        from segbench.measure.training import TrainSettings
+
+        steps, batch = self.budget
+        return TrainSettings(
+            steps=steps,
+            batch_size=batch,
+            size=self.size,
+            lr=self.lr,
+            device=self.device,
+            seed=self.seed,
+            time_budget=self.train_time,
+            conv_backend=self.conv_backend,
+        )
+
+    def check_parallel(self, parallel: DataParallel | None) -> None:
+        """This training fits data-parallel training over ``parallel``'s ranks (None: alone)."""
+        if parallel is None:
+            return
+        if self.train_time is not None:  # each rank would time its own steps: they must agree
+            raise UserError("--train-time under torchrun: give --steps, so every rank takes the same steps")
+        parallel.local_batch(self.budget[1])
 
 
 @dataclass(frozen=True)
@@ -129,16 +144,23 @@ def init_source(init: str | None) -> str | None:
     return path
 
 
-def train(specs: Sequence[ModelSpec], config: TrainConfig) -> Iterator[Row]:
-    """One row per model, yielded as each is trained and evaluated (bad input raises first)."""
-    return measure_cells(cells(prepare(specs, config)), config)
+def train(specs: Sequence[ModelSpec], config: TrainConfig, context: Context = ALONE) -> Described:
+    """One row per model, yielded as each is trained and evaluated (bad input raises first).
+
+    The rows describe the data they were trained on.
+    """
+    prepared = prepare(specs, config, context)
+    train_set, val_set = prepared.train_set, prepared.val_set
+    data = f"{len(train_set)} train / {len(val_set)} val images from {train_set.name}, {train_set.num_classes} classes"
+    return Described(measure_cells(cells(prepared, context), context), [data])
 
 
-def prepare(specs: Sequence[ModelSpec], config: TrainConfig) -> Prepared:
+def prepare(specs: Sequence[ModelSpec], config: TrainConfig, context: Context = ALONE) -> Prepared:
     """Open the dataset's splits and check every model and file; UserError on bad input."""
     from segbench.data import open_datasets
     from segbench.measure.checkpoints import read_vgg16
 
+    config.check_parallel(context.parallel)
     for spec in specs:
         if spec.kind != "model":
             raise UserError(f"{spec.name} is a {spec.kind}, not a segmentation model; train takes models")
@@ -181,7 +203,10 @@ def _check_model(spec: ModelSpec, num_classes: int, weights: str | None, backbon
 
 
 def cells(
-    prepared: Prepared, specs: Sequence[ModelSpec] | None = None, built: dict[str, Built] | None = None
+    prepared: Prepared,
+    context: Context,
+    specs: Sequence[ModelSpec] | None = None,
+    built: dict[str, Built] | None = None,
 ) -> Iterator[Cell]:
     """One cell per model of ``specs`` (all the prepared ones when None).
 
@@ -207,44 +232,37 @@ def cells(
         model = (built or {}).get(spec.name) or Built(
             spec, seed=config.seed, num_classes=prepared.train_set.num_classes
         )
-        yield Cell([key], partial(_measure, spec, model, prepared), device=config.device, stage="train")
+        yield Cell([key], partial(_measure, spec, model, prepared, context), device=config.device, stage="train")
 
 
-def _measure(spec: ModelSpec, built: Built, prepared: Prepared, keys: list[Row]) -> list[Row]:
+def _measure(spec: ModelSpec, built: Built, prepared: Prepared, context: Context, keys: list[Row]) -> list[Row]:
     from segbench.measure.checkpoints import init_from_vgg16
     from segbench.measure.training import train_and_evaluate
 
-    config = prepared.config
-    steps, batch = config.budget
-    config.progress(spec.name, "build")
+    config, parallel = prepared.config, context.parallel
+    steps = config.budget[0]
+    context.progress(spec.name, "build")
     model = built.get()
     init = init_source(config.init)
     if init is not None:
         init_from_vgg16(model, init)
     if config.conv_backend == AUTO and defaults.device_type(config.device) == "cpu":
-        config.progress(spec.name, "conv backend probe")
+        context.progress(spec.name, "conv backend probe")
     of = f"/{steps}" if steps is not None else f" of {config.train_time:g} s"
 
     def on_step(step: int, loss: float) -> None:
-        config.progress(spec.name, f"train step {step}{of}, loss {loss:.3f}" if step != steps else "evaluate")
+        context.progress(spec.name, f"train step {step}{of}, loss {loss:.3f}" if step != steps else "evaluate")
 
     fields: dict[str, Any] = train_and_evaluate(
         model,
         prepared.train_set,
         prepared.val_set,
-        steps=steps,
-        batch_size=batch,
-        size=prepared.size,
-        lr=config.lr,
-        device=config.device,
-        seed=config.seed,
+        replace(config.settings, size=prepared.size),
         weights=prepared.weights[spec.name],
         save=prepared.save[spec.name],
         on_step=on_step,
-        time_budget=config.train_time,
-        conv_backend=config.conv_backend,
-        parallel=config.parallel,
+        parallel=parallel,
     )
-    if config.parallel is not None:
-        fields["world_size"] = config.parallel.world_size
+    if parallel is not None:
+        fields["world_size"] = parallel.world_size
     return [fields]
