@@ -201,6 +201,7 @@ def cells(
                     num_classes=classes,
                     runtime=runtime.name,
                     **variant.fields(),
+                    **(config.evaluation.fields() if config.accuracy or config.end_to_end else {}),
                 )
                 for runtime, variant in combos
             ]
