@@ -61,7 +61,7 @@ class Pipeline:
         return x.to(self.dtype, memory_format=layout)
 
     def model(self, x: torch.Tensor) -> torch.Tensor:
-        """The protocol's logits (or probabilities) for the preprocessed input."""
+        """The protocol's logits for the preprocessed input."""
         return self.protocol.infer(self.predict, x)
 
     @staticmethod
