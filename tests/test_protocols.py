@@ -41,8 +41,7 @@ def test_multiscale_at_scale_one_without_flip_is_whole(images: torch.Tensor) -> 
     protocol = EvalProtocol("multiscale", scales=(1.0,))
     result = protocol.infer(net, images)
     whole = EvalProtocol().infer(net, images)
-    assert torch.equal(result, whole.softmax(1))
-    assert torch.equal(result.argmax(1), whole.argmax(1))
+    assert torch.equal(result, whole)
 
 
 def test_slide_averages_overlapping_windows_as_mmsegmentation() -> None:
@@ -87,7 +86,7 @@ def test_slide_pads_an_image_smaller_than_the_window() -> None:
 
 
 @torch.no_grad()
-def test_multiscale_with_flip_averages_the_probabilities_of_every_view(images: torch.Tensor) -> None:
+def test_multiscale_with_flip_averages_the_logits_of_every_view(images: torch.Tensor) -> None:
     net = _net()
     size = (12, 20)
     expected = torch.zeros(2, 4, *size)
@@ -96,10 +95,9 @@ def test_multiscale_with_flip_averages_the_probabilities_of_every_view(images: t
         for flip in (False, True):
             logits = net(view.flip(-1) if flip else view)
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-            expected += (logits.flip(-1) if flip else logits).softmax(1)
+            expected += logits.flip(-1) if flip else logits
     result = multiscale(net, images, EvalProtocol("multiscale", scales=(0.5, 1.5), flip=True).views)
     assert torch.allclose(result, expected / 4, atol=1e-6)
-    assert torch.allclose(result.sum(1), torch.ones(2, *size), atol=1e-5)
 
 
 def test_input_shapes_and_routing_by_shape(images: torch.Tensor) -> None:

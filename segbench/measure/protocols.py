@@ -12,8 +12,11 @@ shape in `EvalProtocol.input_shapes`. The image is the one at the evaluation siz
   zeros (the normalised mean colour) to the window's size and its logits cropped back.
 - ``multiscale`` (mmsegmentation's test-time augmentation): the image resized by each of ``scales``
   (sides rounded half up, as mmcv does), and with ``flip`` also mirrored left-right; each view's
-  logits are resized back to the image (and mirrored back), and the views' softmax probabilities are
-  averaged, as mmsegmentation's ``SegTTAModel`` does. Argmax of the result is the prediction.
+  logits are resized back to the image (and mirrored back) and averaged. mmsegmentation's
+  ``SegTTAModel`` averages softmax probabilities instead; averaged logits keep the result a linear
+  map of the views' logits, so one view (scale 1, no flip) of a model whose logits come at its input
+  size is exactly ``whole``, also after the evaluation's own resize to the mask; the argmax differs
+  from mmsegmentation's only where the views disagree.
 
 ``slide`` and ``multiscale`` return maps at the image's size; bad options raise UserError at
 construction, and `EvalProtocol.check_size` rejects an image size the protocol cannot cover.
@@ -106,7 +109,7 @@ class EvalProtocol:
         return [size]
 
     def infer(self, predict: Predict, images: torch.Tensor) -> torch.Tensor:
-        """The logits (or, for multiscale, averaged probabilities) of ``images`` (N x C x H x W)."""
+        """The logits of ``images`` (N x C x H x W) under the protocol."""
         if self.name == "slide":
             return slide(predict, images, self.window, self.stride)  # type: ignore[arg-type]
         if self.name == "multiscale":
@@ -164,7 +167,7 @@ def slide(predict: Predict, images: torch.Tensor, window: Size, stride: Size) ->
 
 
 def multiscale(predict: Predict, images: torch.Tensor, views: Sequence[tuple[float, bool]]) -> torch.Tensor:
-    """The mean softmax probabilities of the (scale, mirrored) ``views`` of ``images``, at their size."""
+    """The mean logits of the (scale, mirrored) ``views`` of ``images``, at their size."""
     size = images.shape[-2:]
     total: torch.Tensor | None = None
     for scale, flip in views:
@@ -172,8 +175,8 @@ def multiscale(predict: Predict, images: torch.Tensor, views: Sequence[tuple[flo
         if flip:
             view = view.flip(-1)
         logits = resized(main_output(predict(view)).float(), size)
-        probabilities = (logits.flip(-1) if flip else logits).softmax(1)
-        total = probabilities if total is None else total + probabilities.to(total.device)
+        logits = logits.flip(-1) if flip else logits
+        total = logits if total is None else total + logits.to(total.device)
     assert total is not None
     return total / len(views)
 

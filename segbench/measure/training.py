@@ -345,6 +345,7 @@ class TrainSettings:
         row's ``train_steps`` reproduces the mIoU exactly.
     :param conv_backend: CPU convolution backends while training and evaluating: ``auto`` (measured,
         see `segbench.measure.convbackend`) or a plan's text (``onednn``, ``native``, ``native:LAYER,...``).
+    :param protocol: how the val split is evaluated (`segbench.measure.protocols`); the row records it.
     """
 
     steps: int | None
@@ -356,6 +357,7 @@ class TrainSettings:
     time_budget: float | None = None
     conv_backend: str = ONEDNN
     num_workers: int = 0
+    protocol: EvalProtocol = WHOLE
 
     def __post_init__(self) -> None:
         check_nonnegative(self.steps, "steps")
@@ -411,6 +413,7 @@ def train_and_evaluate(
             batch_size=settings.batch_size,
             num_workers=settings.num_workers,
             parallel=parallel,
+            protocol=settings.protocol,
         )
     if save and (parallel is None or parallel.rank == 0):
         save_checkpoint(model, save)
@@ -423,6 +426,7 @@ def train_and_evaluate(
         "conv_probe_seconds": probe_seconds,
         "deterministic": not nondeterministic,
         **_accuracy_fields(accuracy),
+        **settings.protocol.fields(),
         "peak_mem_mb": memory,
         **_conditions(settings.batch_size, size, train_set.num_classes, dev),
     }
