@@ -201,7 +201,11 @@ def cells(
                     num_classes=classes,
                     runtime=runtime.name,
                     **variant.fields(),
-                    **(config.evaluation.fields() if config.accuracy or config.end_to_end else {}),
+                    **(
+                        config.evaluation.fields()
+                        if spec.kind == "model" and (config.accuracy or config.end_to_end)
+                        else {}
+                    ),
                 )
                 for runtime, variant in combos
             ]
@@ -241,7 +245,7 @@ def _measure(
     ):
         x = example.to(device)
         eager = isolated(partial(_eager, network, x, device, threads, Path(workdir)))
-        application = _application(sweep, shape)
+        application = _application(sweep, spec, shape)
         reference = None
         if eager.value is not None and application.evaluate is not None:
             prepare = _preparer(torch_runtime.prepare, network, Variant(), device, threads, Path(workdir), images)
@@ -358,10 +362,13 @@ def _measure_variant(
     return fields
 
 
-def _application(sweep: _Sweep, shape: tuple[int, ...]) -> Application:
+def _application(sweep: _Sweep, spec: ModelSpec, shape: tuple[int, ...]) -> Application:
     """What a cell measures beyond model-only time: mIoU through ``sweep.evaluate`` (``segbench run``'s)
-    or on the dataset's val split, and end-to-end frames of the source size."""
+    or on the dataset's val split, and end-to-end frames of the source size; for models only (a block
+    has no classes, and takes no frames)."""
     config = sweep.config
+    if spec.kind != "model":
+        return Application(config.evaluation, None, None, config.protocol)
     evaluate = sweep.evaluate
     if evaluate is None and config.accuracy:
         evaluate = partial(sweep.images.accuracy, (shape[2], shape[3]), config.evaluation)
