@@ -258,6 +258,7 @@ def test_cli_modules_hold_no_measurement():
         if module.startswith("segbench.cli"):
             primitives = {t for t in targets if t.startswith(("segbench.measure.", "segbench.runtimes."))} - {
                 "segbench.measure.session",  # the Variant value type, built from --precision and switches
+                "segbench.measure.protocols",  # the EvalProtocol value type, built from --protocol and its options
                 "segbench.measure.recipe",  # constants quoted in help texts and footnotes
                 "segbench.measure.analytic",  # the counting convention quoted in a footnote
             }

@@ -138,8 +138,67 @@ class Output:
         return None if self.no_save else self.out
 
 
-#: The options behind a command parameter typed `Timing` or `Output`, in --help order, as (the
-#: object's field, Typer annotation, default).
+ProtocolName = Annotated[
+    str,
+    typer.Option(
+        "--protocol",
+        help="How mIoU (and --end-to-end) runs a frame, as mmsegmentation: whole, slide (--window, --stride) "
+        "or multiscale (--scales, --flip).",
+    ),
+]
+Window = Annotated[str | None, typer.Option("--window", help="slide: the window HxW (the network's input size).")]
+Stride = Annotated[str | None, typer.Option("--stride", help="slide: HxW between windows, at most the window.")]
+Scales = Annotated[
+    str | None,
+    typer.Option("--scales", help="multiscale: comma list of scales of --size. Default: 0.5,0.75,1,1.25,1.5,1.75."),
+]
+Flip = Annotated[bool, typer.Option("--flip", help="multiscale: each scale also mirrored left-right.")]
+EndToEnd = Annotated[
+    bool,
+    typer.Option(
+        "--end-to-end",
+        help="Also time frame in, mask out: uint8 frame -> normalise, resize, to device (preprocess) -> model "
+        "(the --protocol) -> upsample, argmax, to host (postprocess).",
+    ),
+]
+SourceSize = Annotated[
+    str | None, typer.Option("--source-size", help="--end-to-end: the frames' HxW. Default: --size.")
+]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The evaluation protocol options as given; `parsed` is the checked protocol
+    (`segbench.measure.protocols.EvalProtocol`, UserError on bad input)."""
+
+    protocol: str = "whole"
+    window: str | None = None
+    stride: str | None = None
+    scales: str | None = None
+    flip: bool = False
+
+    def parsed(self) -> Any:
+        from segbench.measure.protocols import EvalProtocol
+
+        return EvalProtocol(
+            self.protocol,
+            window=parse_size(self.window) if self.window is not None else None,
+            stride=parse_size(self.stride) if self.stride is not None else None,
+            scales=parse_scales(self.scales) if self.scales is not None else None,
+            flip=self.flip,
+        )
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    """``"0.5,1,1.5"`` -> (0.5, 1.0, 1.5); the protocol checks the values."""
+    try:
+        return tuple(float(part) for part in _items(text, "--scales", "numbers > 0, e.g. 0.5,1.0,1.5"))
+    except ValueError:
+        raise UserError(f"bad --scales {text!r}: expected numbers > 0, e.g. 0.5,1.0,1.5") from None
+
+
+#: The options behind a command parameter typed `Timing`, `Output` or `Evaluation`, in --help order,
+#: as (the object's field, Typer annotation, default).
 GROUPS: dict[type, tuple[tuple[str, Any, Any], ...]] = {
     Timing: (
         ("threads", Threads, None),
@@ -155,11 +214,18 @@ GROUPS: dict[type, tuple[tuple[str, Any, Any], ...]] = {
         ("no_save", NoSave, False),
         ("resume", Resume, None),
     ),
+    Evaluation: (
+        ("protocol", ProtocolName, "whole"),
+        ("window", Window, None),
+        ("stride", Stride, None),
+        ("scales", Scales, None),
+        ("flip", Flip, False),
+    ),
 }
 
 
 def grouped(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` as Typer should see it: each parameter typed `Timing` or `Output` becomes its group's
+    """``fn`` as Typer should see it: each parameter typed as a key of `GROUPS` becomes its group's
     options (`GROUPS`), and ``fn`` gets the object built from their values. So every command that
     times or writes results declares those options once, here."""
     hints = typing.get_type_hints(fn, include_extras=True)

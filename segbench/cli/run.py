@@ -17,6 +17,8 @@ from segbench.cli.options import (
     Dataset,
     DatasetClasses,
     Device,
+    EndToEnd,
+    Evaluation,
     FoldBN,
     Init,
     KernelSizes,
@@ -24,6 +26,7 @@ from segbench.cli.options import (
     Precisions,
     Runtimes,
     Seed,
+    SourceSize,
     Steps,
     TrainTime,
     parse_int_list,
@@ -67,7 +70,10 @@ def run_command(
     cuda_graph: CudaGraph = False,
     fold_bn: FoldBN = False,
     runtime: Runtimes = "torch",
+    end_to_end: EndToEnd = False,
+    source_size: SourceSize = None,
     *,
+    evaluation: Evaluation,
     timing: Timing,
     dataset: Dataset = "synthetic",
     num_classes: DatasetClasses = None,
@@ -120,6 +126,7 @@ def run_command(
         train_time=train_time,
         conv_backend=conv_backend,
         init=init,
+        evaluation=evaluation.parsed(),
     )
     latency = LatencyConfig(
         device=job.device,
@@ -129,6 +136,10 @@ def run_command(
         timing=timing,
         dataset=dataset,
         seed=seed,
+        evaluation=train.evaluation,
+        accuracy=True,
+        end_to_end=end_to_end,
+        source_size=parse_size(source_size) if source_size else None,
     )
     config = RunConfig(train=train, latency=latency, blocks=block_study if blocks else None)
     measured = run(get_registry().select(models, kind="model"), config, job.context)

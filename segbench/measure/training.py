@@ -54,7 +54,7 @@ from segbench.measure.checkpoints import load_weights, save_checkpoint
 from segbench.measure.convbackend import ONEDNN, Plan, parse_plan, probe, use_plan
 from segbench.measure.flags import deterministic
 from segbench.measure.memory import MIB, cpu_peak_mb
-from segbench.measure.outputs import main_output
+from segbench.measure.protocols import WHOLE, EvalProtocol
 
 if TYPE_CHECKING:
     from segbench.measure.data_parallel import DataParallel
@@ -312,11 +312,13 @@ def evaluate(
     batch_size: int,
     num_workers: int = 0,
     parallel: DataParallel | None = None,
+    protocol: EvalProtocol = WHOLE,
 ) -> Accuracy:
     """mIoU etc. on ``dataset``: images resized to ``size``, logits back to each mask's size, in fp32.
 
     ``predict(images)`` gives logits: a model in eval mode, or a runtime session prepared for batches
-    of exactly ``batch_size`` (the last batch is padded with copies of its last image). ``parallel``:
+    of exactly ``batch_size`` (the last batch is padded with copies of its last image), called as the
+    evaluation ``protocol`` says (`segbench.measure.protocols`). ``parallel``:
     this rank evaluates its part of ``dataset`` and the confusion matrices of all ranks are summed.
     """
     device = torch.device(device)
@@ -328,7 +330,7 @@ def evaluate(
     matrix = ConfusionMatrix(num_classes, IGNORE_INDEX, device=device)
     for images, masks in loader:
         padded = torch.cat([images, images[-1:].expand(batch_size - len(images), *images.shape[1:])])
-        logits = main_output(predict(padded.to(device)))[: len(images)].float()
+        logits = protocol.infer(predict, padded.to(device))[: len(images)].float()
         for one, mask in zip(logits, masks):
             mask = mask.to(device)
             one = one.to(device)
@@ -353,6 +355,7 @@ class TrainSettings:
         row's ``train_steps`` reproduces the mIoU exactly.
     :param conv_backend: CPU convolution backends while training and evaluating: ``auto`` (measured,
         see `segbench.measure.convbackend`) or a plan's text (``onednn``, ``native``, ``native:LAYER,...``).
+    :param protocol: how the val split is evaluated (`segbench.measure.protocols`); the row records it.
     """
 
     steps: int | None
@@ -364,6 +367,7 @@ class TrainSettings:
     time_budget: float | None = None
     conv_backend: str = ONEDNN
     num_workers: int = 0
+    protocol: EvalProtocol = WHOLE
 
     def __post_init__(self) -> None:
         check_nonnegative(self.steps, "steps")
@@ -419,6 +423,7 @@ def train_and_evaluate(
             batch_size=settings.batch_size,
             num_workers=settings.num_workers,
             parallel=parallel,
+            protocol=settings.protocol,
         )
     if save and (parallel is None or parallel.rank == 0):
         save_checkpoint(model, save)
@@ -431,6 +436,7 @@ def train_and_evaluate(
         "conv_probe_seconds": probe_seconds,
         "deterministic": not nondeterministic,
         **_accuracy_fields(accuracy),
+        **settings.protocol.fields(),
         "peak_mem_mb": memory,
         **_conditions(settings.batch_size, size, train_set.num_classes, dev),
     }

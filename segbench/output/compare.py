@@ -10,8 +10,8 @@ Per matched pair:
   (unless forced); otherwise the check says "not comparable". A growth
   beyond the tolerance is a regression only when it is also statistically clear (`slower`): a
   noisy machine must not fail an unchanged model;
-- mIoU may drop by at most the mIoU tolerance (absolute), compared only for the same dataset and
-  training steps;
+- mIoU may drop by at most the mIoU tolerance (absolute, in points: 0.5 = half a percentage point),
+  compared only for the same dataset, training steps and evaluation protocol;
 - a row that failed in NEW (``error`` set) or is missing from NEW is a regression;
 - a compared value that is not a finite, non-negative number (NaN, inf, text) is a regression.
 """
@@ -35,6 +35,9 @@ EXACT_FIELDS = ("params", "params_trainable", "macs_analytic", "macs_fvcore", "m
 ALPHA = 0.05
 MIN_SAMPLES = 6
 OK, REGRESSION, NOT_COMPARABLE, ADDED = "ok", "REGRESSION", "not comparable", "added"
+#: mIoU is compared only at the same evaluation protocol (files from before protocols: whole).
+PROTOCOL_FIELDS = ("protocol", "window", "scales", "flip")  # the slide stride is a key field
+PROTOCOL_DEFAULTS = {"protocol": "whole"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,17 @@ def parse_tolerance(text: str, what: str) -> float:
         value = -1.0
     if not math.isfinite(value) or value < 0:
         raise UserError(f"bad {what} {text!r}: expected a non-negative fraction or percentage, e.g. 0.1 or 10%")
+    return value
+
+
+def parse_points(text: str, what: str) -> float:
+    """``"0.5"`` -> 0.5 mIoU points; a non-negative finite number is required."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise UserError(f"bad {what} {text!r}: expected a non-negative number of mIoU points, e.g. 0.5")
     return value
 
 
@@ -96,7 +110,7 @@ def compare_rows(
     base: Sequence[Row],
     new: Sequence[Row],
     latency_tolerance: float = 0.1,
-    miou_tolerance: float = 0.01,
+    miou_tolerance: float = 0.5,
     force: bool = False,
 ) -> list[Check]:
     """Every check for every row of BASE and NEW, in BASE's order, then rows only NEW has.
@@ -222,12 +236,13 @@ def _miou(label: str, old: Row, row: Row, tolerance: float) -> list[Check]:
     unusable = _unusable(a, b)
     if unusable:
         return [Check(label, "miou", *shown, unusable, REGRESSION)]
-    for field in ("dataset", "train_steps"):
-        if old.get(field) != row.get(field):
-            return [Check(label, "miou", *shown, f"{field} {old.get(field)} vs {row.get(field)}", NOT_COMPARABLE)]
-    change = b - a
+    for field in ("dataset", "train_steps", *PROTOCOL_FIELDS):
+        before, after = (PROTOCOL_DEFAULTS.get(field) if r.get(field) is None else r[field] for r in (old, row))
+        if before != after:
+            return [Check(label, "miou", *shown, f"{field} {before} vs {after}", NOT_COMPARABLE)]
+    change = round((b - a) * 100, 9)  # points; rounded so that 0.295 vs 0.300 is exactly -0.5
     status = REGRESSION if change < -tolerance else OK
-    return [Check(label, "miou", *shown, f"{change:+.4f} (limit -{tolerance:.4f})", status)]
+    return [Check(label, "miou", *shown, f"{change:+.2f} points (limit -{tolerance:g})", status)]
 
 
 def _unusable(base: Any, new: Any) -> str | None:
@@ -253,7 +268,7 @@ def checks_to_markdown(checks: Sequence[Check], base: str, new: str, latency_tol
         f"may grow by {latency_tol:.1%} (same device_name and timing_protocol only, unless --force), and a "
         "larger growth fails only when it is "
         f"statistically clear (one-sided rank test on the per-call samples at {ALPHA:g}, else 95% intervals "
-        f"apart); mIoU may drop by {miou_tol:.4f} (absolute).",
+        f"apart); mIoU may drop by {miou_tol:g} points (absolute).",
         "",
         "| row | check | base | new | change | status |",
         "|---|---|---|---|---|---|",

@@ -73,6 +73,20 @@ class RowFields(TypedDict, total=False):
     deterministic: bool | None
     miou: float | None
     pixel_acc: float | None
+    miou_delta: float | None
+    protocol: str | None
+    window: str | None
+    scales: str | None
+    flip: bool | None
+    source_height: int | None
+    source_width: int | None
+    e2e_ms_median: float | None
+    e2e_ms_ci_low: float | None
+    e2e_ms_ci_high: float | None
+    e2e_ms_p90: float | None
+    preprocess_ms_median: float | None
+    model_ms_median: float | None
+    postprocess_ms_median: float | None
     iou_per_class: list[float | None] | None
     mac_notes: dict[str, list[str]] | None
     block: str | None

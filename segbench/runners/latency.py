@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 from segbench.checks import check_all_positive, check_device, check_precisions, check_sizes, check_writable
 from segbench.errors import UserError
+from segbench.measure.protocols import WHOLE, EvalProtocol, Predict
 from segbench.measure.session import Session, Variant, check_compile_modes
 from segbench.rows.environment import device_name
-from segbench.rows.row import RowFields
 from segbench.rows.schema import spec_fields
 from segbench.runners import defaults
+from segbench.runners.application import Application, Prepare, shape_folder
 from segbench.runners.cells import ALONE, Built, Cell, Context, Row, isolated, measure_cells
 from segbench.runners.defaults import Timing
 from segbench.runners.processes import in_processes
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 #: Calibration batches of an int8 variant, from the train split of ``LatencyConfig.dataset``.
 CALIBRATION_IMAGES = 16
 #: ``evaluate(predict, batch size)``: accuracy fields of a session (``segbench run``: mIoU on the val split).
-Evaluate = Callable[[Callable[["torch.Tensor"], "torch.Tensor"], int], RowFields]
+Evaluate = Callable[[Callable[["torch.Tensor"], Any], int], Row]
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,11 @@ class LatencyConfig:
     image, resized: real logits make the agreement with fp32 eager meaningful; inputs with other
     than 3 channels are random) and the images that calibrate int8. ``weights`` is a ``state_dict``
     file to time (``{model}`` = model name), instead of the seeded initial weights.
+
+    What the application sees (`segbench.runners.application`): ``accuracy`` gives every row ``miou`` on
+    the dataset's val split (models built for its classes) and ``miou_delta`` against PyTorch fp32
+    eager; ``end_to_end`` times frames of ``source_size`` (None: the cell's size) into masks;
+    ``evaluation`` is the protocol of both (whole unless one of them is on).
     """
 
     device: str = "cpu"
@@ -70,10 +76,15 @@ class LatencyConfig:
     dataset: str = "synthetic"
     weights: str | None = None
     seed: int = defaults.SEED
+    evaluation: EvalProtocol = WHOLE
+    accuracy: bool = False
+    end_to_end: bool = False
+    source_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         check_device(self.device)
         check_sizes(self.sizes)
+        self._check_application(self.sizes or [])
         check_all_positive(self.batch_sizes, "batch size")
         check_precisions([v.precision for v in self.variants])
         check_compile_modes(self.variants)
@@ -88,6 +99,20 @@ class LatencyConfig:
                         for r in self.runtime_specs
                     )
                 )
+
+    def _check_application(self, sizes: Sequence[tuple[int, int]]) -> None:
+        """The protocol and end-to-end options, and the sizes they run at (UserError)."""
+        if self.source_size is not None:
+            if not self.end_to_end:
+                raise UserError("--source-size goes with --end-to-end")
+            check_sizes([self.source_size])
+            self.evaluation.check_size(self.source_size, "--source-size")
+        if self.evaluation != WHOLE and not (self.accuracy or self.end_to_end):
+            raise UserError(
+                f"--protocol {self.evaluation.name} applies to mIoU (--dataset) and --end-to-end latency: give one"
+            )
+        for size in sizes:
+            self.evaluation.check_size(size)
 
     @cached_property
     def runtime_specs(self) -> list[RuntimeSpec]:
@@ -112,11 +137,27 @@ def latency(specs: Sequence[ModelSpec], config: LatencyConfig, context: Context 
     The ``--weights`` files are checked against their models first (UserError on bad input).
     """
     weights = per_model(config.weights, "--weights", [s.name for s in specs])
+    if config.accuracy:
+        config = replace(config, num_classes=_dataset_classes(config))
     for spec in specs:
+        if config.sizes is None:
+            config._check_application([spec.default_size])
+        if config.end_to_end and spec.input_channels() != 3:
+            raise UserError(f"--end-to-end feeds RGB frames, but {spec.name} takes {spec.input_channels()} channels")
         path = weights[spec.name]
         if path is not None:
             check_weights(spec, path, config.num_classes or spec.default_num_classes)
     return measure_cells(cells(specs, config, context), context)
+
+
+def _dataset_classes(config: LatencyConfig) -> int:
+    """The class count mIoU is measured with: the dataset's (a different --num-classes is refused)."""
+    from segbench.data import open_datasets
+
+    classes = open_datasets(config.dataset, seed=config.seed, num_classes=config.num_classes)[1].num_classes
+    if config.num_classes is not None and config.num_classes != classes:
+        raise UserError(f"--num-classes {config.num_classes}: mIoU on {config.dataset} needs its {classes} classes")
+    return classes
 
 
 @dataclass(frozen=True)
@@ -165,6 +206,11 @@ def cells(
                     num_classes=classes,
                     runtime=runtime.name,
                     **variant.fields(),
+                    **(
+                        config.evaluation.fields()
+                        if spec.kind == "model" and (config.accuracy or config.end_to_end)
+                        else {}
+                    ),
                 )
                 for runtime, variant in combos
             ]
@@ -192,6 +238,7 @@ def _measure(
     import torch
 
     from segbench.measure.settings import measurement_settings
+    from segbench.runtimes import torch_runtime
 
     config, images = sweep.config, sweep.images
     device = torch.device(config.device)
@@ -207,6 +254,11 @@ def _measure(
     ):
         x = example.to(device)
         eager = isolated(partial(_eager, network, x, device, threads, Path(workdir)))
+        application = _application(sweep, spec, shape)
+        reference = None
+        if eager.value is not None and application.evaluate is not None:
+            prepare = _preparer(torch_runtime.prepare, network, Variant(), device, threads, Path(workdir), images)
+            reference = isolated(partial(application.reference, eager.value[0], shape, prepare)).value
         for key in keys:
             runtime, variant = runtimes[key["runtime"]], Variant.of_row(key)
             sweep.context.progress(spec.name, f"latency {'x'.join(map(str, shape))} {runtime.name} {variant.tag}")
@@ -223,6 +275,8 @@ def _measure(
                     Path(workdir),
                     images.calibration(shape, variant),
                     eager.value,
+                    application,
+                    reference,
                 ),
                 sweep.stage,
                 config.device,
@@ -271,9 +325,11 @@ def _measure_variant(
     workdir: Path,
     calibration: list[torch.Tensor],
     eager: tuple[Session, torch.Tensor] | None,
-) -> RowFields:
+    application: Application,
+    reference_accuracy: Row | None,
+) -> Row:
     """One runtime x variant: prepare it, then time it alternately with fp32 eager (alone if the two do not
-    fit in memory together), measure and compare it."""
+    fit in memory together), measure and compare it; then what the application sees (mIoU, end to end)."""
 
     from segbench.measure.faults import OOM, error_reason, release_memory
     from segbench.measure.latency import measure_session
@@ -300,11 +356,13 @@ def _measure_variant(
     if config.trace_dir is not None:
         batch, _, height, width = x.shape
         trace = config.trace_dir / f"{spec.name}-{batch}x{height}x{width}-{runtime.name}-{variant.tag}.json"
-    fields = None
+    fields: Row | None = None
     try:
-        fields = measurement_fields(
-            measure_session(
-                session, x, reference, device=device, protocol=config.protocol, baseline=baseline, trace=trace
+        fields = dict(
+            measurement_fields(
+                measure_session(
+                    session, x, reference, device=device, protocol=config.protocol, baseline=baseline, trace=trace
+                )
             )
         )
     except Exception as exc:
@@ -316,17 +374,61 @@ def _measure_variant(
     if fields is None:  # retried here, outside the except: its traceback holds the failed call's tensors
         release_memory(device)
         baseline = None
-        fields = measurement_fields(
-            measure_session(session, x, reference, device=device, protocol=config.protocol, trace=trace)
+        fields = dict(
+            measurement_fields(
+                measure_session(session, x, reference, device=device, protocol=config.protocol, trace=trace)
+            )
         )
     fields["timing_protocol"] = defaults.protocol_label(config.protocol, paired=baseline is not None)
-    if sweep.evaluate is not None and not reference_row:
-        fields.update(sweep.evaluate(session.predict, x.shape[0]))
+    prepare = _preparer(runtime.prepare, network, variant, device, threads, workdir, sweep.images)
+    fields.update(application.fields(session, variant, x, prepare, reference_accuracy, own=reference_row))
     roofs = cached_ceilings_for(x, variant, threads)  # never measured here: `segbench profile` does
     fields["roofline_efficiency"] = network_roofline(network, x, variant, roofs, fields["latency_ms_median"]).get(
         "roofline_efficiency"
     )
     return fields
+
+
+def _application(sweep: _Sweep, spec: ModelSpec, shape: tuple[int, ...]) -> Application:
+    """What a cell measures beyond model-only time: mIoU through ``sweep.evaluate`` (``segbench run``'s)
+    or on the dataset's val split, and end-to-end frames of the source size; for models only (a block
+    has no classes, and takes no frames)."""
+    config = sweep.config
+    if spec.kind != "model":
+        return Application(config.evaluation, None, None, config.protocol)
+    evaluate = sweep.evaluate
+    if evaluate is None and config.accuracy:
+        evaluate = partial(sweep.images.accuracy, (shape[2], shape[3]), config.evaluation)
+    frames = None
+    if config.end_to_end:
+        frames = sweep.images.frames(config.source_size or (shape[2], shape[3]), shape[0])
+    return Application(config.evaluation, evaluate, frames, config.protocol)
+
+
+def _preparer(
+    prepare: Callable[..., Session],
+    network: torch.nn.Module,
+    variant: Variant,
+    device: torch.device,
+    threads: int,
+    workdir: Path,
+    images: _Images,
+) -> Prepare:
+    """``prepare(shape)``: a session of one runtime and variant for inputs of another shape, made as the
+    row's own was (the cell's image at that size, its int8 calibration too)."""
+
+    def at(shape: tuple[int, ...]) -> Session:
+        return prepare(
+            network.to(device),
+            images.example(shape).to(device),
+            device=device,
+            variant=variant,
+            threads=threads,
+            workdir=shape_folder(workdir, shape),
+            calibration=images.calibration(shape, variant),
+        )
+
+    return at
 
 
 class _Images:
@@ -357,11 +459,35 @@ class _Images:
         batch = shape[0]
         return [torch.cat(resized[i : i + batch]) for i in range(0, len(resized) - batch + 1, batch)]
 
+    def frames(self, source: tuple[int, int], batch: int) -> torch.Tensor:
+        """The first val image as ``batch`` uint8 frames of the ``source`` size (end-to-end input)."""
+        from segbench.measure.endtoend import frames_of
+
+        frame = frames_of(self._open()[1][0][0][None], source)
+        return frame.expand(batch, *frame.shape[1:]).contiguous()
+
+    def accuracy(self, size: tuple[int, int], protocol: EvalProtocol, predict: Predict, batch: int) -> Row:
+        """mIoU etc. of ``predict`` on the val split at ``size`` under ``protocol``."""
+        from segbench.measure.training import evaluate
+
+        val_set = self._open()[1]
+        accuracy = evaluate(
+            predict,
+            val_set,
+            num_classes=val_set.num_classes,
+            size=size,
+            device=self.config.device,
+            batch_size=batch,
+            protocol=protocol,
+        )
+        return {"miou": accuracy.miou, "pixel_acc": accuracy.pixel_acc, "iou_per_class": accuracy.iou_per_class}
+
     def _open(self) -> tuple[Any, Any]:
         if self._splits is None:
             from segbench.data import open_datasets
 
-            self._splits = open_datasets(self.config.dataset, seed=self.config.seed)
+            classes = self.config.num_classes if self.config.accuracy else None
+            self._splits = open_datasets(self.config.dataset, seed=self.config.seed, num_classes=classes)
         return self._splits
 
     @staticmethod

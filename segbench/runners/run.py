@@ -23,7 +23,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from segbench.measure.session import Variant
-from segbench.rows.row import RowFields
 from segbench.runners import blocks as blocks_runner
 from segbench.runners import count as count_runner
 from segbench.runners import defaults
@@ -35,6 +34,7 @@ from segbench.runners.defaults import describe_protocol
 if TYPE_CHECKING:
     import torch
 
+    from segbench.measure.protocols import EvalProtocol
     from segbench.registry import ModelSpec
 
 #: What each stage contributes to the merged row (latency's row is the base: it names the variant).
@@ -77,8 +77,11 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         latency, train = self.latency, self.train
-        if (latency.device, latency.dataset, latency.seed) != (train.device, train.dataset, train.seed):
-            raise ValueError("a run's latency and training share the device, the dataset and the seed")
+        shared = ("device", "dataset", "seed")
+        if [getattr(latency, f) for f in shared] + [latency.evaluation] != [getattr(train, f) for f in shared] + [
+            train.evaluation
+        ]:
+            raise ValueError("a run's latency and training share the device, the dataset, the seed and the protocol")
         if len(latency.batch_sizes) != 1:
             raise ValueError("a run times one batch size")
 
@@ -119,7 +122,7 @@ def plan(specs: Sequence[ModelSpec], config: RunConfig) -> RunPlan:
     """Check everything and open the dataset, before anything is measured (UserError on bad input)."""
     prepared = train_runner.prepare([s for s in specs if s.kind == "model"], config.train)
     classes, size = prepared.train_set.num_classes, prepared.size
-    latency = replace(config.latency, sizes=[size], num_classes=classes)
+    latency = replace(config.latency, sizes=[size], num_classes=classes, accuracy=True)
     count = count_runner.CountConfig(size=size, num_classes=classes, batch_size=latency.batch_sizes[0])
     return RunPlan(config, tuple(specs), count, latency, prepared)
 
@@ -139,7 +142,7 @@ def rows(checked: RunPlan, context: Context = ALONE) -> Iterator[Row]:
     Under torchrun a model is the unit of the shard: its stages run on one rank, then the blocks' cells follow.
     """
     stages = Context(progress=context.progress)  # a model's stages: all of them, on this rank
-    evaluate = partial(_evaluate, checked.train)
+    evaluate = partial(_evaluate, checked.train, checked.latency.evaluation)
     for index, spec in enumerate(checked.specs):
         if not context.owns(index):
             continue
@@ -179,8 +182,11 @@ def merge(timed: Row, counted: Row, trained: Row | None = None) -> Row:
     return row
 
 
-def _evaluate(prepared: train_runner.Prepared, predict: Callable[[torch.Tensor], Any], batch_size: int) -> RowFields:
-    """mIoU of a runtime session on the val split, as training measures it (`segbench.measure.training.evaluate`)."""
+def _evaluate(
+    prepared: train_runner.Prepared, protocol: EvalProtocol, predict: Callable[[torch.Tensor], Any], batch_size: int
+) -> Row:
+    """mIoU of a runtime session on the val split at ``protocol``, as training measures it
+    (`segbench.measure.training.evaluate`)."""
     from segbench.measure.training import evaluate
 
     accuracy = evaluate(
@@ -190,5 +196,6 @@ def _evaluate(prepared: train_runner.Prepared, predict: Callable[[torch.Tensor],
         size=prepared.size,
         device=prepared.config.device,
         batch_size=batch_size,
+        protocol=protocol,
     )
     return {"miou": accuracy.miou, "pixel_acc": accuracy.pixel_acc, "iou_per_class": accuracy.iou_per_class}

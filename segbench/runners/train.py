@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from segbench.checks import check_device, check_positive, check_sizes, check_writable
 from segbench.data import train_size
 from segbench.errors import UserError
+from segbench.measure.protocols import WHOLE, EvalProtocol
 from segbench.rows.environment import device_name
 from segbench.rows.schema import spec_fields
 from segbench.runners import defaults
@@ -42,7 +43,8 @@ class TrainConfig:
     ``weights`` and ``save`` are paths in which ``{model}`` stands for the model's name (required
     when several models are trained). ``train_time`` (seconds per model) replaces ``steps``;
     ``conv_backend`` is ``auto`` or a row's ``train_conv_backend`` (CPU only); ``init`` is
-    ``vgg16:PATH`` (FCN backbones from a VGG16 classifier checkpoint). Under data-parallel training
+    ``vgg16:PATH`` (FCN backbones from a VGG16 classifier checkpoint); ``evaluation`` is the mIoU's
+    protocol (`segbench.measure.protocols`). Under data-parallel training
     (torchrun, `Context.parallel`) the batch size is the global batch, split over the ranks.
     """
 
@@ -59,6 +61,7 @@ class TrainConfig:
     train_time: float | None = None
     conv_backend: str = "auto"  # measure each layer's CPU backend (`segbench.measure.convbackend.AUTO`)
     init: str | None = None
+    evaluation: EvalProtocol = WHOLE
 
     def __post_init__(self) -> None:
         from segbench.measure.convbackend import parse_plan
@@ -96,6 +99,7 @@ class TrainConfig:
             seed=self.seed,
             time_budget=self.train_time,
             conv_backend=self.conv_backend,
+            protocol=self.evaluation,
         )
 
     def check_parallel(self, parallel: DataParallel | None) -> None:
@@ -172,7 +176,9 @@ def prepare(specs: Sequence[ModelSpec], config: TrainConfig, context: Context = 
     backbone = read_vgg16(init) if init is not None else None
     for spec in specs:
         _check_model(spec, train_set.num_classes, weights[spec.name], backbone, config.conv_backend)
-    return Prepared(config, tuple(specs), train_set, val_set, weights, save)
+    prepared = Prepared(config, tuple(specs), train_set, val_set, weights, save)
+    config.evaluation.check_size(prepared.size)
+    return prepared
 
 
 def _check_model(spec: ModelSpec, num_classes: int, weights: str | None, backbone: Any, conv_backend: str) -> None:
@@ -224,6 +230,7 @@ def cells(
             height=height,
             width=width,
             init=prepared.init(spec.name),
+            **config.evaluation.fields(),
             **({"train_steps": steps} if steps is not None else {"train_budget_seconds": config.train_time}),
         )
         model = (built or {}).get(spec.name) or Built(
