@@ -1,36 +1,78 @@
 #!/usr/bin/env bash
-# GPU acceptance in one command: every test (no CUDA test may skip on a GPU), the GPU runtime
-# comparison, the headline job on CUDA and the K^2 study on the GPU; figures land in OUT_DIR.
+# GPU acceptance in one command (issue 23): short checks first, the long sweep last, one result line
+# per step (PASS / FAIL / SKIP with the reason), at most about 8 minutes on one H100/H200, and
+# everything it measured under one folder (default results/gpu-check).
 #
-#   bash benchmarks/gpu_acceptance.sh [OUT_DIR]          (default results/gpu-acceptance)
+#   bash benchmarks/gpu_acceptance.sh [OUT_DIR]
 #
-# Needs an NVIDIA GPU visible to torch and segbench installed (pip install -e ".[test,onnx]"; on a
-# machine without network, install from wheels carried along: pip install --no-index --find-links W -e .).
-# ONNX Runtime's CUDA provider is used when onnxruntime-gpu is installed. Exit 1 if any step failed.
+# Install first (docs/gpu.md): segbench with a CUDA torch, ".[test]", "-e plugins/segbench-unet";
+# optional: ".[gpu]" (NVML: clocks, power, energy in the rows) and onnxruntime-gpu (the ORT step).
+# Without a GPU visible to torch it stops at once with one line (exit 2). Exit 1 if any step failed.
+# The Python parts are benchmarks/gpu_checks.py.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${1:-results/gpu-acceptance}
+if ! python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+    echo "gpu_acceptance: no CUDA device visible to torch here (see docs/gpu.md); nothing was run" >&2
+    exit 2
+fi
+out=${1:-results/gpu-check}
 mkdir -p "$out"
+: >"$out/summary.txt"
 status=0
-step() { echo "== $*" | tee -a "$out/steps.txt"; "$@" || { echo "FAILED: $*" | tee -a "$out/steps.txt"; status=1; }; }
+start=$SECONDS
+TOTAL=480
+checks="python benchmarks/gpu_checks.py"
+n=0
 
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
-python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device visible to torch'" || exit 1
+# step NAME SECONDS COMMAND...: run COMMAND with a time limit, its output in OUT/NN-NAME.log, one
+# result line on stdout and in OUT/summary.txt (exit 77 means skipped; its last line says why).
+# A step gets at most what is left of the 8 minutes (TOTAL seconds), so the whole never takes longer.
+step() {
+    local name=$1 limit=$2
+    shift 2
+    n=$((n + 1))
+    local log left=$((TOTAL - (SECONDS - start)))
+    log=$(printf "%s/%02d-%s.log" "$out" "$n" "$name")
+    if [ "$left" -lt 5 ]; then
+        echo "$(printf "%-11s" "$name") SKIP (no time left of the ${TOTAL}s)" | tee -a "$out/summary.txt"
+        return
+    fi
+    [ "$left" -lt "$limit" ] && limit=$left
+    local t0=$SECONDS
+    timeout "$limit" "$@" >"$log" 2>&1
+    local rc=$? result
+    case $rc in
+        0) result="PASS" ;;
+        77) result="SKIP ($(tail -n 1 "$log"))" ;;
+        124) result="FAIL (over ${limit}s)"; status=1 ;;
+        *) result="FAIL (exit $rc; see $log)"; status=1 ;;
+    esac
+    echo "$(printf "%-11s" "$name") $result [$((SECONDS - t0))s]" | tee -a "$out/summary.txt"
+}
 
-step python -m pytest -q -rs tests -p no:cacheprovider --junitxml "$out/pytest.xml"
-if python - "$out/pytest.xml" <<'PY'
-import sys, xml.etree.ElementTree as ET
-skipped = [c.get("name") for c in ET.parse(sys.argv[1]).iter("testcase")
-           if any("CUDA" in (s.get("message") or "") for s in c.iter("skipped"))]
-print("CUDA tests skipped on a GPU machine:", skipped) if skipped else None
-sys.exit(1 if skipped else 0)
-PY
-then :; else status=1; fi
-
-runtimes=$(python -c "import onnxruntime as o; print('torch,onnxruntime' if 'CUDAExecutionProvider' in o.get_available_providers() else 'torch')" 2>/dev/null || echo torch)
-step segbench latency -m fast_scnn,fcn8s --device cuda --size 1024x2048 --batch-size 1,8 --runtime "$runtimes" \
-    --precision fp32,fp16,bf16 --channels-last --cuda-graph --format md --out "$out"
-step segbench run --models fcn8s,fast_scnn --device cuda --format md --out "$out"
-step segbench blocks --device cuda --size 256x256 --format md --out "$out"
-echo "segbench GPU acceptance: $([ $status -eq 0 ] && echo PASSED || echo FAILED); results in $out"
+fs=(-m fast_scnn -d cuda --size 1024x2048)
+step environment 30 $checks env "$out"
+step cuda-tests 150 $checks tests "$out"
+step event-timer 60 $checks timer
+step capture 40 $checks capture
+step headline 120 bash -c "segbench latency ${fs[*]} --batch-size 1,8 --precision fp16,bf16 --channels-last \
+    --cuda-graph --budget 1 -f json --out $out >$out/headline.json && $checks latency $out/headline.json"
+step compile 100 bash -c "segbench latency ${fs[*]} --batch-size 8 --precision bf16 --channels-last --compile \
+    --budget 1 -f json --out $out >$out/compile.json && $checks latency $out/compile.json"
+step run 90 bash -c "segbench run -m fast_scnn -d cuda --steps 50 --precision fp32,fp16 --cuda-graph -f json \
+    --out $out >$out/run.json && $checks run $out/run.json"
+step torchrun 90 bash -c "torchrun --standalone --nproc-per-node 1 -m segbench latency -m fast_scnn -d cuda \
+    --size 512x1024 --iters 20 -f json --out $out >$out/torchrun-latency.json && \
+    torchrun --standalone --nproc-per-node 1 -m segbench train -m fast_scnn -d cuda --steps 5 --batch-size 2 \
+    -f json --out $out >$out/torchrun-train.json"
+if $checks ort >"$out/ort-provider.txt" 2>&1; then
+    step onnxruntime 60 segbench latency -m fast_scnn -d cuda --size 512x1024 --runtime torch,onnxruntime \
+        -f json --out "$out"
+else
+    step onnxruntime 5 bash -c "cat $out/ort-provider.txt; exit 77"
+fi
+step sweep "$TOTAL" segbench latency -m fast_scnn,fcn8s -d cuda --size 1024x2048 --batch-size 1,8 \
+    --precision fp32,bf16 --cuda-graph --budget 0.5 -f md --out "$out"
+echo "segbench GPU acceptance: $([ $status -eq 0 ] && echo PASSED || echo FAILED) in $((SECONDS - start))s; results in $out" \
+    | tee -a "$out/summary.txt"
 exit $status

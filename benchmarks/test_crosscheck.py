@@ -16,6 +16,7 @@ from conftest import model_input
 from torch.utils.benchmark import Timer
 
 from segbench.plugins import get_registry
+from segbench.runners.defaults import Timing
 from segbench.runners.latency import LatencyConfig, latency
 
 REPEATS = 7
@@ -38,7 +39,7 @@ def test_segbench_median_matches_torch_timer(
 
     def segbench_median(iters: int) -> float:
         config = LatencyConfig(
-            sizes=[(height, width)], batch_sizes=[batch], warmup=5, iters=iters, threads=bench_threads
+            sizes=[(height, width)], batch_sizes=[batch], timing=Timing(warmup=5, iters=iters, threads=bench_threads)
         )
         (row,) = latency([get_registry().model(name)], config)
         return row["latency_ms_median"]

@@ -60,7 +60,7 @@ def check_sizes(sizes: Sequence[tuple[int, int]] | None) -> list[tuple[int, int]
             raise UserError(
                 f"bad size '{'x'.join(map(str, size))}': expected HxW with integers from 1 to {MAX_SIDE}, e.g. 512x1024"
             )
-    return [tuple(size) for size in sizes]  # type: ignore[misc]
+    return [(height, width) for height, width in sizes]
 
 
 def check_seed(seed: int) -> int:

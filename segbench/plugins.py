@@ -52,11 +52,6 @@ def failed_plugins() -> list[PluginFailure]:
     return list(_load().failures)
 
 
-def plugin_names() -> list[str]:
-    """Names of the plugins that loaded, the built-in one first."""
-    return [name for name, _ in _load().manager.list_name_plugin()]
-
-
 def reset() -> None:
     """Forget the loaded plugins, so the next lookup discovers them again (tests, long sessions)."""
     _load.cache_clear()

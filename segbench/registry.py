@@ -11,14 +11,14 @@ import fnmatch
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from segbench.errors import UserError
 from segbench.foreign import foreign_code, one_line
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
-    from torch.utils.data import Dataset
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 Kind = Literal["model", "block"]
@@ -71,22 +71,35 @@ class ModelSpec:
             raise ValueError(f"model {self.name!r}: default_num_classes must be a positive int")
 
 
+class Samples(Protocol):
+    """Indexed ``(image float 3xHxW, mask int64 HxW with 255 = ignore)`` pairs: a split or a share of one."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class SegmentationDataset(Samples, Protocol):
+    """One split of a dataset a plugin offers (a torch ``Dataset``); ``default_size`` (H, W) is optional."""
+
+    name: str
+    num_classes: int
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A dataset a plugin offers: ``builder(path=, split=, seed=, num_classes=)`` returns a torch Dataset.
-
-    The dataset yields ``(image float 3xHxW, mask int64 HxW with 255 = ignore)`` and has ``num_classes``.
+    """A dataset a plugin offers: ``builder(path=, split=, seed=, num_classes=)`` returns a
+    `SegmentationDataset`.
     ``num_classes`` here is the fixed class count of the format, or None when it is read from the data.
     """
 
     name: str
-    builder: Callable[..., Dataset]
+    builder: Callable[..., SegmentationDataset]
     description: str
     needs_path: bool = False
     num_classes: int | None = None
     plugin: str = ""
 
-    def open(self, path: str | None, split: str, seed: int = 0, num_classes: int | None = None) -> Dataset:
+    def open(self, path: str | None, split: str, seed: int = 0, num_classes: int | None = None) -> SegmentationDataset:
         return self.builder(path=path, split=split, seed=seed, num_classes=num_classes)
 
     def validate(self) -> None:

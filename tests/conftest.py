@@ -4,6 +4,15 @@ import pytest
 import torch
 
 
+@pytest.fixture(autouse=True)
+def one_process(monkeypatch):
+    """Unit tests time in this process (their test models are often local, unpicklable, and a fresh
+    worker costs seconds); tests/test_processes.py asks for workers itself (``Timing(processes=N)``)."""
+    from segbench.runners import defaults
+
+    monkeypatch.setitem(defaults.PROCESSES, "cpu", 1)
+
+
 @pytest.fixture(scope="session")
 def fcn_models() -> dict[str, torch.nn.Module]:
     """FCN-32s/16s/8s (21 classes) built once per test session: ~134 M parameters, ~1 s each to build.

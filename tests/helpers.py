@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from segbench.measure.session import Variant
 from segbench.registry import ModelSpec
+from segbench.rows.store import STORE_NAME
 from segbench.runners.defaults import Timing
 from segbench.runners.latency import LatencyConfig, latency
 
@@ -45,3 +47,9 @@ def latency_row(
     timing = Timing(**{key: options.pop(key) for key in TIMING_FIELDS if key in options})
     config = LatencyConfig(batch_sizes=[batch], variants=variants, timing=timing, **options)
     return list(latency([spec], config))[-1]
+
+
+def written(folder: Path) -> list[Path]:
+    """What a command wrote into ``folder`` apart from the history store (``segbench.db`` and SQLite's
+    ``-wal``/``-shm`` beside it), which every saving command also keeps up to date."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(STORE_NAME))

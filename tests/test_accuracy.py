@@ -88,6 +88,7 @@ def test_bad_shapes_and_ids_raise() -> None:
         cm.update(torch.tensor([0]), torch.tensor([7]))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_accumulates_on_cuda() -> None:
     target = torch.randint(0, 5, (2, 16, 16))

@@ -213,6 +213,7 @@ COMMAND_RUNNERS = {
     "train": "train",
     "run": "run",
     "load": "load",
+    "profile": "profile",
 }
 
 
@@ -259,7 +260,60 @@ def test_cli_modules_hold_no_measurement():
         if module.startswith("segbench.cli"):
             primitives = {t for t in targets if t.startswith(("segbench.measure.", "segbench.runtimes."))} - {
                 "segbench.measure.session",  # the Variant value type, built from --precision and switches
+                "segbench.measure.protocols",  # the EvalProtocol value type, built from --protocol and its options
                 "segbench.measure.recipe",  # constants quoted in help texts and footnotes
                 "segbench.measure.analytic",  # the counting convention quoted in a footnote
             }
             assert primitives == set(), module
+
+
+#: The longest a function may be, def line to last line, docstring included, decorators excluded.
+MAX_FUNCTION_LINES = 60
+
+
+def _is_command(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """Decorated ``@command(...)`` or ``@app.command(...)``: a Typer signature, one line per option."""
+    for decorator in node.decorator_list:
+        target = decorator.func if isinstance(decorator, ast.Call) else decorator
+        if (isinstance(target, ast.Name) and target.id == "command") or (
+            isinstance(target, ast.Attribute) and target.attr == "command"
+        ):
+            return True
+    return False
+
+
+def long_functions(source: str, name: str, commands_allowed: bool) -> list[str]:
+    """``name:line function (N lines)`` for each function of ``source`` over `MAX_FUNCTION_LINES`."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        length = (node.end_lineno or node.lineno) - node.lineno + 1
+        if length > MAX_FUNCTION_LINES and not (commands_allowed and _is_command(node)):
+            found.append(f"{name}:{node.lineno} {node.name} ({length} lines)")
+    return found
+
+
+def test_no_function_is_longer_than_sixty_lines():
+    """Typer command signatures in cli/ are exempt: their options are one parameter each."""
+    found = [
+        hit
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for hit in long_functions(path.read_text(), str(path.relative_to(PACKAGE)), path.parent.name == "cli")
+    ]
+    assert found == []
+
+
+def test_a_long_function_is_reported_and_only_cli_commands_are_exempt():
+    def source(decorator: str, body_lines: int) -> str:
+        body = "".join(f"    x{i} = {i}\n" for i in range(body_lines))
+        return f"{decorator}def f():\n    '''Doc.'''\n{body}"
+
+    assert long_functions(source("", 58), "m.py", commands_allowed=False) == []  # 60 lines: the limit
+    assert long_functions(source("", 59), "m.py", commands_allowed=False) == ["m.py:1 f (61 lines)"]
+    # decorators do not count; a command is exempt only in cli/, a nested function is checked too
+    assert long_functions(source("@command('x')\n", 59), "cli.py", commands_allowed=True) == []
+    assert long_functions(source("@app.command()\n", 59), "cli.py", commands_allowed=True) == []
+    assert long_functions(source("@command('x')\n", 59), "m.py", commands_allowed=False) == ["m.py:2 f (61 lines)"]
+    nested = "def outer():\n" + "".join("    " + line + "\n" for line in source("", 59).splitlines())
+    assert long_functions(nested, "m.py", commands_allowed=False) == ["m.py:1 outer (62 lines)", "m.py:2 f (61 lines)"]

@@ -84,11 +84,13 @@ def test_study_rows_pair_standard_and_dsconv() -> None:
     assert rows[1]["params"] == 4 + 2 * 4 + 16 + 2 * 4  # depthwise 1x1 + BN, pointwise + BN
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_study_rows_on_cuda() -> None:
     rows = study_rows([3], [16], size=(16, 16), device="cuda", timing=Timing(warmup=1, iters=3))
     assert all(r["error"] is None and r["latency_ms_median"] > 0 for r in rows)
     assert rows[1]["latency_speedup"] > 0
+    assert all(r["cuda_graph"] for r in rows)  # replays: the K^2 saving, not the count of kernel launches
 
 
 def test_a_block_row_names_the_block_the_same_way_in_every_command() -> None:

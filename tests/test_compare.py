@@ -137,9 +137,32 @@ def test_miou_drop_beyond_tolerance_fails(tmp_path):
     result = gate(tmp_path, rows(fast_scnn={"miou": 0.28}))
     assert result.exit_code == 1
     assert status_of(result.stdout, "fast_scnn", "miou") == "REGRESSION"
-    assert gate(tmp_path, rows(fast_scnn={"miou": 0.28}), "--miou-tolerance", "0.05").exit_code == 0
+    assert "| -2.00 points (limit -0.5) |" in result.stdout
+    assert gate(tmp_path, rows(fast_scnn={"miou": 0.28}), "--miou-tolerance", "5").exit_code == 0
     longer = gate(tmp_path, rows(fast_scnn={"miou": 0.1, "train_steps": 5}))
     assert status_of(longer.stdout, "fast_scnn", "miou") == "not comparable"
+
+
+def test_a_deployment_row_whose_miou_dropped_is_named(tmp_path):
+    """Each runtime's row has its own mIoU: the one that fell fails the gate under its own name."""
+    deployed = [
+        {**r, "runtime": runtime, "protocol": "whole"} for r in rows()[1:2] for runtime in ("torch", "onnxruntime")
+    ]
+    dropped = [{**r, "miou": 0.29} if r["runtime"] == "onnxruntime" else r for r in deployed]
+    result = gate(tmp_path, dropped, base=deployed)
+    assert result.exit_code == 1
+    assert status_of(result.stdout, "fast_scnn 256x512 bs1 cpu onnxruntime fp32", "miou") == "REGRESSION"
+    assert status_of(result.stdout, "fast_scnn 256x512 bs1 cpu torch fp32", "miou") == "ok"
+    assert "| -1.00 points (limit -0.5) |" in result.stdout
+    assert gate(tmp_path, dropped, "--miou-tolerance", "1", base=deployed).exit_code == 0
+
+
+def test_miou_at_another_protocol_is_not_comparable(tmp_path):
+    multi = rows(fast_scnn={"miou": 0.2, "protocol": "multiscale", "scales": "0.5,1", "flip": True})
+    result = gate(tmp_path, multi)
+    assert status_of(result.stdout, "fast_scnn", "miou") == "not comparable"
+    assert "| protocol whole vs multiscale |" in result.stdout
+    assert gate(tmp_path, rows(fast_scnn={"protocol": "whole"})).exit_code == 0  # older files: whole
 
 
 def test_missing_or_failed_row_in_new_fails_and_extra_row_is_added(tmp_path):

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import written
 from typer.testing import CliRunner
 
 from segbench.cli import app
@@ -85,7 +86,7 @@ def test_rank_journals_share_one_run_and_resume_reads_them_all(tmp_path):
     again = Journal(tmp_path, "latency", resume=ranks[1], previous=previous)  # resumed in one process
     assert again.path.name == f"latency-{first.run_id}.jsonl" and again.others() == ranks
     again.finish(in_cell_order(previous))
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"latency-{first.run_id}.{s}" for s in ("csv", "json")]
+    assert sorted(p.name for p in written(tmp_path)) == [f"latency-{first.run_id}.{s}" for s in ("csv", "json")]
     assert [r["model"] for r in load_rows([first.stem.with_suffix(".json")])] == ["a", "b"]
 
 
@@ -160,7 +161,7 @@ def test_a_sharded_run_gives_the_rows_of_one_process(tmp_path, faulty_plugin):
     assert len(set(cores.values())) == 2 and {r["threads"] for r in rows if r["kind"] == "model"} == {1}
     (saved,) = (tmp_path / "out").glob("*.json")
     assert [(r["model"], r["cell"]) for r in load_rows([saved])] == [(r["model"], r["cell"]) for r in rows]
-    assert sorted(p.suffix for p in (tmp_path / "out").iterdir()) == [".csv", ".json", ".md"]  # no journal left
+    assert sorted(p.suffix for p in written(tmp_path / "out")) == [".csv", ".json", ".md"]  # no journal left
 
 
 @pytest.mark.slow
@@ -243,4 +244,46 @@ def test_train_under_torchrun_records_the_world_and_the_global_batch(tmp_path):
     (row,) = json.loads(launched.stdout)
     assert (row["world_size"], row["batch_size"], row["rank"], row["error"]) == (2, 4, None, None)
     assert 0 <= row["miou"] <= 1 and (tmp_path / "weights.pt").is_file()
-    assert sorted(p.suffix for p in (tmp_path / "out").iterdir()) == [".csv", ".json", ".md"]
+    assert sorted(p.suffix for p in written(tmp_path / "out")) == [".csv", ".json", ".md"]
+
+
+# A DGX-like node in miniature: logical CPUs 0-7, CPU i and i+4 hyperthread siblings, physical cores
+# 0-1 on socket 0 and 2-3 on socket 1 (review cuda-2026-12-02, N10).
+def _core_of(cpu: int) -> tuple[int, int]:
+    return ((cpu % 4) // 2, cpu % 4)
+
+
+SOCKET0, SOCKET1 = frozenset({0, 1, 4, 5}), frozenset({2, 3, 6, 7})
+
+
+def test_ranks_get_one_logical_cpu_per_physical_core_and_never_share_a_core() -> None:
+    from segbench.measure.distributed import rank_cores
+
+    usable = list(range(8))
+    mine = [rank_cores(usable, rank, 2, _core_of) for rank in range(2)]
+    assert mine == [(0, 1), (2, 3)]  # in id order it was (0-3) and (4-7): siblings in both ranks
+    assert len({_core_of(c) for cores in mine for c in cores}) == 4
+
+
+def test_ranks_take_the_cores_of_their_gpus_numa_node() -> None:
+    from segbench.measure.distributed import rank_cores
+
+    usable = list(range(8))
+    assert [rank_cores(usable, r, 2, _core_of, [SOCKET1, SOCKET0]) for r in range(2)] == [(2, 3), (0, 1)]
+    # both GPUs on socket 0: the two ranks split its cores
+    assert [rank_cores(usable, r, 2, _core_of, [SOCKET0, SOCKET0]) for r in range(2)] == [(0,), (1,)]
+    # more ranks than a node has cores: the even split over all cores instead
+    near = [SOCKET0] * 4
+    assert [rank_cores(usable, r, 4, _core_of, near) for r in range(4)] == [(0,), (1,), (2,), (3,)]
+
+
+def test_a_rank_that_sees_one_gpu_of_its_own_uses_it() -> None:
+    """N10: Slurm's --gpus-per-task=1 leaves each rank one GPU; the run was refused."""
+    from segbench.errors import UserError
+    from segbench.measure.distributed import gpu_index, parse_cpulist
+
+    assert [gpu_index(r, 4, 4, narrowed=False) for r in range(4)] == [0, 1, 2, 3]
+    assert [gpu_index(r, 4, 1, narrowed=True) for r in range(4)] == [0, 0, 0, 0]
+    with pytest.raises(UserError, match="4 ranks on this machine but 1 CUDA device"):
+        gpu_index(1, 4, 1, narrowed=False)
+    assert parse_cpulist("0-3,8,10-11\n") == [0, 1, 2, 3, 8, 10, 11]

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import written
 from typer.testing import CliRunner
 
 from segbench.cli import app
@@ -63,7 +64,7 @@ def test_flops_by_operator_csv_and_saved_files(tmp_path: Path) -> None:
     assert set(rows) == {"conv2d", "conv_transpose2d", "relu", "max_pool2d"}
     up = rows["conv_transpose2d"]
     assert up["macs_analytic"] == up["macs_fvcore"] != up["macs_thop"]  # thop: output grid
-    saved = sorted(p.suffix for p in tmp_path.iterdir())
+    saved = sorted(p.suffix for p in written(tmp_path))
     assert saved == [".csv", ".json", ".md"]
     assert all("operator" in r and "share" in r for r in json.loads(next(tmp_path.glob("*.json")).read_text()))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import latency_row
+from helpers import latency_row, written
 from torch import nn
 from typer.testing import CliRunner
 
@@ -466,7 +466,7 @@ def test_cli_json_output_parses_with_one_row_per_cell(tmp_path) -> None:
     assert {r["model"] for r in rows} == {"block_dsconv"} and {r["threads"] for r in rows} == {1}
     assert {(r["height"], r["width"]) for r in rows} == {(8, 8), (4, 6)}
     assert "0 warm-up + 2 timed calls per row on cpu; per cell: torch fp32, torch fp32+cl" in result.stderr
-    saved = sorted(p.suffix for p in tmp_path.iterdir())
+    saved = sorted(p.suffix for p in written(tmp_path))
     assert saved == [".csv", ".json", ".md"]
 
 

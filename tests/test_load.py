@@ -365,6 +365,7 @@ def test_offline_prepares_each_batch_afresh_for_runtimes_that_export(sleepers) -
     assert all(r["peak_mem_mb"] is None and r["throughput_ips"] > 0 for r in rows)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="out of memory on a CUDA device")
 def test_offline_on_cuda_bisects_on_out_of_memory_and_the_process_stays_healthy(sleepers) -> None:
     """16 GiB of scratch per image: the largest batch is the device's memory / 16 GiB, give or take one."""

@@ -16,10 +16,10 @@ from segbench.measure.macs import (
     count_model,
     count_spec,
     fvcore_count,
-    merge_footnotes,
     thop_count,
 )
 from segbench.plugins import get_registry
+from segbench.rows.schema import mac_footnotes
 
 # REFERENCE.md, Fast-SCNN at 1x3x1024x2048, convolution MACs in G (two decimals).
 FAST_SCNN_TOTAL = 6.71e9
@@ -196,7 +196,7 @@ def test_breakdowns_sum_to_the_totals(fast_scnn_count: MacCount) -> None:
 
 def test_footnotes_one_line_per_cause(fast_scnn_count: MacCount) -> None:
     counts = [fast_scnn_count, count_spec(get_registry().model("block_dsconv"), (16, 16))]
-    lines = merge_footnotes(counts)
+    lines = mac_footnotes([{"mac_notes": count.notes()} for count in counts])
     assert len(lines) == len(set(lines))
     skips = next(line for line in lines if line.startswith(FV_SKIPS.split("{")[0]))
     assert "add" in skips and "relu" in skips  # fvcore has no formula for aten::add, ignores relu

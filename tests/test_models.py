@@ -389,6 +389,7 @@ def test_models_trace_without_graph_breaks(fcn_models: dict[str, nn.Module], nam
 
 
 @pytest.mark.cuda
+@pytest.mark.cuda
 @needs_cuda
 def test_models_on_cuda_compiled_channels_last(fcn_models: dict[str, nn.Module]) -> None:
     """CUDA path: torch.compile(fullgraph=True) + channels_last give the eager results (no graph breaks).

@@ -107,7 +107,7 @@ def test_save_and_load_round_trip(tmp_path):
 def test_json_is_strict_and_keeps_non_finite_numbers_apart_from_null():
     text = to_json([make_row(miou=float("nan"), latency_ms_std=math.inf, params=torch.tensor(3))])
     row = json.loads(text)[0]  # a strict parser reads it
-    assert row["miou"] == "nan" and row["latency_ms_std"] == "inf" and row["params"] == 2
+    assert row["miou"] == "nan" and row["latency_ms_std"] == "inf" and row["params"] == 3
     assert row["latency_ms_median"] is None  # null stays "not measured"
 
 
@@ -199,12 +199,16 @@ def test_protocol_label_names_the_method_and_every_setting():
 
     from segbench.runners.defaults import protocol_label
 
-    adaptive = SimpleNamespace(warmup=3, iters=None, min_samples=6, min_seconds=1.0, budget_s=10.0, target=0.02)
+    adaptive = SimpleNamespace(
+        warmup=3, warmup_s=0.0, iters=None, min_samples=6, min_seconds=1.0, budget_s=10.0, target=0.02
+    )
     assert protocol_label(adaptive, paired=False) == (
         "single adaptive warmup=3 min_samples=6 min_seconds=1 budget_s=10 target=0.02"
     )
-    fixed = SimpleNamespace(warmup=0, iters=5)
+    fixed = SimpleNamespace(warmup=0, warmup_s=0.0, iters=5)
     assert protocol_label(fixed, paired=True) == "paired fixed warmup=0 iters=5"
+    timed_warmup = SimpleNamespace(warmup=10, warmup_s=1.0, iters=5)  # CUDA's default warm-up lasts a second too
+    assert protocol_label(timed_warmup, paired=True) == "paired fixed warmup=10 warmup_s=1 iters=5"
 
 
 def test_latency_and_blocks_rows_record_how_they_were_timed():

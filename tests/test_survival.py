@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from helpers import written
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -58,7 +59,7 @@ def test_sigkill_loses_only_the_cell_in_progress_and_resume_finishes_the_sweep(t
     process.wait(30)
     (first,) = load_rows([journal])  # the finished row is on disk; nothing else was written
     assert (first["model"], first["batch_size"], first["error"]) == ("sleepy_net", 1, None)
-    assert sorted(p.suffix for p in out.iterdir()) == [".jsonl"]
+    assert sorted(p.suffix for p in written(out)) == [".jsonl"]
 
     report = runner.invoke(app, ["report", str(journal), "--format", "json"])
     assert report.exit_code == 0 and [r["batch_size"] for r in json.loads(report.stdout)] == [1]
@@ -73,7 +74,7 @@ def test_sigkill_loses_only_the_cell_in_progress_and_resume_finishes_the_sweep(t
     assert [r["batch_size"] for r in rows] == [1, 2, 3]
     assert rows[0]["run_id"] == first["run_id"] != rows[1]["run_id"]  # batch 1 was not measured again
     stem = journal.with_suffix("")
-    assert sorted(p.name for p in out.iterdir()) == sorted(stem.name + s for s in (".csv", ".json", ".md"))
+    assert sorted(p.name for p in written(out)) == sorted(stem.name + s for s in (".csv", ".json", ".md"))
     assert [r["batch_size"] for r in load_rows([stem.with_suffix(".json")])] == [1, 2, 3]
 
 
@@ -114,7 +115,7 @@ def test_two_concurrent_runs_write_their_own_files(tmp_path):
     for process in (first, second):
         assert process.wait(120) == 0, process.stderr.read()
     files = sorted(out.glob("flops-*.json"))
-    assert len(files) == 2 and len(set(p.name for p in out.iterdir())) == 6
+    assert len(files) == 2 and len(set(p.name for p in written(out))) == 6
     assert sorted(r["model"] for r in load_rows(files)) == ["block_dsconv", "block_standard"]
     assert len({r["run_id"] for r in load_rows(files)}) == 2
 

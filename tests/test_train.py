@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import written
 from PIL import Image
 from torch import nn
 
@@ -236,6 +237,7 @@ def test_runner_records_and_replays_the_conv_backend(tiny_data: tuple) -> None:
     assert replayed["miou"] == auto["miou"]
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_trains_on_cuda_with_mixed_precision(tiny_data: tuple) -> None:
     fields, losses = run(tiny_data, steps=4, device="cuda")
@@ -335,7 +337,7 @@ def test_cli_trains_and_writes_rows(tmp_path: Path) -> None:
     )
     assert (row["height"], row["width"], row["batch_size"], row["device"]) == (32, 32, 2, "cpu")
     assert 0 <= row["miou"] <= 1 and len(row["iou_per_class"]) == 2 and row["error"] is None
-    assert sorted(p.suffix for p in (tmp_path / "out").iterdir()) == [".csv", ".json", ".md"]
+    assert sorted(p.suffix for p in written(tmp_path / "out")) == [".csv", ".json", ".md"]
     assert (tmp_path / "ckpt" / "fast_scnn.pt").is_file()
     again = _invoke(
         [

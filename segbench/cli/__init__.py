@@ -13,6 +13,7 @@ from segbench.cli import (  # noqa: F401
     latency,
     list_cmd,
     load,
+    profile,
     report,
     run,
     train,

@@ -47,6 +47,7 @@ def blocks_command(
     from segbench.cli.job import Job
     from segbench.rows.schema import MACS_NOTE, RATIO_NOTE
     from segbench.runners.blocks import BlocksConfig, blocks, default_specs
+    from segbench.runners.defaults import describe_protocol
 
     job = Job("blocks", device, output)
     config = BlocksConfig(
@@ -64,4 +65,5 @@ def blocks_command(
         f"Standard vs depthwise-separable blocks, C in = out, stride 1, input {batch_size}xCx{height}x{width}, "
         f"{device} ({MACS_NOTE})"
     )
-    job.emit(rows, COLUMNS, title, footnotes=[RATIO_NOTE])
+    protocol = describe_protocol(config.protocol, config.timing.processes_on(config.device))
+    job.emit(rows, COLUMNS, title, footnotes=[RATIO_NOTE, f"Timing: {protocol}."])

@@ -84,7 +84,9 @@ def history_command(
         rows = [r for r in rows if str(r.get("timestamp") or "") >= start]
     found = history(rows, metric, limit)
     if not found:
-        raise UserError(f"no rows with {metric} in {', '.join(map(str, paths or ['results']))} for this selection")
+        raise UserError(
+            f"no rows with {metric} in {', '.join(map(str, paths)) if paths else 'results'} for this selection"
+        )
     out = [{**s.as_row(), "changes": describe(s)} for s in found]
     if plot is not None:
         from segbench.output.trends import draw_trends

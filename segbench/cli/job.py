@@ -9,19 +9,18 @@ config, calls its runner and picks the columns:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from segbench.cli.output import Progress, collect, emit, finish, open_journal, resumed_rows, save
+from segbench.rows.row import Row
 
 if TYPE_CHECKING:
     from segbench.cli.options import Output
     from segbench.rows.journal import Journal
 
-Row = dict[str, Any]
-
 
 class Job:
-    """One run of a measuring command (``flops``, ``latency``, ``blocks``, ``train``, ``run``).
+    """One run of a measuring command (``flops``, ``latency``, ``blocks``, ``train``, ``run``, ``load``, ``profile``).
 
     Joins torchrun first (a rank's cores are pinned before torch starts its threads), then reads the
     rows of ``--resume`` and starts the progress display. ``device`` is the one to measure on (under

@@ -12,16 +12,21 @@ from segbench.cli.options import (
     BatchSizes,
     ChannelsLast,
     Compile,
+    CompileMode,
     CudaGraph,
     Device,
+    EndToEnd,
+    Evaluation,
     FoldBN,
     Models,
     Output,
     Precisions,
     Runtimes,
     Sizes,
+    SourceSize,
     parse_int_list,
     parse_names,
+    parse_size,
     parse_sizes,
     variants_of,
 )
@@ -48,14 +53,22 @@ COLUMNS = (
     "output_argmax_agreement",
     "compile_seconds",
     "trace_file",
+    "e2e_ms_median",
+    "preprocess_ms_median",
+    "model_ms_median",
+    "postprocess_ms_median",
+    "miou",
+    "miou_delta",
     "error",
 )
 
 Images = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--dataset",
-        help="Dataset whose first val image (resized) is the timed input and whose train images calibrate int8.",
+        help="Dataset whose first val image (resized) is the timed input and whose train images calibrate int8; "
+        "given, every row also gets mIoU on its val split and miou_delta (points) vs PyTorch fp32 eager. "
+        "Default: synthetic, no mIoU.",
     ),
 ]
 Weights = Annotated[
@@ -74,12 +87,16 @@ def latency_command(
     precision: Precisions = "fp32",
     channels_last: ChannelsLast = False,
     compile: Compile = False,
+    compile_mode: CompileMode = "default",
     cuda_graph: CudaGraph = False,
     fold_bn: FoldBN = False,
     runtime: Runtimes = "torch",
-    dataset: Images = "synthetic",
+    dataset: Images = None,
     weights: Weights = None,
+    end_to_end: EndToEnd = False,
+    source_size: SourceSize = None,
     *,
+    evaluation: Evaluation,
     timing: Timing,
     trace: Trace = None,
     output: Output,
@@ -100,15 +117,19 @@ def latency_command(
         device=job.device,
         sizes=parse_sizes(size),
         batch_sizes=parse_int_list(batch_size, "batch size"),
-        variants=variants_of(precision, channels_last, compile, cuda_graph, fold_bn),
+        variants=variants_of(precision, channels_last, compile, cuda_graph, fold_bn, compile_mode),
         runtimes=parse_names(runtime),
-        dataset=dataset,
+        dataset=dataset or "synthetic",
         weights=weights,
         timing=timing,
         trace_dir=trace,
+        evaluation=evaluation.parsed(),
+        accuracy=dataset is not None,
+        end_to_end=end_to_end,
+        source_size=parse_size(source_size) if source_size else None,
     )
     specs = get_registry().select(models, kind="model")
-    protocol = describe_protocol(config.protocol)
+    protocol = describe_protocol(config.protocol, config.timing.processes_on(config.device))
     rows_per_cell = ", ".join(f"{r.name} {v.tag}" for r, v in config.combos())
     note(f"{protocol} on {device}; per cell: {rows_per_cell}")
     rows = job.collect(latency(specs, config, job.context), on_row=_summary)

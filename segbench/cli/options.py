@@ -20,7 +20,7 @@ import typer
 
 from segbench.errors import UserError
 from segbench.output.tables import FORMATS
-from segbench.runners.defaults import TARGET, TIMING, TRAIN, Timing
+from segbench.runners.defaults import PROCESSES, TARGET, TIMING, TRAIN, Timing
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 
@@ -76,6 +76,15 @@ Target = Annotated[
     ),
 ]
 Threads = Annotated[int | None, typer.Option("--threads", help="torch CPU threads (default: torch's own).")]
+Processes = Annotated[
+    int | None,
+    typer.Option(
+        "--processes",
+        help="Time each cell in N fresh worker processes; the interval then covers a rerun. Default: "
+        f"{PROCESSES['cpu']} CPU (the third skipped when two agree), {PROCESSES['cuda']} CUDA; "
+        "run's per-model latency: 1.",
+    ),
+]
 Dataset = Annotated[
     str, typer.Option("--dataset", help="synthetic, folder:PATH, voc:PATH, cityscapes:PATH (or a plugin's).")
 ]
@@ -100,6 +109,15 @@ Precisions = Annotated[
 ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="Add channels_last rows.")]
 Compile = Annotated[bool, typer.Option("--compile", help="Add torch.compile rows (compile time reported apart).")]
 CudaGraph = Annotated[bool, typer.Option("--cuda-graph", help="Add CUDA-graph rows (CUDA only).")]
+CompileMode = Annotated[
+    str,
+    typer.Option(
+        "--compile-mode",
+        help="torch.compile mode of the --compile rows (inference freezing on): default, "
+        "max-autotune-no-cudagraphs; reduce-overhead and max-autotune capture CUDA graphs themselves "
+        "(not with --cuda-graph).",
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -130,8 +148,67 @@ class Output:
         return None if self.no_save else self.out
 
 
-#: The options behind a command parameter typed `Timing` or `Output`, in --help order, as (the
-#: object's field, Typer annotation, default).
+ProtocolName = Annotated[
+    str,
+    typer.Option(
+        "--protocol",
+        help="How mIoU (and --end-to-end) runs a frame, as mmsegmentation: whole, slide (--window, --stride) "
+        "or multiscale (--scales, --flip).",
+    ),
+]
+Window = Annotated[str | None, typer.Option("--window", help="slide: the window HxW (the network's input size).")]
+Stride = Annotated[str | None, typer.Option("--stride", help="slide: HxW between windows, at most the window.")]
+Scales = Annotated[
+    str | None,
+    typer.Option("--scales", help="multiscale: comma list of scales of --size. Default: 0.5,0.75,1,1.25,1.5,1.75."),
+]
+Flip = Annotated[bool, typer.Option("--flip", help="multiscale: each scale also mirrored left-right.")]
+EndToEnd = Annotated[
+    bool,
+    typer.Option(
+        "--end-to-end",
+        help="Also time frame in, mask out: uint8 frame -> normalise, resize, to device (preprocess) -> model "
+        "(the --protocol) -> upsample, argmax, to host (postprocess).",
+    ),
+]
+SourceSize = Annotated[
+    str | None, typer.Option("--source-size", help="--end-to-end: the frames' HxW. Default: --size.")
+]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The evaluation protocol options as given; `parsed` is the checked protocol
+    (`segbench.measure.protocols.EvalProtocol`, UserError on bad input)."""
+
+    protocol: str = "whole"
+    window: str | None = None
+    stride: str | None = None
+    scales: str | None = None
+    flip: bool = False
+
+    def parsed(self) -> Any:
+        from segbench.measure.protocols import EvalProtocol
+
+        return EvalProtocol(
+            self.protocol,
+            window=parse_size(self.window) if self.window is not None else None,
+            stride=parse_size(self.stride) if self.stride is not None else None,
+            scales=parse_scales(self.scales) if self.scales is not None else None,
+            flip=self.flip,
+        )
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    """``"0.5,1,1.5"`` -> (0.5, 1.0, 1.5); the protocol checks the values."""
+    try:
+        return tuple(float(part) for part in _items(text, "--scales", "numbers > 0, e.g. 0.5,1.0,1.5"))
+    except ValueError:
+        raise UserError(f"bad --scales {text!r}: expected numbers > 0, e.g. 0.5,1.0,1.5") from None
+
+
+#: The options behind a command parameter typed `Timing`, `Output` or `Evaluation`, in --help order,
+#: as (the object's field, Typer annotation, default).
 GROUPS: dict[type, tuple[tuple[str, Any, Any], ...]] = {
     Timing: (
         ("threads", Threads, None),
@@ -139,6 +216,7 @@ GROUPS: dict[type, tuple[tuple[str, Any, Any], ...]] = {
         ("iters", Iters, None),
         ("budget_s", Budget, None),
         ("target", Target, None),
+        ("processes", Processes, None),
     ),
     Output: (
         ("format", Format, "table"),
@@ -146,11 +224,18 @@ GROUPS: dict[type, tuple[tuple[str, Any, Any], ...]] = {
         ("no_save", NoSave, False),
         ("resume", Resume, None),
     ),
+    Evaluation: (
+        ("protocol", ProtocolName, "whole"),
+        ("window", Window, None),
+        ("stride", Stride, None),
+        ("scales", Scales, None),
+        ("flip", Flip, False),
+    ),
 }
 
 
 def grouped(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` as Typer should see it: each parameter typed `Timing` or `Output` becomes its group's
+    """``fn`` as Typer should see it: each parameter typed as a key of `GROUPS` becomes its group's
     options (`GROUPS`), and ``fn`` gets the object built from their values. So every command that
     times or writes results declares those options once, here."""
     hints = typing.get_type_hints(fn, include_extras=True)
@@ -204,15 +289,26 @@ def settings_of(options: dict[str, Any]) -> str:
     )
 
 
-def variants_of(precision: str, channels_last: bool, compile: bool, cuda_graph: bool, fold_bn: bool) -> list:
+def variants_of(
+    precision: str, channels_last: bool, compile: bool, cuda_graph: bool, fold_bn: bool, compile_mode: str = "default"
+) -> list:
     """The variants of --precision and the switches (`segbench.measure.session.expand_variants`)."""
     from segbench.checks import check_precisions
-    from segbench.measure.session import expand_variants
+    from segbench.measure.session import check_compile_modes, expand_variants
 
     precisions = check_precisions([p.strip() for p in precision.split(",") if p.strip()])
-    return expand_variants(
-        precisions, channels_last=channels_last, compile=compile, cuda_graph=cuda_graph, fold_bn=fold_bn
+    if compile_mode != "default" and not compile:
+        raise UserError(f"--compile-mode {compile_mode} needs --compile")
+    variants = expand_variants(
+        precisions,
+        compile_mode=compile_mode,
+        channels_last=channels_last,
+        compile=compile,
+        cuda_graph=cuda_graph,
+        fold_bn=fold_bn,
     )
+    check_compile_modes(variants)
+    return variants
 
 
 def parse_names(text: str) -> list[str]:

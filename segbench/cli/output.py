@@ -22,6 +22,7 @@ import typer
 
 from segbench.output.tables import render
 from segbench.rows.files import latest_attempts
+from segbench.rows.row import Row
 
 if TYPE_CHECKING:
     from segbench.rows.journal import Journal
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_TERMINATED = 143  # 128 + SIGTERM
-Row = dict[str, Any]
 
 
 class Terminated(KeyboardInterrupt):

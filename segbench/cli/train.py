@@ -12,6 +12,7 @@ from segbench.cli.options import (
     Dataset,
     DatasetClasses,
     Device,
+    Evaluation,
     Init,
     Models,
     Output,
@@ -77,6 +78,7 @@ def train_command(
     init: Init = None,
     conv_backend: ConvBackend = "auto",
     *,
+    evaluation: Evaluation,
     output: Output,
 ) -> None:
     """Train each model briefly on one dataset and report mIoU, pixel accuracy, time and peak memory.
@@ -103,6 +105,7 @@ def train_command(
         train_time=train_time,
         conv_backend=conv_backend,
         init=init,
+        evaluation=evaluation.parsed(),
     )
     trained = train(get_registry().select(models, kind="model"), config, job.context)
     for line in trained.describe():

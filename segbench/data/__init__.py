@@ -14,10 +14,15 @@ from typing import TYPE_CHECKING, cast
 from segbench.errors import UserError
 
 if TYPE_CHECKING:
-    from torch.utils.data import Dataset
+    from segbench.registry import SegmentationDataset
+
+#: The training input (H, W) when neither the user nor the dataset names one.
+TRAIN_SIZE = (256, 256)
 
 
-def open_datasets(selection: str, seed: int = 0, num_classes: int | None = None) -> tuple[Dataset, Dataset]:
+def open_datasets(
+    selection: str, seed: int = 0, num_classes: int | None = None
+) -> tuple[SegmentationDataset, SegmentationDataset]:
     """The train and val splits named by ``selection`` (``name`` or ``name:PATH``), and the first val
     sample read: every failure here (a missing folder, an unknown name, a damaged image, a plugin
     builder that raises, an empty val split) is a UserError, found before anything is measured."""
@@ -40,4 +45,12 @@ def open_datasets(selection: str, seed: int = 0, num_classes: int | None = None)
     return train, val
 
 
-__all__ = ["open_datasets"]
+def train_size(dataset: SegmentationDataset, size: tuple[int, int] | None = None) -> tuple[int, int]:
+    """``size`` when given, else the dataset's ``default_size``, else `TRAIN_SIZE`."""
+    if size is not None:
+        return size
+    height, width = getattr(dataset, "default_size", TRAIN_SIZE)
+    return height, width
+
+
+__all__ = ["TRAIN_SIZE", "open_datasets", "train_size"]

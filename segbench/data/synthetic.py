@@ -66,7 +66,7 @@ def make_sample(rng: np.random.Generator, size: tuple[int, int], num_classes: in
     """One HxWx3 uint8 image and its HxW uint8 mask, drawn from ``rng``."""
     h, w = size
     coarse = rng.uniform(50, 150, size=(4, 4, 3)).astype(np.uint8)
-    image = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BILINEAR), dtype=np.float32)
+    image = np.asarray(Image.fromarray(coarse).resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
     mask = np.zeros((h, w), dtype=np.uint8)
     scale = min(h, w) / 128.0
     for _ in range(rng.integers(3, 7)):

@@ -2,11 +2,10 @@
 
 glibc hands out every block above its mmap threshold (128 KiB, raised at run time to at most 32 MiB) as
 fresh pages from the kernel and gives them back on free. PyTorch's CPU allocator calls malloc per tensor,
-so at 1024x2048 each of Fast-SCNN's 64 MiB activations is page-faulted in again on every call: an eager
-forward took 860 ms here, 430 ms with freed memory kept (2 threads, AVX2), and its time depended on what
-the process had run before, because the threshold moves. ONNX Runtime and OpenVINO keep their own
-arenas, so without this the comparison would time PyTorch's page faults. The main job's FCN-8s
-trained in 174 s instead of 228 s, same mIoU. The price: the process keeps its peak memory until it
+so at 1024x2048 each of Fast-SCNN's 64 MiB activations is page-faulted in again on every call, and the
+time depends on what the process ran before, because the threshold moves. ONNX Runtime and OpenVINO
+keep their own arenas, so without this the comparison would time PyTorch's page faults (docs/memory.md
+gives the measured effect). The price: the process keeps its peak memory until it
 exits, and the heap may grow by a few blocks before freed ones line up for reuse (PyTorch asks for
 aligned blocks, which a freed block of exactly the same size cannot serve when something small was
 placed after it): the warm-up calls absorb that.

@@ -248,7 +248,7 @@ def _pool(args: tuple, kwargs: dict, out: Any) -> int:
     return out.numel() * _pool_taps(kernel, out.dim() - 2)
 
 
-def _functional_table() -> dict[Callable[..., Any], tuple[str, Callable[[tuple, dict, Any], int]]]:
+def functional_table() -> dict[Callable[..., Any], tuple[str, Callable[[tuple, dict, Any], int]]]:
     T = torch.Tensor
     table: dict[Callable[..., Any], tuple[str, Callable[[tuple, dict, Any], int]]] = {
         F.interpolate: ("interpolate", _interpolate_macs),
@@ -293,7 +293,7 @@ class _FunctionalCounter(TorchFunctionMode):
     def __init__(self, counter: _Tracker) -> None:
         super().__init__()
         self.counter = counter
-        self.table = _functional_table()
+        self.table = functional_table()
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}

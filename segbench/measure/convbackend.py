@@ -1,9 +1,8 @@
 """The CPU convolution backend of each layer for training: oneDNN (torch's default) or torch's native kernels.
 
 Why choose: oneDNN is fast almost everywhere, but where a CPU's instruction set has no JIT kernel for
-a shape, oneDNN falls back to its reference loops. On AVX2, FCN's fc6 weight gradient (7x7, 512 ->
-4096, padding 3, on a 4x4 map) takes about 25 s per step instead of 1 s with the native im2col +
-GEMM kernel, while native depthwise convolutions (Fast-SCNN) are several times slower than oneDNN's.
+a shape, oneDNN falls back to its reference loops (on AVX2, FCN's fc6 weight gradient: 7x7, 512 ->
+4096, padding 3, on a 4x4 map; docs/training.md gives the measured times), while native depthwise convolutions (Fast-SCNN) are several times slower than oneDNN's.
 Which layers fall back depends on the CPU and the oneDNN build, so the choice is measured, as cuDNN's
 benchmark mode does on GPUs, never keyed to a CPU model.
 
@@ -39,16 +38,17 @@ import torch
 from torch import nn
 
 from segbench.errors import UserError
+from segbench.measure.flags import mkldnn
 
 ONEDNN, NATIVE, AUTO = "onednn", "native", "auto"
 #: A layer runs native only when oneDNN takes at least DECISIVE times as long as native and at least
-#: MIN_GAIN_S longer per forward + backward: the signature of a fallback kernel (fc6 on AVX2: 20x),
-#: far beyond what load on a shared machine does to a healthy layer (FCN's fc7, 1.5-2x native, once
-#: measured 3x under a load average of 3), so the choice does not flip between runs.
+#: MIN_GAIN_S longer per forward + backward: the signature of a fallback kernel, far beyond what load
+#: on a shared machine does to a healthy layer, so the choice does not flip between runs
+#: (docs/training.md gives the measured ratios).
 DECISIVE = 5.0
 MIN_GAIN_S = 0.25
 #: Layers of fewer multiply-accumulates per forward keep oneDNN untimed: even a reference kernel at
-#: 0.05 GMAC/s (oneDNN's for fc6 on AVX2 runs at about 0.25) would lose less than MIN_GAIN_S over
+#: 0.05 GMAC/s (slower than oneDNN's fallback for fc6) would lose less than MIN_GAIN_S over
 #: forward and backward (3 x MACs).
 SMALL_MACS = 4_000_000
 #: Calls per layer and backend; the fastest counts (the first includes oneDNN's primitive creation).
@@ -118,14 +118,15 @@ class _Toggle:
     """Sets the oneDNN flag on enter and restores the previous value on exit (a stack: re-entrant)."""
 
     def __init__(self, enabled: bool) -> None:
-        self.enabled, self.saved = enabled, []  # type: ignore[var-annotated]
+        self.enabled = enabled
+        self.saved: list[bool] = []
 
     def enter(self, *_: Any) -> None:
-        self.saved.append(torch.backends.mkldnn.enabled)
-        torch.backends.mkldnn.enabled = self.enabled
+        self.saved.append(mkldnn.enabled)
+        mkldnn.enabled = self.enabled
 
     def exit(self, *_: Any) -> None:
-        torch.backends.mkldnn.enabled = self.saved.pop() if self.saved else True
+        mkldnn.enabled = self.saved.pop() if self.saved else True
 
 
 def _hooks(conv: nn.Module) -> list[Any]:
@@ -147,13 +148,13 @@ def use_plan(model: nn.Module, plan: Plan) -> Iterator[None]:
     """Run ``model``'s conv layers as ``plan`` says while inside; the flag and hooks restored after."""
     modules = dict(model.named_modules())
     handles = [h for name in plan.layers(model) for h in _hooks(modules[name])]
-    saved = torch.backends.mkldnn.enabled
+    saved = mkldnn.enabled
     try:
         yield
     finally:
         for handle in handles:
             handle.remove()
-        torch.backends.mkldnn.enabled = saved
+        mkldnn.enabled = saved
 
 
 # ---- the probe ---------------------------------------------------------------------------------------
@@ -213,10 +214,12 @@ def conv_layers(model: nn.Module, input_shape: Sequence[int]) -> dict[str, Layer
     """Each torch conv module's call in a training-mode forward of a ``meta`` twin (no compute, no RNG)."""
     from segbench.measure.macs import meta_twin
 
-    twin, found = meta_twin(model), {}
+    twin = meta_twin(model)
+    found: dict[str, Layer] = {}
     names = {id(m): name for name, m in twin.named_modules()}
 
     def record(module: nn.Module, args: tuple, output: Any) -> None:
+        assert isinstance(module, nn.modules.conv._ConvNd)  # hooked on conv modules only
         found.setdefault(
             names[id(module)],
             Layer(
@@ -243,17 +246,17 @@ def _time_layer(layer: Mapping[str, Any], onednn: bool) -> Iterator[float]:
     conv = CONV_CLASSES[layer["cls"]](**layer["options"])
     x = torch.randn(layer["input"], requires_grad=layer["grad"])
     grad = torch.randn(layer["output"])
-    saved = torch.backends.mkldnn.enabled
+    saved = mkldnn.enabled
     try:
         for _ in range(CALLS):
-            torch.backends.mkldnn.enabled = onednn
+            mkldnn.enabled = onednn
             start = time.perf_counter()
             conv(x).backward(grad)
             seconds = time.perf_counter() - start
-            torch.backends.mkldnn.enabled = saved
+            mkldnn.enabled = saved
             yield seconds
     finally:
-        torch.backends.mkldnn.enabled = saved
+        mkldnn.enabled = saved
 
 
 class _Child:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sized
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.distributed as dist
@@ -38,6 +38,9 @@ from torch.utils.data import Dataset, Sampler, Subset
 
 from segbench.data.common import IGNORE_INDEX
 from segbench.errors import UserError
+
+if TYPE_CHECKING:
+    from segbench.registry import Samples
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -73,7 +76,12 @@ class DataParallel:
                     setattr(parent, name, synced)
                     swapped.append((parent, name, child))
         try:
-            yield DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if cuda else None)
+            yield DistributedDataParallel(  # the synced BatchNorms keep the buffers equal: none broadcast
+                model,
+                device_ids=[torch.cuda.current_device()] if cuda else None,
+                gradient_as_bucket_view=True,  # no second copy of the gradients
+                broadcast_buffers=False,
+            )
         finally:
             for parent, name, child in swapped:
                 setattr(parent, name, child)
@@ -90,10 +98,12 @@ class DataParallel:
         dist.all_reduce(total)
         return float(total) / self.world_size
 
-    def part(self, dataset: Dataset) -> Dataset:
+    def part(self, dataset: Samples) -> Samples:
         """This rank's contiguous share of an evaluation split (shares differ by at most one item)."""
-        size = len(dataset)  # type: ignore[arg-type]
-        return Subset(dataset, range(self.rank * size // self.world_size, (self.rank + 1) * size // self.world_size))
+        size = len(dataset)
+        share = range(self.rank * size // self.world_size, (self.rank + 1) * size // self.world_size)
+        # Subset only indexes its dataset; torch types both sides as Dataset
+        return cast("Samples", Subset(cast("Dataset", dataset), share))
 
     def sum(self, counts: torch.Tensor) -> None:
         """Add every rank's ``counts`` (a confusion matrix) in place."""

@@ -114,13 +114,15 @@ def start(device: str) -> Place:
     """Pin this rank's cores, pick its GPU and join the process group (UserError on an impossible setup)."""
     rank, world_size, local_rank, local_world_size = torchrun_environment()
     timeout_s = timeout_seconds()
-    cores = pin_cores(local_rank, local_world_size)
-    backend = "gloo"
+    backend, device_id, near = "gloo", None, None
     if device.startswith("cuda"):
-        device = _own_gpu(device, local_rank, local_world_size)
-        backend = "nccl"
-    if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+        device, index = _own_gpu(device, local_rank, local_world_size)
+        backend, device_id = "nccl", torch.device("cuda", index)
+        count = torch.cuda.device_count()
+        near = None if count < local_world_size else gpu_near_cpus(local_world_size)
+    cores = pin_cores(local_rank, local_world_size, near)
+    if not dist.is_initialized():  # device_id: NCCL's communicator bound to the rank's GPU from the start
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s), device_id=device_id)
         atexit.register(_leave)
     control = None if backend == "gloo" else dist.new_group(backend="gloo")
     return Place(rank, world_size, local_rank, local_world_size, device, cores, control, timeout_s)
@@ -145,21 +147,91 @@ def timeout_seconds() -> float:
     return value
 
 
-def pin_cores(local_rank: int, local_world_size: int) -> tuple[int, ...] | None:
-    """Restrict this process to its slice of the usable cores (leftover cores stay unused), set torch's threads."""
+def pin_cores(
+    local_rank: int, local_world_size: int, near: list[frozenset[int]] | None = None
+) -> tuple[int, ...] | None:
+    """Restrict this process to its share of the usable cores (`rank_cores`), set torch's threads."""
     if not hasattr(os, "sched_setaffinity"):
         return None
     usable = sorted(os.sched_getaffinity(0))
-    per_rank = len(usable) // local_world_size
-    if per_rank == 0:
-        raise UserError(
-            f"{local_world_size} ranks on this machine but only {len(usable)} usable CPU cores: "
-            f"use --nproc-per-node {len(usable)} or fewer"
-        )
-    mine = tuple(usable[local_rank * per_rank : (local_rank + 1) * per_rank])
+    mine = rank_cores(usable, local_rank, local_world_size, physical_core, near)
     os.sched_setaffinity(0, mine)
     torch.set_num_threads(len(mine))
     return mine
+
+
+def rank_cores(
+    usable: list[int],
+    local_rank: int,
+    local_world_size: int,
+    core_of: Callable[[int], Any],
+    near: list[frozenset[int]] | None = None,
+) -> tuple[int, ...]:
+    """This rank's logical CPUs: one per physical core (hyperthread siblings of two ranks would
+    disturb each other's timings), the cores split evenly among the ranks, leftovers unused.
+
+    ``near``: per local rank, the CPUs on its GPU's NUMA node; ranks whose GPUs share a node split
+    that node's cores among themselves (when every such group has a core per rank), so no rank
+    works from the far socket. ``core_of(cpu)``: the physical core a logical CPU belongs to.
+    """
+    firsts: dict[Any, int] = {}
+    for cpu in sorted(usable):
+        firsts.setdefault(core_of(cpu), cpu)
+    cores = sorted(firsts.values())
+    if near is not None and len(near) == local_world_size:
+        group = [rank for rank in range(local_world_size) if near[rank] == near[local_rank]]
+        local = [cpu for cpu in cores if cpu in near[local_rank]]
+        groups = {frozenset(n) for n in near}
+        if all(len([c for c in cores if c in n]) >= near.count(n) for n in groups):
+            per_rank = len(local) // len(group)
+            index = group.index(local_rank)
+            return tuple(local[index * per_rank : (index + 1) * per_rank])
+    if len(cores) < local_world_size:  # fewer physical cores than ranks: share them rather than refuse
+        cores = sorted(usable)
+    per_rank = len(cores) // local_world_size
+    if per_rank == 0:
+        raise UserError(
+            f"{local_world_size} ranks on this machine but only {len(cores)} usable CPU cores: "
+            f"use --nproc-per-node {len(cores)} or fewer"
+        )
+    return tuple(cores[local_rank * per_rank : (local_rank + 1) * per_rank])
+
+
+def physical_core(cpu: int) -> tuple[str, str] | int:
+    """(package, core id) of a logical CPU from sysfs (the CPU itself where sysfs does not say)."""
+    topology = f"/sys/devices/system/cpu/cpu{cpu}/topology"
+    try:
+        with open(f"{topology}/physical_package_id") as package, open(f"{topology}/core_id") as core:
+            return package.read().strip(), core.read().strip()
+    except OSError:
+        return cpu
+
+
+def gpu_near_cpus(count: int) -> list[frozenset[int]] | None:
+    """Per visible GPU, the CPUs of its NUMA node (sysfs ``local_cpulist`` of its PCI device); None
+    where torch or sysfs cannot say."""
+    sets = []
+    for index in range(count):
+        props: Any = torch.cuda.get_device_properties(index)  # pci_*_id: torch >= 2.5 (checked below)
+        if not all(hasattr(props, f"pci_{n}_id") for n in ("domain", "bus", "device")):
+            return None
+        address = f"{props.pci_domain_id:04x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
+        try:
+            with open(f"/sys/bus/pci/devices/{address}/local_cpulist") as listed:
+                sets.append(frozenset(parse_cpulist(listed.read())))
+        except OSError:
+            return None
+    return sets
+
+
+def parse_cpulist(text: str) -> list[int]:
+    """``"0-3,8"`` -> [0, 1, 2, 3, 8] (the inverse of `core_list`)."""
+    cpus: list[int] = []
+    for part in text.strip().split(","):
+        if part:
+            low, _, high = part.partition("-")
+            cpus.extend(range(int(low), int(high or low) + 1))
+    return cpus
 
 
 def core_list(cores: tuple[int, ...] | None) -> str | None:
@@ -175,18 +247,33 @@ def core_list(cores: tuple[int, ...] | None) -> str | None:
     return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
-def _own_gpu(device: str, local_rank: int, local_world_size: int) -> str:
+def _own_gpu(device: str, local_rank: int, local_world_size: int) -> tuple[str, int]:
+    """Make the rank's GPU current: ``cuda:LOCAL_RANK``, or the one GPU a launcher (Slurm's
+    ``--gpus-per-task=1``) left visible to each rank."""
     if device != "cuda" and local_world_size > 1:
         raise UserError(
             f"--device {device} under torchrun: each rank uses its own GPU (cuda:LOCAL_RANK); pass --device cuda"
         )
-    if not torch.cuda.is_available() or torch.cuda.device_count() < local_world_size:
-        raise UserError(
-            f"{local_world_size} ranks on this machine but {torch.cuda.device_count()} CUDA device(s): "
-            f"use --nproc-per-node {torch.cuda.device_count()} or fewer, or --device cpu"
-        )
-    torch.cuda.set_device(local_rank if device == "cuda" else int(device.partition(":")[2]))
-    return "cuda"
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = (
+        int(device.partition(":")[2])
+        if device != "cuda"
+        else gpu_index(local_rank, local_world_size, count, "CUDA_VISIBLE_DEVICES" in os.environ)
+    )
+    torch.cuda.set_device(index)
+    return "cuda", index
+
+
+def gpu_index(local_rank: int, local_world_size: int, count: int, narrowed: bool) -> int:
+    """The rank's GPU among the ``count`` it sees (``narrowed``: CUDA_VISIBLE_DEVICES is set)."""
+    if count >= local_world_size:
+        return local_rank
+    if count == 1 and narrowed:  # one GPU per task: each rank's own
+        return 0
+    raise UserError(
+        f"{local_world_size} ranks on this machine but {count} CUDA device(s): "
+        f"use --nproc-per-node {count} or fewer, or --device cpu"
+    )
 
 
 def _leave() -> None:
@@ -213,7 +300,7 @@ def hand_over(place: Place, value: Any, timeout_s: float) -> str | None:
         dist.send(torch.tensor([payload.numel()], dtype=torch.int64), dst=0, group=place.control)
         dist.send(payload, dst=0, group=place.control)
         receipt = torch.zeros(1, dtype=torch.int64)
-        dist.irecv(receipt, src=0, group=place.control).wait(datetime.timedelta(seconds=timeout_s))
+        _receive(receipt, 0, place).wait(datetime.timedelta(seconds=timeout_s))
     except RuntimeError as exc:  # DistBackendError included
         return _first_line(exc)
     return None
@@ -227,7 +314,7 @@ def take_over(place: Place, timeout_s: float, receive: Callable[[int, Any], None
     pending, failed = {}, {}
     for rank, size in sizes.items():
         try:  # posting the receive fails at once when the rank is already gone
-            pending[rank] = dist.irecv(size, src=rank, group=place.control)
+            pending[rank] = _receive(size, rank, place)
         except RuntimeError as exc:
             failed[rank] = _first_line(exc)
     for rank, work in pending.items():
@@ -242,6 +329,14 @@ def take_over(place: Place, timeout_s: float, receive: Callable[[int, Any], None
         with contextlib.suppress(RuntimeError):  # that rank keeps its journal, as after any failure
             dist.send(torch.ones(1, dtype=torch.int64), dst=rank, group=place.control)
     return failed
+
+
+def _receive(tensor: torch.Tensor, src: int, place: Place) -> dist.Work:
+    """Post a receive from ``src`` on the control group (torch gives None only to a rank outside the group)."""
+    work = dist.irecv(tensor, src=src, group=place.control)
+    if work is None:
+        raise RuntimeError(f"rank {place.rank} is not in the control group")
+    return work
 
 
 def _first_line(exc: BaseException) -> str:

@@ -44,3 +44,16 @@ def release_memory(device: str | torch.device) -> None:
     gc.collect()
     if torch.device(device).type == "cuda":
         torch.cuda.empty_cache()
+
+
+def device_lost(device: str | torch.device) -> str | None:
+    """Give back a failed cell's memory; None, or why the device cannot be used any more (a sticky
+    CUDA error: an illegal address, a device-side assert, an ECC error fails every later CUDA call,
+    ``empty_cache`` and ``synchronize`` included)."""
+    try:
+        release_memory(device)
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize(device)
+    except Exception as exc:
+        return error_reason(exc)
+    return None

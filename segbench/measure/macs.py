@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import itertools
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -294,18 +293,6 @@ class MacCount:
                 if th != a:
                     add(THOP_OTHER_FORMULA, _THOP_HINTS.get(name, name))
         return notes
-
-    def footnotes(self) -> list[str]:
-        return merge_footnotes([self])
-
-
-def merge_footnotes(counts: Iterable[MacCount]) -> list[str]:
-    """One line per cause over several models, naming every operator concerned."""
-    merged: dict[str, set[str]] = {}
-    for count in counts:
-        for template, names in count.notes().items():
-            merged.setdefault(template, set()).update(names)
-    return [template.format(", ".join(sorted(names))) for template, names in merged.items()]
 
 
 def count_model(model: nn.Module, example: torch.Tensor) -> MacCount:

@@ -11,13 +11,15 @@
   needs. Not counted: allocator bookkeeping, oneDNN buffers that do not come from torch's
   allocator, and Python objects.
 - Only sessions that run through PyTorch's allocator are measured (`peak_memory`); None for other runtimes.
+- CUDA graphs: a replay allocates nothing (its activations live in the pool reserved at capture), so
+  a graph session carries the peak of its warm-up and capture instead.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 
@@ -25,6 +27,15 @@ if TYPE_CHECKING:
     from segbench.measure.session import Session
 
 MIB = 1024 * 1024
+
+
+class _KinetoEvent(Protocol):
+    """The part of torch's Kineto event read here (torch's stub of it lacks ``nbytes``)."""
+
+    def name(self) -> str: ...
+    def start_ns(self) -> int: ...
+    def nbytes(self) -> int: ...
+    def device_type(self) -> Any: ...
 
 
 def cuda_reset_peak(device: torch.device) -> int:
@@ -48,9 +59,12 @@ def cpu_peak_mb(call: Callable[[], Any]) -> float:
 
     with quiet_profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         call()
+    results = prof.profiler.kineto_results if prof.profiler is not None else None
+    if results is None:
+        raise RuntimeError("the profiler recorded no events")
     return peak_from_events(
         (event.start_ns(), event.nbytes())
-        for event in prof.profiler.kineto_results.events()
+        for event in cast("list[_KinetoEvent]", results.events())
         if event.name() == "[memory]" and event.device_type().name == "CPU"
     )
 
@@ -62,9 +76,12 @@ def peak_from_events(events: Any) -> float:
 
 
 def peak_memory(session: Session, device: torch.device) -> float | None:
-    """Peak tensor memory (MiB) of one call beyond what was allocated before it; None outside torch."""
+    """Peak tensor memory (MiB) of one call beyond what was allocated before it; None outside torch.
+    A session that knows its peak better (a CUDA graph: warm-up and capture) says so itself."""
     if not session.in_torch:
         return None
+    if session.peak_mem_mb is not None:
+        return session.peak_mem_mb
     if device.type == "cuda":
         baseline = cuda_reset_peak(device)
         session.call()

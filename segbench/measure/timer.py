@@ -26,7 +26,9 @@ class Protocol:
     """How many calls are timed: ``iters`` exactly, or (``iters`` None) adaptively: at least
     ``min_samples`` calls over at least ``min_seconds`` (a short burst of load then cannot be the
     whole sample), then until the 95 % interval of every median (and of every paired ratio) is
-    within +-``target`` of it, or ``budget_s`` seconds of timed calls are spent."""
+    within +-``target`` of it, or ``budget_s`` seconds of timed calls are spent. The warm-up is at
+    least ``warmup`` rounds and at least ``warmup_s`` seconds (a GPU's clocks and power ramp up over
+    about a second; a count of calls of a fast model is over in milliseconds)."""
 
     warmup: int
     iters: int | None = None
@@ -34,6 +36,7 @@ class Protocol:
     min_seconds: float = 1.0
     budget_s: float = 10.0
     target: float = 0.02
+    warmup_s: float = 0.0
 
 
 @dataclass
@@ -51,9 +54,13 @@ def time_sessions(sessions: Sequence[Session], device: torch.device, protocol: P
     Interleaving is what makes ratios trustworthy on a shared machine: a burst of load, or the
     clock drifting, hits every session of a round alike, and each per-round ratio cancels it.
     """
-    for _ in range(protocol.warmup):
+    rounds, start = 0, time.perf_counter()
+    while rounds < protocol.warmup or time.perf_counter() - start < protocol.warmup_s:
         for session in sessions:
             session.call()
+        if device.type == "cuda":  # the time is the GPU's, not that of launches queued ahead
+            torch.cuda.synchronize(device)
+        rounds += 1
     order = random.Random(0)
     device_ms: list[list[float]] = [[] for _ in sessions]
     host_ms: list[list[float]] = [[] for _ in sessions]

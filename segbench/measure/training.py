@@ -13,11 +13,12 @@ Defaults (the same for every model, so the comparison is fair; each is a keyword
   mask's own size, argmax, `ConfusionMatrix`; so a model sees val images at the scale it trained at;
 - mixed precision (float16 autocast + gradient scaling) on CUDA, float32 on CPU;
 - determinism: the seed sets the weights (the train runner seeds the build), the data order and the
-  augmentation, and PyTorch's deterministic algorithms are on while training; the row's
-  ``deterministic`` says whether every operation that ran had a deterministic kernel. On CPU the
-  built-ins do, so the same seed on the same machine gives the same mIoU; on CUDA cross-entropy,
-  bilinear-upsampling backward and adaptive-pooling backward use atomics, so it is False there and the
-  mIoU may differ between runs.
+  augmentation; on CPU PyTorch's deterministic algorithms are on while training, and the row's
+  ``deterministic`` says whether every operation that ran had a deterministic kernel. The built-ins
+  do, so the same seed on the same machine gives the same mIoU. On CUDA cross-entropy,
+  bilinear-upsampling backward and adaptive-pooling backward use atomics, so it is False there, the
+  mIoU may differ between runs, and nothing is forced that would only make training slower (cuDNN
+  autotunes).
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 
 from segbench.checks import check_lr, check_nonnegative, check_positive, check_seed
+from segbench.data import train_size
 from segbench.data.common import IGNORE_INDEX
 from segbench.errors import UserError
 from segbench.measure import recipe
@@ -50,12 +52,14 @@ from segbench.measure.accuracy import Accuracy, ConfusionMatrix
 from segbench.measure.allocator import keep_freed_memory
 from segbench.measure.checkpoints import load_weights, save_checkpoint
 from segbench.measure.convbackend import ONEDNN, Plan, parse_plan, probe, use_plan
+from segbench.measure.flags import deterministic
 from segbench.measure.memory import MIB, cpu_peak_mb
-from segbench.measure.outputs import main_output
+from segbench.measure.protocols import WHOLE, EvalProtocol
 from segbench.writing import WriteError
 
 if TYPE_CHECKING:
     from segbench.measure.data_parallel import DataParallel
+    from segbench.registry import Samples, SegmentationDataset
 
 StepCallback = Callable[[int, float], None]
 #: Timed steps (after one untimed) that measure a step's wall time for ``--train-time``.
@@ -99,7 +103,7 @@ def augment(image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]) -> t
 class _Augmented(Dataset):
     """Training view: each sample augmented to the training size (so batches stack)."""
 
-    def __init__(self, dataset: Dataset, size: tuple[int, int]) -> None:
+    def __init__(self, dataset: Samples, size: tuple[int, int]) -> None:
         self.dataset, self.size = dataset, size
 
     def __len__(self) -> int:
@@ -112,7 +116,7 @@ class _Augmented(Dataset):
 class _Resized(Dataset):
     """Evaluation view: the image resized to the evaluation size, the mask untouched."""
 
-    def __init__(self, dataset: Dataset, size: tuple[int, int]) -> None:
+    def __init__(self, dataset: Samples, size: tuple[int, int]) -> None:
         self.dataset, self.size = dataset, size
 
     def __len__(self) -> int:
@@ -188,7 +192,7 @@ def _recipe_step(
     """One optimiser step of the recipe on a batch (the poly schedule spans ``steps``); returns the loss
     (under ``parallel``, the loss of the whole global batch)."""
     # fused: one pass over weights, gradients and momentum instead of several; the update is
-    # memory-bound, and FCN-8s's 134 M parameters took 0.47 s a step unfused, 0.10 s fused (2 CPU cores)
+    # memory-bound (docs/training.md gives the measured gain for FCN-8s)
     optimiser = torch.optim.SGD(
         model.parameters(), lr=lr, momentum=recipe.MOMENTUM, weight_decay=recipe.WEIGHT_DECAY, fused=True
     )
@@ -199,7 +203,7 @@ def _recipe_step(
         images = images.to(device, non_blocking=True)
         masks = masks.to(device, non_blocking=True)
         with _autocast(device):
-            loss = segmentation_loss(model(images), masks, parallel and parallel.pixels(masks))
+            loss = segmentation_loss(model(images), masks, parallel.pixels(masks) if parallel is not None else None)
         optimiser.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimiser)
@@ -212,7 +216,7 @@ def _recipe_step(
 
 def fit(
     model: nn.Module,
-    train_set: Dataset,
+    train_set: SegmentationDataset,
     *,
     steps: int,
     batch_size: int,
@@ -233,7 +237,7 @@ def fit(
     """
     if steps == 0:
         return None
-    sampler = RandomSampler(train_set, num_samples=steps * batch_size, generator=generator)
+    sampler: Sampler[int] = RandomSampler(train_set, num_samples=steps * batch_size, generator=generator)
     if parallel is not None:
         sampler, batch_size = parallel.split(sampler, batch_size)
     loader = DataLoader(
@@ -264,7 +268,7 @@ def fit(
 
 def seconds_per_step(
     model: nn.Module,
-    train_set: Dataset,
+    train_set: SegmentationDataset,
     *,
     batch_size: int,
     size: tuple[int, int],
@@ -319,7 +323,7 @@ def budget_steps(budget: float, per_step: float) -> int:
 @torch.no_grad()
 def evaluate(
     predict: Callable[[torch.Tensor], Any],
-    dataset: Dataset,
+    dataset: Samples,
     *,
     num_classes: int,
     size: tuple[int, int],
@@ -327,23 +331,25 @@ def evaluate(
     batch_size: int,
     num_workers: int = 0,
     parallel: DataParallel | None = None,
+    protocol: EvalProtocol = WHOLE,
 ) -> Accuracy:
     """mIoU etc. on ``dataset``: images resized to ``size``, logits back to each mask's size, in fp32.
 
     ``predict(images)`` gives logits: a model in eval mode, or a runtime session prepared for batches
-    of exactly ``batch_size`` (the last batch is padded with copies of its last image). ``parallel``:
+    of exactly ``batch_size`` (the last batch is padded with copies of its last image), called as the
+    evaluation ``protocol`` says (`segbench.measure.protocols`). ``parallel``:
     this rank evaluates its part of ``dataset`` and the confusion matrices of all ranks are summed.
     """
     device = torch.device(device)
     if parallel is not None:
         dataset = parallel.part(dataset)
     loader = DataLoader(
-        _Resized(dataset, tuple(size)), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate_eval
+        _Resized(dataset, size), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate_eval
     )
     matrix = ConfusionMatrix(num_classes, IGNORE_INDEX, device=device)
     for images, masks in loader:
         padded = torch.cat([images, images[-1:].expand(batch_size - len(images), *images.shape[1:])])
-        logits = main_output(predict(padded.to(device)))[: len(images)].float()
+        logits = protocol.infer(predict, padded.to(device))[: len(images)].float()
         for one, mask in zip(logits, masks):
             mask = mask.to(device)
             one = one.to(device)
@@ -369,6 +375,7 @@ class TrainSettings:
         row's ``train_steps`` reproduces the mIoU exactly.
     :param conv_backend: CPU convolution backends while training and evaluating: ``auto`` (measured,
         see `segbench.measure.convbackend`) or a plan's text (``onednn``, ``native``, ``native:LAYER,...``).
+    :param protocol: how the val split is evaluated (`segbench.measure.protocols`); the row records it.
     """
 
     steps: int | None
@@ -380,6 +387,7 @@ class TrainSettings:
     time_budget: float | None = None
     conv_backend: str = ONEDNN
     num_workers: int = 0
+    protocol: EvalProtocol = WHOLE
 
     def __post_init__(self) -> None:
         check_nonnegative(self.steps, "steps")
@@ -394,8 +402,8 @@ class TrainSettings:
 
 def train_and_evaluate(
     model: nn.Module,
-    train_set: Dataset,
-    val_set: Dataset,
+    train_set: SegmentationDataset,
+    val_set: SegmentationDataset,
     settings: TrainSettings,
     *,
     weights: str | Path | None = None,
@@ -416,7 +424,7 @@ def train_and_evaluate(
     probe's, ``conv_probe_seconds``, nor the step timing's; see `_fit`).
     """
     _check_splits(train_set, val_set, trains=bool(settings.steps or settings.time_budget))
-    size = tuple(settings.size or getattr(train_set, "default_size", (256, 256)))
+    size = train_size(train_set, settings.size)
     dev = torch.device(settings.device)
     if dev.type == "cpu":
         keep_freed_memory()
@@ -436,6 +444,7 @@ def train_and_evaluate(
             batch_size=settings.batch_size,
             num_workers=settings.num_workers,
             parallel=parallel,
+            protocol=settings.protocol,
         )
     saved = None
     if save and (parallel is None or parallel.rank == 0):
@@ -453,12 +462,13 @@ def train_and_evaluate(
         "conv_probe_seconds": probe_seconds,
         "deterministic": not nondeterministic,
         **_accuracy_fields(accuracy),
+        **settings.protocol.fields(),
         "peak_mem_mb": memory,
         **_conditions(settings.batch_size, size, train_set.num_classes, dev),
     }
 
 
-def _check_splits(train_set: Dataset, val_set: Dataset, trains: bool) -> None:
+def _check_splits(train_set: SegmentationDataset, val_set: SegmentationDataset, trains: bool) -> None:
     if trains and not len(train_set):
         raise UserError(f"dataset {train_set.name}: the train split is empty")
     if not len(val_set):
@@ -467,7 +477,7 @@ def _check_splits(train_set: Dataset, val_set: Dataset, trains: bool) -> None:
 
 def _fit(
     model: nn.Module,
-    train_set: Dataset,
+    train_set: SegmentationDataset,
     settings: TrainSettings,
     size: tuple[int, int],
     on_step: StepCallback | None,
@@ -571,37 +581,47 @@ def _conv_plan(
 _NONDETERMINISTIC = ("does not have a deterministic implementation", "is not deterministic because it uses CuBLAS")
 
 
+#: Why CUDA training is never deterministic here (segbench's loss and upsampling add with atomics).
+CUDA_NONDETERMINISTIC = (
+    "on CUDA, pixel-wise cross-entropy (nll_loss2d) and the backward of bilinear upsampling and adaptive "
+    "pooling have no deterministic kernel"
+)
+
+
 @contextlib.contextmanager
 def _deterministic(device: torch.device) -> Iterator[list[str]]:
-    """PyTorch's deterministic algorithms (cuDNN without autotuning on CUDA) while training, in warn-only
-    mode so an operation without a deterministic kernel is recorded, not fatal; restored afterwards.
+    """On CPU: PyTorch's deterministic algorithms while training, in warn-only mode so an operation
+    without a deterministic kernel is recorded, not fatal; restored afterwards. On CUDA nothing is
+    forced (deterministic cuDNN algorithms without autotuning would slow training and still not make
+    it deterministic: `CUDA_NONDETERMINISTIC`); cuDNN autotuning is on instead.
 
     Yields the list that receives PyTorch's warnings for such operations (filled when the block ends);
     other warnings pass through unchanged.
     """
+    if device.type == "cuda":
+        benchmark = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = True
+        try:
+            yield [CUDA_NONDETERMINISTIC]
+        finally:
+            torch.backends.cudnn.benchmark = benchmark
+        return
     alerts: list[str] = []
     saved = (
         torch.are_deterministic_algorithms_enabled(),
         torch.is_deterministic_algorithms_warn_only_enabled(),
-        torch.utils.deterministic.fill_uninitialized_memory,
+        deterministic.fill_uninitialized_memory,
     )
     torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.utils.deterministic.fill_uninitialized_memory = (
-        False  # NaN-filling every allocation costs time, buys nothing here
-    )
-    cudnn = (
-        torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False, deterministic=True)
-        if device.type == "cuda"
-        else contextlib.nullcontext()
-    )
+    deterministic.fill_uninitialized_memory = False  # NaN-filling every allocation costs time, buys nothing here
     caught: list[warnings.WarningMessage] = []
     try:
-        with cudnn, warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             yield alerts
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-        torch.utils.deterministic.fill_uninitialized_memory = saved[2]
+        deterministic.fill_uninitialized_memory = saved[2]
         for warning in {(str(w.message), w.category, w.filename, w.lineno): w for w in caught}.values():
             if any(marker in str(warning.message) for marker in _NONDETERMINISTIC):
                 alerts.append(str(warning.message))

@@ -97,7 +97,8 @@ class VGG16Features(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         pool3 = self.to_pool3(x)
@@ -109,6 +110,7 @@ class VGG16Features(nn.Module):
 def _score(in_channels: int, num_classes: int) -> nn.Conv2d:
     """Zero-initialised 1x1 scoring conv, as in the reference (training starts from the coarser net)."""
     conv = nn.Conv2d(in_channels, num_classes, 1)
+    assert conv.bias is not None  # Conv2d's default: with bias
     nn.init.zeros_(conv.weight)
     nn.init.zeros_(conv.bias)
     return conv
@@ -203,7 +205,7 @@ def _vgg16_pairs() -> list[tuple[str, str, tuple[int, ...]]]:
         pairs.append(
             (f"{torchvision_key}.weight", f"{name}.weight", (weight[0], math.prod(weight[1:])) if linear else weight)
         )
-        pairs.append((f"{torchvision_key}.bias", f"{name}.bias", tuple(conv.bias.shape)))
+        pairs.append((f"{torchvision_key}.bias", f"{name}.bias", (conv.out_channels,)))
     return pairs
 
 

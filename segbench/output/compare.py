@@ -10,8 +10,8 @@ Per matched pair:
   (unless forced); otherwise the check says "not comparable". A growth
   beyond the tolerance is a regression only when it is also statistically clear (`slower`): a
   noisy machine must not fail an unchanged model;
-- mIoU may drop by at most the mIoU tolerance (absolute), compared only for the same dataset and
-  training steps;
+- mIoU may drop by at most the mIoU tolerance (absolute, in points: 0.5 = half a percentage point),
+  compared only for the same dataset, training steps and evaluation protocol;
 - a row that failed in NEW (``error`` set) or is missing from NEW is a regression;
 - a compared value that is not a finite, non-negative number (NaN, inf, text) is a regression.
 """
@@ -25,9 +25,8 @@ from typing import Any
 
 from segbench.errors import UserError
 from segbench.output.tables import format_cell, markdown_row, markdown_text
+from segbench.rows.row import Row
 from segbench.rows.schema import IDENTITY_FIELDS, VARIANT_FIELDS
-
-Row = dict[str, Any]
 
 KEY_FIELDS: tuple[str, ...] = (*IDENTITY_FIELDS, *VARIANT_FIELDS)
 EXACT_FIELDS = ("params", "params_trainable", "macs_analytic", "macs_fvcore", "macs_thop")
@@ -36,6 +35,9 @@ EXACT_FIELDS = ("params", "params_trainable", "macs_analytic", "macs_fvcore", "m
 ALPHA = 0.05
 MIN_SAMPLES = 6
 OK, REGRESSION, NOT_COMPARABLE, ADDED = "ok", "REGRESSION", "not comparable", "added"
+#: mIoU is compared only at the same evaluation protocol (files from before protocols: whole).
+PROTOCOL_FIELDS = ("protocol", "window", "scales", "flip")  # the slide stride is a key field
+PROTOCOL_DEFAULTS = {"protocol": "whole"}
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,17 @@ def parse_tolerance(text: str, what: str) -> float:
         value = -1.0
     if not math.isfinite(value) or value < 0:
         raise UserError(f"bad {what} {text!r}: expected a non-negative fraction or percentage, e.g. 0.1 or 10%")
+    return value
+
+
+def parse_points(text: str, what: str) -> float:
+    """``"0.5"`` -> 0.5 mIoU points; a non-negative finite number is required."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise UserError(f"bad {what} {text!r}: expected a non-negative number of mIoU points, e.g. 0.5")
     return value
 
 
@@ -97,7 +110,7 @@ def compare_rows(
     base: Sequence[Row],
     new: Sequence[Row],
     latency_tolerance: float = 0.1,
-    miou_tolerance: float = 0.01,
+    miou_tolerance: float = 0.5,
     force: bool = False,
 ) -> list[Check]:
     """Every check for every row of BASE and NEW, in BASE's order, then rows only NEW has.
@@ -182,6 +195,8 @@ def slower(old: Row, new: Row, alpha: float = ALPHA) -> tuple[bool, str]:
     ``alpha`` (scipy's: exact for small samples without ties, else the normal approximation); else
     with both 95 % intervals: the intervals apart; else only the medians (older files).
     """
+    if all((row.get("processes") or 1) > 1 for row in (old, new)):  # before the samples: see there
+        return _apart_across_processes(old, new)
     samples = old.get("latency_samples_ms"), new.get("latency_samples_ms")
     if all(isinstance(s, list) and len(s) >= MIN_SAMPLES for s in samples):
         from scipy.stats import mannwhitneyu
@@ -195,6 +210,26 @@ def slower(old: Row, new: Row, alpha: float = ALPHA) -> tuple[bool, str]:
     return True, "no samples or intervals: medians only"
 
 
+def _apart_across_processes(old: Row, new: Row) -> tuple[bool, str]:
+    """Rows timed in several processes (``--processes``): their intervals hold what a rerun moves by,
+    so the per-call samples (one process's noise) must not decide. Clearly slower when the log ratio
+    of the medians exceeds the two 95 % half-widths (OLD's upper, NEW's lower) added in quadrature."""
+    names = [
+        (old, "latency_ms_ci_high"),
+        (old, "latency_ms_median"),
+        (new, "latency_ms_median"),
+        (new, "latency_ms_ci_low"),
+    ]
+    values = [row.get(name) for row, name in names]
+    known = [float(v) for v in values if isinstance(v, (int, float)) and v > 0]
+    if len(known) < len(values):
+        return True, "no intervals: medians only"
+    old_high, old_median, new_median, low = known
+    margin = math.hypot(math.log(old_high / old_median), math.log(new_median / low))
+    clear = math.log(new_median / old_median) > margin
+    return clear, f"beyond the intervals across processes (+{math.expm1(margin):.1%}): {'yes' if clear else 'no'}"
+
+
 def _miou(label: str, old: Row, row: Row, tolerance: float) -> list[Check]:
     a, b = old.get("miou"), row.get("miou")
     if a is None:
@@ -205,12 +240,13 @@ def _miou(label: str, old: Row, row: Row, tolerance: float) -> list[Check]:
     unusable = _unusable(a, b)
     if unusable:
         return [Check(label, "miou", *shown, unusable, REGRESSION)]
-    for field in ("dataset", "train_steps"):
-        if old.get(field) != row.get(field):
-            return [Check(label, "miou", *shown, f"{field} {old.get(field)} vs {row.get(field)}", NOT_COMPARABLE)]
-    change = b - a
+    for field in ("dataset", "train_steps", *PROTOCOL_FIELDS):
+        before, after = (PROTOCOL_DEFAULTS.get(field) if r.get(field) is None else r[field] for r in (old, row))
+        if before != after:
+            return [Check(label, "miou", *shown, f"{field} {before} vs {after}", NOT_COMPARABLE)]
+    change = round((b - a) * 100, 9)  # points; rounded so that 0.295 vs 0.300 is exactly -0.5
     status = REGRESSION if change < -tolerance else OK
-    return [Check(label, "miou", *shown, f"{change:+.4f} (limit -{tolerance:.4f})", status)]
+    return [Check(label, "miou", *shown, f"{change:+.2f} points (limit -{tolerance:g})", status)]
 
 
 def _unusable_evidence(row: Row, which: str) -> str | None:
@@ -253,7 +289,7 @@ def _not_a_measure(value: Any) -> str | None:
     return None
 
 
-def to_markdown(checks: Sequence[Check], base: str, new: str, latency_tol: float, miou_tol: float) -> str:
+def checks_to_markdown(checks: Sequence[Check], base: str, new: str, latency_tol: float, miou_tol: float) -> str:
     """The verdict as Markdown: conventions, one table line per check, and a summary line."""
     lines = [
         f"## segbench compare: {markdown_text(base)} -> {markdown_text(new)}",
@@ -262,7 +298,7 @@ def to_markdown(checks: Sequence[Check], base: str, new: str, latency_tol: float
         f"may grow by {latency_tol:.1%} (same device_name and timing_protocol only, unless --force), and a "
         "larger growth fails only when it is "
         f"statistically clear (one-sided rank test on the per-call samples at {ALPHA:g}, else 95% intervals "
-        f"apart); mIoU may drop by {miou_tol:.4f} (absolute).",
+        f"apart); mIoU may drop by {miou_tol:g} points (absolute).",
         "",
         "| row | check | base | new | change | status |",
         "|---|---|---|---|---|---|",

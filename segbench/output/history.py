@@ -32,9 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from segbench.rows.row import Row
 from segbench.rows.schema import IDENTITY_FIELDS, VARIANT_FIELDS
-
-Row = dict[str, Any]
 
 #: What a series holds constant beyond identity and variant: the machine and the protocol.
 MACHINE_FIELDS = ("device_name", "hostname", "cpu_flags", "threads", "world_size")

@@ -12,9 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from segbench.rows.row import Row
 from segbench.rows.schema import pair_ratios
-
-Row = dict[str, Any]
 
 #: Fields that tell otherwise identical rows apart in labels, when the rows differ in them.
 _DISTINGUISHING = (
@@ -231,10 +230,11 @@ def plot_miou_latency(rows: Sequence[Row], path: Path) -> str | None:
 
 def plot_macs_latency(rows: Sequence[Row], path: Path) -> str | None:
     """Left: GMAC vs latency per model; right: achieved GMAC/s per model (how well it uses the device)."""
-    data = [r for r in _model_rows(rows, "latency_ms_median") if macs_of(r)]
-    if not data:
+    counted = [(r, macs) for r in _model_rows(rows, "latency_ms_median") if (macs := macs_of(r))]
+    if not counted:
         return "no model rows with both latency_ms_median and macs_analytic/macs_fvcore"
-    gmacs = [macs_of(r) / 1e9 for r in data]  # type: ignore[operator]
+    data = [r for r, _ in counted]
+    gmacs = [macs / 1e9 for _, macs in counted]
     latency = [float(r["latency_ms_median"]) for r in data]
     rate = [gmacs_per_second(r) or 0.0 for r in data]
     labels = point_labels(data)
@@ -294,7 +294,8 @@ def block_speedups(rows: Sequence[Row]) -> list[dict[str, Any]]:
             continue
         geometry = {"kernel_size": int(key[1]), "in_channels": int(key[2]), "out_channels": int(key[3])}
         ratios = pair_ratios(cell["standard"], {**cell["dsconv"], **geometry})
-        pairs.append({"device_name": key[0], **geometry, **ratios})
+        roofline = number(cell["dsconv"].get("speedup_roofline"))
+        pairs.append({"device_name": key[0], **geometry, **ratios, "speedup_roofline": roofline})
     return sorted(pairs, key=lambda p: (str(p["device_name"]), p["out_channels"], p["kernel_size"]))
 
 
@@ -316,6 +317,8 @@ def plot_k2_study(rows: Sequence[Row], path: Path) -> str | None:
                 continue
             ks = [p["kernel_size"] for p in sel]
             ax.plot(ks, [1 / p["mac_ratio_theory"] for p in sel], "--", color=color, alpha=0.7)
+            if all(p["speedup_roofline"] for p in sel):
+                ax.plot(ks, [p["speedup_roofline"] for p in sel], "-.", color=color, alpha=0.7)
             ax.plot(ks, [p["latency_speedup"] for p in sel], "o-", color=color, label=f"C=N={channel}")
             _errorbars(ax, ks, [p["latency_speedup"] for p in sel], color, yerr=interval(sel, "latency_speedup"))
         all_k = sorted({p["kernel_size"] for p in pairs})
@@ -333,6 +336,81 @@ def plot_k2_study(rows: Sequence[Row], path: Path) -> str | None:
         ax.grid(True, which="both", alpha=0.3)
         ax.plot([], [], "--", color="gray", label="theory (MAC ratio)")
         ax.plot([], [], "o-", color="gray", label="measured (latency ratio)")
+        if any(p["speedup_roofline"] for p in pairs):
+            ax.plot([], [], "-.", color="gray", label="roofline prediction")
+        ax.legend(fontsize=8)
+    _save(fig, path)
+    return None
+
+
+def _layer_rows(rows: Sequence[Row]) -> list[Row]:
+    fields = ("layer_ms", "intensity", "achieved_gmacs", "peak_gmacs")
+    return [
+        r for r in rows if r.get("kind") == "layer" and not r.get("error") and all(number(r.get(f)) for f in fields)
+    ]
+
+
+def plot_roofline(rows: Sequence[Row], path: Path) -> str | None:
+    """Cache-aware roofline per model x runtime: log-log intensity (MAC/byte) vs achieved GMAC/s, the
+    compute and the L2 / LLC / DRAM bandwidth ceilings, one point per layer sized by its time, the
+    five slowest layers labelled."""
+    layers = _layer_rows(rows)
+    if not layers:
+        return "no layer rows (segbench profile) with intensity and achieved_gmacs"
+    groups = list(dict.fromkeys((r["model"], r.get("runtime")) for r in layers))
+    fig, axes = _figure(ncols=len(groups), width=7.0 * len(groups))
+    for ax, (model, runtime) in zip(axes[0], groups):
+        sel = [r for r in layers if (r["model"], r.get("runtime")) == (model, runtime) and r["intensity"] > 0]
+        if not sel:
+            continue
+        xs, ys = [r["intensity"] for r in sel], [max(r["achieved_gmacs"], 1e-3) for r in sel]
+        total = sum(r["layer_ms"] for r in sel)
+        ax.scatter(xs, ys, s=[20 + 600 * r["layer_ms"] / total for r in sel], alpha=0.5)
+        roofs, peak = sel[0], sel[0]["peak_gmacs"]
+        grid = [min(xs) / 2 * (max(xs) * 4 / (min(xs) / 2)) ** (i / 50) for i in range(51)]
+        for level, style in (("l2", ":"), ("llc", "--"), ("dram", "-.")):
+            bandwidth = number(roofs.get(f"bandwidth_gbs_{level}"))
+            if bandwidth:
+                ax.plot(
+                    grid, [min(peak, bandwidth * x) for x in grid], style, label=f"{level.upper()} {bandwidth:.0f} GB/s"
+                )
+        ax.axhline(peak, color="black", linewidth=0.8, label=f"peak {peak:.0f} GMAC/s")
+        slowest = sorted(range(len(sel)), key=lambda i: -sel[i]["layer_ms"])[:5]
+        _annotate(ax, [xs[i] for i in slowest], [ys[i] for i in slowest], [str(sel[i]["layer"])[-40:] for i in slowest])
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("arithmetic intensity (MAC / byte of compulsory traffic)")
+        ax.set_ylabel("achieved GMAC/s (MACs are multiply-accumulates)")
+        ax.set_title(f"roofline: {model} ({runtime})\npoint area: share of the layer time", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    _save(fig, path)
+    return None
+
+
+def plot_layer_time_by_op(rows: Sequence[Row], path: Path) -> str | None:
+    """Per model x runtime, the layer time summed by op type (conv, dwconv, pwconv, bn, ...), with the
+    floor of the same layers beside it: where the time goes and how much of it the hardware needs."""
+    layers = [r for r in rows if r.get("kind") == "layer" and number(r.get("layer_ms")) and r.get("op")]
+    if not layers:
+        return "no layer rows (segbench profile) with layer_ms and op"
+    groups = list(dict.fromkeys((r["model"], r.get("runtime")) for r in layers))
+    fig, axes = _figure(ncols=len(groups), width=7.0 * len(groups))
+    for ax, (model, runtime) in zip(axes[0], groups):
+        sel = [r for r in layers if (r["model"], r.get("runtime")) == (model, runtime)]
+        ops: dict[str, list[float]] = {}
+        for r in sel:
+            ops.setdefault(r["op"], [0.0, 0.0])
+            ops[r["op"]][0] += r["layer_ms"]
+            ops[r["op"]][1] += number(r.get("roofline_ms")) or 0.0
+        names = sorted(ops, key=lambda op: -ops[op][0])
+        positions = list(range(len(names)))
+        ax.barh([p + 0.2 for p in positions], [ops[n][0] for n in names], height=0.4, label="measured")
+        ax.barh([p - 0.2 for p in positions], [ops[n][1] for n in names], height=0.4, label="roofline floor")
+        ax.set_yticks(positions, names)
+        ax.invert_yaxis()
+        ax.set_xlabel("ms per forward pass")
+        ax.set_title(f"layer time by op: {model} ({runtime})", fontsize=10)
         ax.legend(fontsize=8)
     _save(fig, path)
     return None
@@ -395,4 +473,6 @@ PLOTS: dict[str, Callable[[Sequence[Row], Path], str | None]] = {
     "macs_vs_latency": plot_macs_latency,
     "k2_study": plot_k2_study,
     "load_miss_rate": plot_load,
+    "roofline": plot_roofline,
+    "layer_time_by_op": plot_layer_time_by_op,
 }

@@ -9,14 +9,18 @@ import socket
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segbench._version import __version__
 from segbench.measure.allocator import glibc
+from segbench.measure.settings import tf32_enabled
+
+if TYPE_CHECKING:
+    from segbench.rows.row import RowFields
 
 
 @functools.cache
-def fingerprint() -> dict[str, Any]:
+def fingerprint() -> RowFields:
     """Versions, host and commit: computed once per process, so one run's rows share a timestamp."""
     import torch
 
@@ -47,7 +51,7 @@ def git_sha() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def project_commit(cwd: Path | None = None) -> dict[str, Any]:
+def project_commit(cwd: Path | None = None) -> RowFields:
     """``project_git_sha`` and ``project_dirty`` of the git repository of the working directory (the
     user's project, which `git bisect` walks), or None for both outside one."""
     try:
@@ -147,8 +151,7 @@ def environment() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cpu_memory_while_measuring": "freed memory kept (glibc: no mmap, no trim)" if glibc() else "C library default",
-        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        "tf32_matmul": tf32_enabled("matmul"),
+        "tf32_cudnn": tf32_enabled("conv"),
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
     }

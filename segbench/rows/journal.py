@@ -23,14 +23,13 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import IO, Any
 
 from segbench.errors import UserError
 from segbench.rows.files import load_rows, save_rows, to_json_line
+from segbench.rows.row import Row
 from segbench.rows.store import journal_row
 from segbench.writing import WriteError
-
-Row = dict[str, Any]
 
 
 def new_run_id() -> str:
@@ -91,7 +90,7 @@ class Journal:
                     raise UserError(f"cannot join run {run_id}: {self.path} exists already") from None
 
     @staticmethod
-    def _open(path: Path, mode: str) -> TextIO:
+    def _open(path: Path, mode: str) -> IO[str]:
         """Open ``path`` and lock it for this run alone (`_lock`)."""
         try:
             stream = path.open(mode)
@@ -184,7 +183,7 @@ def _lock(stream: IO[Any], path: Path) -> None:
         raise UserError(f"{path} was finished by another segbench run meanwhile; resume its final files")
 
 
-def _cut_unfinished_line(stream: TextIO, path: Path) -> None:
+def _cut_unfinished_line(stream: IO[str], path: Path) -> None:
     """Drop a last line that a killed run left unfinished (under the lock, before appending), so that
     new rows start on a line of their own instead of making the file unreadable."""
     data = path.read_bytes()

@@ -1,4 +1,4 @@
-"""The result-row schema (DESIGN.md): flat, snake_case fields, the same for every command.
+"""The result-row schema (docs/architecture.md): flat, snake_case fields, the same for every command.
 
 Every runner yields rows made by `make_row`: all of ``ROW_FIELDS``, with None for what the command
 did not measure, plus the environment fingerprint.
@@ -8,160 +8,58 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any, get_args, get_origin, get_type_hints
+
+from segbench.rows.row import RowFields
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from segbench.rows.row import Row
 
 #: The version of the row schema, in every row (``schema_version``). Raise it when a field is renamed,
 #: removed or changes meaning, and teach ``rows.files.load_rows`` to migrate the previous version.
 #: 1: the rows of segbench before the field existed; 2: adds ``schema_version``, ``timing_protocol`` and
-#: the third wave's fields (layer profiles, load scenarios, history, end-to-end, GPU state).
+#: the third wave's fields (layer profiles, load scenarios, history, end-to-end, GPU state, and timing
+#: across processes).
 SCHEMA_VERSION = 2
 #: Fields added to the current version after rows of it were written: absent, they read as None
 #: (``settings``: the options a run was measured with, which ``--resume`` checks).
 LATE_FIELDS = ("settings",)
 
-ROW_FIELDS: tuple[str, ...] = (
-    "model",
-    "kind",
-    "family",
-    "plugin",
-    "plugin_version",
-    "device",
-    "device_name",
-    "runtime",
-    "precision",
-    "channels_last",
-    "compiled",
-    "cuda_graph",
-    "bn_folded",
-    "tf32",
-    "batch_size",
-    "height",
-    "width",
-    "num_classes",
-    "params",
-    "params_trainable",
-    "macs_fvcore",
-    "macs_thop",
-    "macs_analytic",
-    "macs_other",
-    "flops",
-    "latency_ms_median",
-    "latency_ms_mean",
-    "latency_ms_p90",
-    "latency_ms_min",
-    "latency_ms_std",
-    "latency_ms_ci_low",
-    "latency_ms_ci_high",
-    "ci_target_met",
-    "timing_protocol",
-    "iters",
-    "throughput_ips",
-    "host_ms_median",
-    "threads",
-    "output_max_abs_diff",
-    "output_argmax_agreement",
-    "compile_seconds",
-    "peak_mem_mb",
-    "trace_file",
-    "dataset",
-    "init",
-    "train_steps",
-    "train_seconds",
-    "train_budget_seconds",
-    "train_conv_backend",
-    "conv_probe_seconds",
-    "deterministic",
-    "miou",
-    "pixel_acc",
-    "iou_per_class",
-    "mac_notes",
-    "block",
-    "kernel_size",
-    "in_channels",
-    "out_channels",
-    "stride",
-    "mac_ratio",
-    "mac_ratio_theory",
-    "latency_speedup",
-    "latency_speedup_ci_low",
-    "latency_speedup_ci_high",
-    "latency_samples_ms",
-    # load scenarios (segbench load): their settings, then what the load gave
-    "scenario",
-    "streams",
-    "fps",
-    "jitter",
-    "workers",
-    "max_batch",
-    "max_delay_ms",
-    "qps",
-    "duration_s",
-    "miss_budget",
-    "latency_bound_ms",
-    "memory_limit_mb",
-    "search",
-    "offered_ips",
-    "deadline_miss_rate",
-    "latency_ms_p99",
-    "latency_ms_max",
-    "queue_ms_p99",
-    "dropped",
-    "run_id",
-    "settings",
-    "world_size",
-    "rank",
-    "cores",
-    "cell",
-    "error",
-    "schema_version",
-    "segbench_version",
-    "torch_version",
-    "cuda_version",
-    "timestamp",
-    "git_sha",
-    "hostname",
-    "project_git_sha",
-    "project_dirty",
-    "cpu_flags",
+#: What a ``kind = "layer"`` row of ``segbench profile`` holds (every one of them filled), the
+#: ceilings it was set against last.
+LAYER_FIELDS: tuple[str, ...] = (
+    "layer",
+    "op",
+    "input_shape",
+    "output_shape",
+    "layer_ms",
+    "layer_share",
+    "bytes",
+    "intensity",
+    "achieved_gmacs",
+    "achieved_gbs",
+    "roofline_ms",
+    "efficiency",
+    "bound",
+    "ceiling",
+    "peak_gmacs",
+    "bandwidth_gbs_l2",
+    "bandwidth_gbs_llc",
+    "bandwidth_gbs_dram",
 )
-#: Fields that hold text: never read back as numbers, whatever they look like.
-TEXT_FIELDS = frozenset(
-    {
-        "model",
-        "kind",
-        "family",
-        "plugin",
-        "device",
-        "device_name",
-        "precision",
-        "trace_file",
-        "dataset",
-        "block",
-        "runtime",
-        "run_id",
-        "settings",
-        "init",
-        "cores",
-        "train_conv_backend",
-        "scenario",
-        "search",
-        "error",
-        "timing_protocol",
-        "segbench_version",
-        "torch_version",
-        "cuda_version",
-        "timestamp",
-        "git_sha",
-        "hostname",
-        "plugin_version",
-        "project_git_sha",
-        "cpu_flags",
-    }
-)
-#: Lists and mappings: kept in JSON, left out of CSV and tables.
-JSON_ONLY_FIELDS = frozenset({"iou_per_class", "mac_notes", "latency_samples_ms"})
 #: Extra fields of breakdown rows (``segbench flops --by operator|module``): what the row is a part of.
 BREAKDOWN_FIELDS = ("operator", "module", "share")
+_TYPES = get_type_hints(RowFields)
+#: Every field of a result row, in column order: `segbench.rows.row.RowFields` declares them with their types.
+ROW_FIELDS: tuple[str, ...] = tuple(field for field in _TYPES if field not in BREAKDOWN_FIELDS)
+#: Fields that hold text: never read back as numbers, whatever they look like.
+TEXT_FIELDS = frozenset(field for field in ROW_FIELDS if str in get_args(_TYPES[field]))
+#: Lists and mappings: kept in JSON, left out of CSV and tables.
+JSON_ONLY_FIELDS = frozenset(
+    field for field in ROW_FIELDS if any(get_origin(kind) in (list, dict) for kind in get_args(_TYPES[field]))
+)
 #: What was measured: the network, its block geometry and its input. Equal for the same block or
 #: model at the same size in the rows of every command (a test checks latency, blocks, flops, run).
 IDENTITY_FIELDS: tuple[str, ...] = (
@@ -197,8 +95,8 @@ RATIO_NOTE = (
 )
 
 
-def make_row(**fields: Any) -> dict[str, Any]:
-    """A full row: the given fields, the schema version, the environment fingerprint, and None for the rest.
+def make_row(**fields: Unpack[RowFields]) -> Row:
+    """A full row: the given fields, the environment fingerprint, and None for the rest.
 
     Breakdown rows also keep their ``BREAKDOWN_FIELDS``; any other unknown name is a bug (KeyError).
     """
@@ -208,13 +106,13 @@ def make_row(**fields: Any) -> dict[str, Any]:
     if unknown:
         raise KeyError(f"not result-row fields: {', '.join(sorted(unknown))}")
     row = dict.fromkeys(ROW_FIELDS)
-    row["schema_version"] = SCHEMA_VERSION
     row.update(fingerprint())
     row.update(fields)
+    row["schema_version"] = SCHEMA_VERSION
     return row
 
 
-def spec_fields(spec: Any, options: Mapping[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+def spec_fields(spec: Any, options: Mapping[str, Any] | None = None, **fields: Unpack[RowFields]) -> Row:
     """Row fields that identify a spec (model, kind, family, plugin), plus the given ones.
 
     A block also gets ``block`` (its name without the ``block_`` prefix: ``standard``, ``dsconv``)

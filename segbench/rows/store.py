@@ -22,10 +22,10 @@ import sqlite3
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 from segbench.errors import UserError
 from segbench.rows.files import full_row, load_rows, to_json_line
+from segbench.rows.row import Row
 
 #: The layout of the tables below; a store of a larger version is refused (written by a newer segbench).
 STORE_VERSION = 1
@@ -41,8 +41,6 @@ _TABLES = (
     "CREATE TABLE IF NOT EXISTS files "
     "(path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, run_ids TEXT NOT NULL)",
 )
-
-Row = dict[str, Any]
 
 
 class Store:

@@ -23,6 +23,7 @@ from segbench.rows.schema import pair_ratios, spec_fields
 from segbench.runners import defaults
 from segbench.runners.cells import ALONE, Cell, Context, Row, measure_cells
 from segbench.runners.defaults import Timing
+from segbench.runners.processes import in_processes
 
 if TYPE_CHECKING:
     from segbench.measure.timer import Protocol
@@ -95,7 +96,24 @@ def cells(specs: Sequence[ModelSpec], config: BlocksConfig, context: Context) ->
                         width=width,
                     )
                 )
-            yield Cell(keys, partial(_measure_pair, specs, keys, options, config, context), device=config.device)
+            yield Cell(keys, partial(_pair_cell, specs, keys, options, config, context), device=config.device)
+
+
+def _pair_cell(
+    specs: Sequence[ModelSpec],
+    pair: list[Row],
+    options: dict[str, int],
+    config: BlocksConfig,
+    context: Context,
+    keys: list[Row],
+) -> list[Row]:
+    """The rows ``keys`` of one pair: measured here, or in ``--processes`` fresh workers and pooled."""
+    context.progress("K^2 study", f"K={options['kernel_size']} C={options['in_channels']}")
+    measure = partial(_measure_pair, specs, pair, options, config)
+    processes = config.timing.processes_on(config.device)
+    if processes == 1:
+        return measure(keys)
+    return in_processes(measure, processes, config.protocol.target, keys)
 
 
 def _measure_pair(
@@ -103,7 +121,6 @@ def _measure_pair(
     pair: list[Row],
     options: dict[str, int],
     config: BlocksConfig,
-    context: Context,
     keys: list[Row],
 ) -> list[Row]:
     """Both blocks of the pair counted and timed alternately, call by call (the ratios need both);
@@ -119,6 +136,7 @@ def _measure_pair(
     from segbench.measure.settings import measurement_settings
     from segbench.measure.timer import time_sessions
     from segbench.rows.latency import latency_fields, speedup_fields
+    from segbench.runners.profile import cached_ceilings_for, network_roofline
     from segbench.runtimes import torch_runtime
 
     device = torch.device(config.device)
@@ -127,7 +145,6 @@ def _measure_pair(
     example = torch.randn(
         config.batch_size, options["in_channels"], height, width, generator=torch.Generator().manual_seed(defaults.SEED)
     )
-    context.progress("K^2 study", f"K={options['kernel_size']} C={options['in_channels']}")
     models = [spec.build(**options).eval() for spec in specs]
     measured = [count_model(model, example).fields for model in models]
     with (
@@ -136,22 +153,31 @@ def _measure_pair(
         tempfile.TemporaryDirectory() as workdir,
     ):
         x = example.to(device)
+        # on a GPU each conv of a block takes microseconds: eagerly, the pair's speed-up would count kernel
+        # launches (4 against 2), so the blocks are timed as CUDA-graph replays there
+        variant = Variant(cuda_graph=device.type == "cuda")
         sessions = [
             torch_runtime.prepare(
-                m.to(device), x, device=device, variant=Variant(), threads=threads, workdir=Path(workdir)
+                m.to(device), x, device=device, variant=variant, threads=threads, workdir=Path(workdir)
             )
             for m in models
         ]
         timing = time_sessions(sessions, device, protocol)
-        for fields, session, device_ms, host_ms in zip(measured, sessions, timing.device_ms, timing.host_ms):
+        roofs = cached_ceilings_for(x, Variant(), threads)  # never measured here: `segbench profile` does
+        for fields, session, device_ms, host_ms, model in zip(
+            measured, sessions, timing.device_ms, timing.host_ms, models
+        ):
             fields.update(
                 latency_fields(device_ms, host_ms, config.batch_size, timing.target_met),
                 peak_mem_mb=peak_memory(session, device),
                 threads=threads,
                 timing_protocol=defaults.protocol_label(protocol, paired=True),
-                **Variant().fields(),
+                **variant.fields(),
             )
+            fields.update(network_roofline(model, x, Variant(), roofs, fields["latency_ms_median"]))
     baseline, other = measured
+    if baseline.get("roofline_ms") and other.get("roofline_ms"):
+        other["speedup_roofline"] = baseline["roofline_ms"] / other["roofline_ms"]
     other.update(speedup_fields(timing.device_ms[0], timing.device_ms[1]))
     other.update(pair_ratios({**pair[0], **baseline}, {**pair[1], **other}))
     return [fields for key, fields in zip(pair, measured) if key in keys]

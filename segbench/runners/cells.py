@@ -4,8 +4,9 @@ A runner turns ``(specs, config)`` into `Cell`s, each naming the rows it will ma
 is measured, and `measure_cells` measures them in order and yields each row the moment its cell is
 done. A cell that raises anything but Ctrl-C / SIGTERM (SystemExit and UserError from plugin code included)
 becomes rows whose ``error`` says why (``stage: reason`` when the cell has a stage), its memory is
-given back, and the next cell runs; what a cell prints goes to stderr. Bad user input is checked
-before the first cell (the configs, the runners' ``prepare``), so it stops a run before anything is
+given back, and the next cell runs (unless the device is lost for good: a sticky CUDA error; then the
+later cells are rows "not measured", which ``--resume`` measures); what a cell prints goes to stderr.
+Bad user input is checked before the first cell (the configs, the runners' ``prepare``), so it stops a run before anything is
 measured.
 """
 
@@ -17,6 +18,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from segbench.foreign import foreign_code
+from segbench.rows.row import Row
 from segbench.rows.schema import make_row
 
 if TYPE_CHECKING:
@@ -25,9 +27,8 @@ if TYPE_CHECKING:
     from segbench.measure.data_parallel import DataParallel
     from segbench.registry import ModelSpec
 
-Row = dict[str, Any]
 #: ``progress(model, what it is doing now)``: how runners report to a progress display.
-Progress = Callable[[str, str], None]
+ProgressCallback = Callable[[str, str], None]
 
 
 def no_progress(model: str, stage: str) -> None:
@@ -72,7 +73,7 @@ class Context:
     :param parallel: this process's part of data-parallel training (torchrun; None: alone).
     """
 
-    progress: Progress = no_progress
+    progress: ProgressCallback = no_progress
     done: Sequence[Row] = field(default=(), repr=False)
     shard: Shard | None = None
     parallel: DataParallel | None = None
@@ -137,6 +138,7 @@ class Outcome:
 
     value: Any = None
     error: str | None = None
+    lost: str | None = None  # the device failed for good (a sticky CUDA error): why
 
 
 def isolated(fn: Callable[[], Any], stage: str | None = None, device: str | None = None) -> Outcome:
@@ -146,7 +148,7 @@ def isolated(fn: Callable[[], Any], stage: str | None = None, device: str | None
     exception but Ctrl-C / SIGTERM becomes ``error`` (prefixed
     ``stage:``, except a build error, which names itself), and the device's memory is given back.
     """
-    from segbench.measure.faults import BuildError, error_reason, release_memory
+    from segbench.measure.faults import BuildError, device_lost, error_reason
 
     try:
         with foreign_code():  # a model that prints must not corrupt --format json, nor move the cwd
@@ -157,9 +159,9 @@ def isolated(fn: Callable[[], Any], stage: str | None = None, device: str | None
         reason = error_reason(exc)
         if stage and not isinstance(exc, BuildError):
             reason = f"{stage}: {reason}"
-    if device is not None:  # outside the except: its traceback holds the failed cell's tensors
-        release_memory(device)
-    return Outcome(error=reason)
+    # outside the except: its traceback holds the failed cell's tensors
+    lost = device_lost(device) if device is not None else None
+    return Outcome(error=reason, lost=lost)
 
 
 def measure_cells(cells: Iterable[Cell], context: Context = ALONE) -> Iterator[Row]:
@@ -168,11 +170,19 @@ def measure_cells(cells: Iterable[Cell], context: Context = ALONE) -> Iterator[R
     Rows already ``done`` (see `Context`) are neither measured nor yielded again, and with a
     ``shard`` only this process's cells are measured.
     """
+    lost = None
     for index, cell in enumerate(cells):
         todo = [key for key in cell.keys if not context.is_done([key])]
         if not todo or not context.owns(index):
             continue
-        outcome = isolated(partial(cell.measure, todo), cell.stage, cell.device)
+        outcome = (
+            Outcome(error=f"not measured: {lost}")
+            if lost
+            else isolated(partial(cell.measure, todo), cell.stage, cell.device)
+        )
+        if outcome.lost:  # every later cell would fail with the same, misattributed error
+            lost = f"the {cell.device} context was lost ({outcome.lost}); rerun with CUDA_LAUNCH_BLOCKING=1 (--resume measures the rest)"
+            outcome.error = f"{outcome.error}; {lost}"
         results = outcome.value if outcome.error is None else [{"error": outcome.error}] * len(todo)
         keys = todo * len(results) if len(todo) == 1 else todo
         for key, fields in zip(keys, results):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,12 +33,15 @@ from segbench.checks import (
     check_writable,
 )
 from segbench.errors import UserError
-from segbench.measure.session import Session, Variant
+from segbench.measure.protocols import WHOLE, EvalProtocol, Predict
+from segbench.measure.session import Session, Variant, check_compile_modes
 from segbench.rows.environment import device_name
 from segbench.rows.schema import spec_fields
 from segbench.runners import defaults
+from segbench.runners.application import Application, Prepare, shape_folder
 from segbench.runners.cells import ALONE, Built, Cell, Context, Row, isolated, measure_cells
 from segbench.runners.defaults import Timing
+from segbench.runners.processes import in_processes
 from segbench.runners.weights import check_weights, per_model
 
 if TYPE_CHECKING:
@@ -50,7 +53,7 @@ if TYPE_CHECKING:
 #: Calibration batches of an int8 variant, from the train split of ``LatencyConfig.dataset``.
 CALIBRATION_IMAGES = 16
 #: ``evaluate(predict, batch size)``: accuracy fields of a session (``segbench run``: mIoU on the val split).
-Evaluate = Callable[[Callable[["torch.Tensor"], "torch.Tensor"], int], Row]
+Evaluate = Callable[[Callable[["torch.Tensor"], Any], int], Row]
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,11 @@ class LatencyConfig:
     image, resized: real logits make the agreement with fp32 eager meaningful; inputs with other
     than 3 channels are random) and the images that calibrate int8. ``weights`` is a ``state_dict``
     file to time (``{model}`` = model name), instead of the seeded initial weights.
+
+    What the application sees (`segbench.runners.application`): ``accuracy`` gives every row ``miou`` on
+    the dataset's val split (models built for its classes) and ``miou_delta`` against PyTorch fp32
+    eager; ``end_to_end`` times frames of ``source_size`` (None: the cell's size) into masks;
+    ``evaluation`` is the protocol of both (whole unless one of them is on).
     """
 
     device: str = "cpu"
@@ -75,13 +83,19 @@ class LatencyConfig:
     dataset: str = "synthetic"
     weights: str | None = None
     seed: int = defaults.SEED
+    evaluation: EvalProtocol = WHOLE
+    accuracy: bool = False
+    end_to_end: bool = False
+    source_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         check_device(self.device)
         check_sizes(self.sizes)
         check_seed(self.seed)
+        self._check_application(self.sizes or [])
         check_all_positive(self.batch_sizes, "batch size")
         check_precisions([v.precision for v in self.variants])
+        check_compile_modes(self.variants)
         if self.trace_dir is not None:
             check_writable(self.trace_dir, "trace folder", folder=True)
         for variant in self.variants:
@@ -93,6 +107,20 @@ class LatencyConfig:
                         for r in self.runtime_specs
                     )
                 )
+
+    def _check_application(self, sizes: Sequence[tuple[int, int]]) -> None:
+        """The protocol and end-to-end options, and the sizes they run at (UserError)."""
+        if self.source_size is not None:
+            if not self.end_to_end:
+                raise UserError("--source-size goes with --end-to-end")
+            check_sizes([self.source_size])
+            self.evaluation.check_size(self.source_size, "--source-size")
+        if self.evaluation != WHOLE and not (self.accuracy or self.end_to_end):
+            raise UserError(
+                f"--protocol {self.evaluation.name} applies to mIoU (--dataset) and --end-to-end latency: give one"
+            )
+        for size in sizes:
+            self.evaluation.check_size(size)
 
     @cached_property
     def runtime_specs(self) -> list[RuntimeSpec]:
@@ -117,13 +145,30 @@ def latency(specs: Sequence[ModelSpec], config: LatencyConfig, context: Context 
     The ``--weights`` files are checked against their models first (UserError on bad input).
     """
     weights = per_model(config.weights, "--weights", [s.name for s in specs])
+    if config.accuracy:
+        config = replace(config, num_classes=_dataset_classes(config))
     for spec in specs:
-        if weights[spec.name] is not None:
-            check_weights(spec, weights[spec.name], config.num_classes or spec.default_num_classes)
+        if config.sizes is None:
+            config._check_application([spec.default_size])
+        if config.end_to_end and spec.input_channels() != 3:
+            raise UserError(f"--end-to-end feeds RGB frames, but {spec.name} takes {spec.input_channels()} channels")
+        path = weights[spec.name]
+        if path is not None:
+            check_weights(spec, path, config.num_classes or spec.default_num_classes)
     images = _Images(config)
     if any(spec.input_channels() == 3 for spec in specs):  # their cells read it: opened and checked now
         images.splits()
     return measure_cells(cells(specs, config, context, images=images), context)
+
+
+def _dataset_classes(config: LatencyConfig) -> int:
+    """The class count mIoU is measured with: the dataset's (a different --num-classes is refused)."""
+    from segbench.data import open_datasets
+
+    classes = open_datasets(config.dataset, seed=config.seed, num_classes=config.num_classes)[1].num_classes
+    if config.num_classes is not None and config.num_classes != classes:
+        raise UserError(f"--num-classes {config.num_classes}: mIoU on {config.dataset} needs its {classes} classes")
+    return classes
 
 
 @dataclass(frozen=True)
@@ -154,6 +199,8 @@ def cells(
     combos = config.combos()
     sweep = _Sweep(config, context, images or _Images(config), stage, evaluate)
     weights = per_model(config.weights, "--weights", [s.name for s in specs])
+    # A network built (or trained) here, or an evaluation bound to this process's data, stays here.
+    processes = config.timing.processes_on(config.device) if built is None and evaluate is None else 1
     for spec in specs:
         classes = (config.num_classes or spec.default_num_classes) if spec.kind == "model" else None
         model = (built or {}).get(spec.name) or Built(
@@ -171,11 +218,20 @@ def cells(
                     num_classes=classes,
                     runtime=runtime.name,
                     **variant.fields(),
+                    **(
+                        config.evaluation.fields()
+                        if spec.kind == "model" and (config.accuracy or config.end_to_end)
+                        else {}
+                    ),
                 )
                 for runtime, variant in combos
             ]
             shape = (batch, spec.input_channels(), height, width)
             measure = partial(_measure, spec, model, shape, sweep)
+            if processes > 1:
+                context.progress(spec.name, f"latency {'x'.join(map(str, shape))} in {processes} processes")
+                worker = partial(_measure, spec, model, shape, replace(sweep, context=ALONE))
+                measure = partial(in_processes, worker, processes, config.protocol.target)
             yield Cell(keys, measure, device=config.device, stage=stage)
 
 
@@ -194,6 +250,7 @@ def _measure(
     import torch
 
     from segbench.measure.settings import measurement_settings
+    from segbench.runtimes import torch_runtime
 
     config, images = sweep.config, sweep.images
     device = torch.device(config.device)
@@ -209,6 +266,11 @@ def _measure(
     ):
         x = example.to(device)
         eager = isolated(partial(_eager, network, x, device, threads, Path(workdir)))
+        application = _application(sweep, spec, shape)
+        reference = None
+        if eager.value is not None and application.evaluate is not None:
+            prepare = _preparer(torch_runtime.prepare, network, Variant(), device, threads, Path(workdir), images)
+            reference = isolated(partial(application.reference, eager.value[0], shape, prepare)).value
         for key in keys:
             runtime, variant = runtimes[key["runtime"]], Variant.of_row(key)
             sweep.context.progress(spec.name, f"latency {'x'.join(map(str, shape))} {runtime.name} {variant.tag}")
@@ -225,6 +287,8 @@ def _measure(
                     Path(workdir),
                     images.calibration(shape, variant),
                     eager.value,
+                    application,
+                    reference,
                 ),
                 sweep.stage,
                 config.device,
@@ -249,6 +313,19 @@ def _eager(
     return session, reference
 
 
+def _check_available(runtime: RuntimeSpec, device: torch.device) -> None:
+    """VariantUnavailable when ``runtime`` cannot run on ``device`` here."""
+    from segbench.measure.faults import VariantUnavailable
+
+    missing = (
+        runtime.why_unavailable(device.type)
+        if device.type in runtime.devices
+        else (f"{runtime.name} does not run on {device.type}")
+    )
+    if missing:
+        raise VariantUnavailable(missing)
+
+
 def _measure_variant(
     spec: ModelSpec,
     network: torch.nn.Module,
@@ -260,22 +337,19 @@ def _measure_variant(
     workdir: Path,
     calibration: list[torch.Tensor],
     eager: tuple[Session, torch.Tensor] | None,
+    application: Application,
+    reference_accuracy: Row | None,
 ) -> Row:
     """One runtime x variant: prepare it, then time it alternately with fp32 eager (alone if the two do not
-    fit in memory together), measure and compare it."""
+    fit in memory together), measure and compare it; then what the application sees (mIoU, end to end)."""
 
-    from segbench.measure.faults import OOM, VariantUnavailable, error_reason, release_memory
+    from segbench.measure.faults import OOM, error_reason, release_memory
     from segbench.measure.latency import measure_session
     from segbench.rows.latency import measurement_fields
+    from segbench.runners.profile import cached_ceilings_for, network_roofline
 
     config, device = sweep.config, x.device
-    missing = (
-        runtime.why_unavailable(device.type)
-        if device.type in runtime.devices
-        else (f"{runtime.name} does not run on {device.type}")
-    )
-    if missing:
-        raise VariantUnavailable(missing)
+    _check_available(runtime, device)
     reference_row = runtime.name == "torch" and variant == Variant()
     baseline, reference = (None, None) if eager is None else eager
     if reference_row:
@@ -294,10 +368,13 @@ def _measure_variant(
     if config.trace_dir is not None:
         batch, _, height, width = x.shape
         trace = config.trace_dir / f"{spec.name}-{batch}x{height}x{width}-{runtime.name}-{variant.tag}.json"
+    fields: Row | None = None
     try:
-        fields = measurement_fields(
-            measure_session(
-                session, x, reference, device=device, protocol=config.protocol, baseline=baseline, trace=trace
+        fields = dict(
+            measurement_fields(
+                measure_session(
+                    session, x, reference, device=device, protocol=config.protocol, baseline=baseline, trace=trace
+                )
             )
         )
     except Exception as exc:
@@ -306,15 +383,64 @@ def _measure_variant(
         # row has no speed-up (its agreement still comes from the reference, already on the CPU).
         if baseline is None or error_reason(exc) != OOM:
             raise
+    if fields is None:  # retried here, outside the except: its traceback holds the failed call's tensors
         release_memory(device)
         baseline = None
-        fields = measurement_fields(
-            measure_session(session, x, reference, device=device, protocol=config.protocol, trace=trace)
+        fields = dict(
+            measurement_fields(
+                measure_session(session, x, reference, device=device, protocol=config.protocol, trace=trace)
+            )
         )
     fields["timing_protocol"] = defaults.protocol_label(config.protocol, paired=baseline is not None)
-    if sweep.evaluate is not None and not reference_row:
-        fields.update(sweep.evaluate(session.predict, x.shape[0]))
+    prepare = _preparer(runtime.prepare, network, variant, device, threads, workdir, sweep.images)
+    fields.update(application.fields(session, variant, x, prepare, reference_accuracy, own=reference_row))
+    roofs = cached_ceilings_for(x, variant, threads)  # never measured here: `segbench profile` does
+    fields["roofline_efficiency"] = network_roofline(network, x, variant, roofs, fields["latency_ms_median"]).get(
+        "roofline_efficiency"
+    )
     return fields
+
+
+def _application(sweep: _Sweep, spec: ModelSpec, shape: tuple[int, ...]) -> Application:
+    """What a cell measures beyond model-only time: mIoU through ``sweep.evaluate`` (``segbench run``'s)
+    or on the dataset's val split, and end-to-end frames of the source size; for models only (a block
+    has no classes, and takes no frames)."""
+    config = sweep.config
+    if spec.kind != "model":
+        return Application(config.evaluation, None, None, config.protocol)
+    evaluate = sweep.evaluate
+    if evaluate is None and config.accuracy:
+        evaluate = partial(sweep.images.accuracy, (shape[2], shape[3]), config.evaluation)
+    frames = None
+    if config.end_to_end:
+        frames = sweep.images.frames(config.source_size or (shape[2], shape[3]), shape[0])
+    return Application(config.evaluation, evaluate, frames, config.protocol)
+
+
+def _preparer(
+    prepare: Callable[..., Session],
+    network: torch.nn.Module,
+    variant: Variant,
+    device: torch.device,
+    threads: int,
+    workdir: Path,
+    images: _Images,
+) -> Prepare:
+    """``prepare(shape)``: a session of one runtime and variant for inputs of another shape, made as the
+    row's own was (the cell's image at that size, its int8 calibration too)."""
+
+    def at(shape: tuple[int, ...]) -> Session:
+        return prepare(
+            network.to(device),
+            images.example(shape).to(device),
+            device=device,
+            variant=variant,
+            threads=threads,
+            workdir=shape_folder(workdir, shape),
+            calibration=images.calibration(shape, variant),
+        )
+
+    return at
 
 
 class _Images:
@@ -345,12 +471,36 @@ class _Images:
         batch = shape[0]
         return [torch.cat(resized[i : i + batch]) for i in range(0, len(resized) - batch + 1, batch)]
 
+    def frames(self, source: tuple[int, int], batch: int) -> torch.Tensor:
+        """The first val image as ``batch`` uint8 frames of the ``source`` size (end-to-end input)."""
+        from segbench.measure.endtoend import frames_of
+
+        frame = frames_of(self.splits()[1][0][0][None], source)
+        return frame.expand(batch, *frame.shape[1:]).contiguous()
+
+    def accuracy(self, size: tuple[int, int], protocol: EvalProtocol, predict: Predict, batch: int) -> Row:
+        """mIoU etc. of ``predict`` on the val split at ``size`` under ``protocol``."""
+        from segbench.measure.training import evaluate
+
+        val_set = self.splits()[1]
+        accuracy = evaluate(
+            predict,
+            val_set,
+            num_classes=val_set.num_classes,
+            size=size,
+            device=self.config.device,
+            batch_size=batch,
+            protocol=protocol,
+        )
+        return {"miou": accuracy.miou, "pixel_acc": accuracy.pixel_acc, "iou_per_class": accuracy.iou_per_class}
+
     def splits(self) -> tuple[Any, Any]:
         """The dataset's (train, val) splits, opened on first use (`segbench.data.open_datasets`)."""
         if self._splits is None:
             from segbench.data import open_datasets
 
-            self._splits = open_datasets(self.config.dataset, seed=self.config.seed)
+            classes = self.config.num_classes if self.config.accuracy else None
+            self._splits = open_datasets(self.config.dataset, seed=self.config.seed, num_classes=classes)
         return self._splits
 
     @staticmethod

@@ -93,15 +93,15 @@ class LoadConfig:
             check_positive(value, what)
         check_positive(self.max_batch, "max batch")
         check_positive(self.threads, "threads")
-        for value, what in (
+        for amount, what in (
             (self.fps, "fps"),
             (self.qps, "qps"),
             (self.duration_s, "duration"),
             (self.latency_bound_ms, "latency bound"),
             (self.memory_limit_mb, "memory limit"),
         ):
-            if value is not None and not value > 0:
-                raise UserError(f"bad {what} {value:g}: expected a number > 0")
+            if amount is not None and not amount > 0:
+                raise UserError(f"bad {what} {amount:g}: expected a number > 0")
         if not 0 < self.miss_budget < 1:
             raise UserError(f"bad miss budget {self.miss_budget:g}: expected a fraction between 0 and 1, e.g. 0.01")
         if not 0 <= self.jitter < 1:
@@ -202,7 +202,7 @@ def _measure(
 
     device = torch.device(config.device)
     missing = (
-        runtime.unavailable(device.type)
+        runtime.why_unavailable(device.type)
         if device.type in runtime.devices
         else f"{runtime.name} does not run on {device.type}"
     )
@@ -291,7 +291,8 @@ def _offline(prepare: Callable[[int], Any], device: torch.device, config: LoadCo
     limit = config.settings()["memory_limit_mb"]
     rows: list[Row] = []
     search = search_max(1, confirm=False, cap=config.batch)
-    batch, _ = next(search)
+    load, _ = next(search)
+    batch = int(load)  # integer=True: whole batch sizes
     while True:
         row: Row = {"batch_size": batch}
         try:
@@ -316,7 +317,8 @@ def _offline(prepare: Callable[[int], Any], device: torch.device, config: LoadCo
         row["search"] = None if fits else "over"
         rows.append(row)
         try:
-            batch, _ = search.send(fits)
+            load, _ = search.send(fits)
+            batch = int(load)
         except StopIteration as stop:
             for row in rows:
                 if row["batch_size"] == stop.value:

@@ -8,7 +8,7 @@ runtime x variant, each compared with PyTorch fp32 eager on the same input and, 
 reference, evaluated on the val split through its own session (so an int8 row has its own mIoU next
 to the fp32 one). All stages use one input size (the dataset's unless given), so a row's ``height``
 and ``width`` hold for every number in it. The row's ``batch_size``, ``precision``, ``threads`` and
-``peak_mem_mb`` describe inference; the training batch size and precision are in `Plan.describe`.
+``peak_mem_mb`` describe inference; the training batch size and precision are in `RunPlan.describe`.
 With ``blocks``, the K^2 runner's rows follow the models'.
 
 A stage that fails writes ``stage: reason`` into the row's ``error`` and the next stage and model
@@ -34,6 +34,7 @@ from segbench.runners.defaults import describe_protocol
 if TYPE_CHECKING:
     import torch
 
+    from segbench.measure.protocols import EvalProtocol
     from segbench.registry import ModelSpec
 
 #: What each stage contributes to the merged row (latency's row is the base: it names the variant).
@@ -76,14 +77,17 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         latency, train = self.latency, self.train
-        if (latency.device, latency.dataset, latency.seed) != (train.device, train.dataset, train.seed):
-            raise ValueError("a run's latency and training share the device, the dataset and the seed")
+        shared = ("device", "dataset", "seed")
+        if [getattr(latency, f) for f in shared] + [latency.evaluation] != [getattr(train, f) for f in shared] + [
+            train.evaluation
+        ]:
+            raise ValueError("a run's latency and training share the device, the dataset, the seed and the protocol")
         if len(latency.batch_sizes) != 1:
             raise ValueError("a run times one batch size")
 
 
 @dataclass(frozen=True)
-class Plan:
+class RunPlan:
     """A checked run: the stages' configs, resolved to the dataset, and the training files."""
 
     config: RunConfig
@@ -109,41 +113,42 @@ class Plan:
             f"Training: {budget} x batch {train_batch} ({train_precision}, seed {config.seed}{start}) "
             f"on {self.train.train_set.name} train, then mIoU on its val split{backend}",
             f"Latency of the trained network: batch {latency.batch_sizes[0]}, {describe_protocol(latency.protocol)} "
-            f"on {config.device}{threads}, per model: {rows}; peak_mem_mb is inference memory",
+            f"on {config.device}{threads}, in this process (where it was trained), per model: {rows}; "
+            "peak_mem_mb is inference memory",
         ]
 
 
-def plan(specs: Sequence[ModelSpec], config: RunConfig) -> Plan:
+def plan(specs: Sequence[ModelSpec], config: RunConfig) -> RunPlan:
     """Check everything and open the dataset, before anything is measured (UserError on bad input)."""
     prepared = train_runner.prepare([s for s in specs if s.kind == "model"], config.train)
     classes, size = prepared.train_set.num_classes, prepared.size
-    latency = replace(config.latency, sizes=[size], num_classes=classes)
+    latency = replace(config.latency, sizes=[size], num_classes=classes, accuracy=True)
     count = count_runner.CountConfig(size=size, num_classes=classes, batch_size=latency.batch_sizes[0])
-    return Plan(config, tuple(specs), count, latency, prepared)
+    return RunPlan(config, tuple(specs), count, latency, prepared)
 
 
 def run(specs: Sequence[ModelSpec], config: RunConfig, context: Context = ALONE) -> Described:
     """One merged row per model x runtime x variant, then the block rows; bad input raises first.
 
-    The rows describe the run's settings in words (`Plan.describe`).
+    The rows describe the run's settings in words (`RunPlan.describe`).
     """
     checked = plan(specs, config)
     return Described(rows(checked, context), checked.describe())
 
 
-def rows(checked: Plan, context: Context = ALONE) -> Iterator[Row]:
+def rows(checked: RunPlan, context: Context = ALONE) -> Iterator[Row]:
     """The rows of a `plan`: per model its stages' rows merged, as each model finishes.
 
     Under torchrun a model is the unit of the shard: its stages run on one rank, then the blocks' cells follow.
     """
     stages = Context(progress=context.progress)  # a model's stages: all of them, on this rank
-    evaluate = partial(_evaluate, checked.train)
+    evaluate = partial(_evaluate, checked.train, checked.latency.evaluation)
     for index, spec in enumerate(checked.specs):
         if not context.owns(index):
             continue
         classes = checked.latency.num_classes if spec.kind == "model" else None
         seed = checked.config.train.seed
-        built = {spec.name: Built(spec, seed=seed, **({"num_classes": classes} if classes else {}))}
+        built = {spec.name: Built(spec, seed=seed, num_classes=classes) if classes else Built(spec, seed=seed)}
         timing = list(latency_runner.cells([spec], checked.latency, stages, built, "latency", evaluate))
         training = list(train_runner.cells(checked.train, stages, [spec], built)) if spec.kind == "model" else []
         trained_key = {f: c.keys[0][f] for c in training for f in train_runner.KEY_FIELDS if f in c.keys[0]}
@@ -177,8 +182,11 @@ def merge(timed: Row, counted: Row, trained: Row | None = None) -> Row:
     return row
 
 
-def _evaluate(prepared: train_runner.Prepared, predict: Callable[[torch.Tensor], Any], batch_size: int) -> Row:
-    """mIoU of a runtime session on the val split, as training measures it (`segbench.measure.training.evaluate`)."""
+def _evaluate(
+    prepared: train_runner.Prepared, protocol: EvalProtocol, predict: Callable[[torch.Tensor], Any], batch_size: int
+) -> Row:
+    """mIoU of a runtime session on the val split at ``protocol``, as training measures it
+    (`segbench.measure.training.evaluate`)."""
     from segbench.measure.training import evaluate
 
     accuracy = evaluate(
@@ -188,5 +196,6 @@ def _evaluate(prepared: train_runner.Prepared, predict: Callable[[torch.Tensor],
         size=prepared.size,
         device=prepared.config.device,
         batch_size=batch_size,
+        protocol=protocol,
     )
     return {"miou": accuracy.miou, "pixel_acc": accuracy.pixel_acc, "iou_per_class": accuracy.iou_per_class}

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from segbench.checks import check_device, check_positive, check_sizes, check_writable
+from segbench.data import train_size
 from segbench.errors import UserError
+from segbench.measure.protocols import WHOLE, EvalProtocol
 from segbench.rows.environment import device_name
 from segbench.rows.schema import spec_fields
 from segbench.runners import defaults
@@ -24,14 +26,10 @@ from segbench.runners.cells import ALONE, Built, Cell, Context, Described, Row, 
 from segbench.runners.weights import per_model
 
 if TYPE_CHECKING:
-    from torch.utils.data import Dataset
-
     from segbench.measure.data_parallel import DataParallel
     from segbench.measure.training import TrainSettings
-    from segbench.registry import ModelSpec
+    from segbench.registry import ModelSpec, SegmentationDataset
 
-#: ``--conv-backend`` default: measure each layer's CPU backend (`segbench.measure.convbackend`).
-AUTO = "auto"
 #: The ``--init`` source kind: a VGG16 classifier checkpoint in torchvision's layout.
 VGG16 = "vgg16"
 #: The fields of a training row that say which training it was (``--resume`` matches on them).
@@ -45,7 +43,8 @@ class TrainConfig:
     ``weights`` and ``save`` are paths in which ``{model}`` stands for the model's name (required
     when several models are trained). ``train_time`` (seconds per model) replaces ``steps``;
     ``conv_backend`` is ``auto`` or a row's ``train_conv_backend`` (CPU only); ``init`` is
-    ``vgg16:PATH`` (FCN backbones from a VGG16 classifier checkpoint). Under data-parallel training
+    ``vgg16:PATH`` (FCN backbones from a VGG16 classifier checkpoint); ``evaluation`` is the mIoU's
+    protocol (`segbench.measure.protocols`). Under data-parallel training
     (torchrun, `Context.parallel`) the batch size is the global batch, split over the ranks.
     """
 
@@ -60,8 +59,9 @@ class TrainConfig:
     weights: str | None = None
     save: str | None = None
     train_time: float | None = None
-    conv_backend: str = AUTO
+    conv_backend: str = "auto"  # measure each layer's CPU backend (`segbench.measure.convbackend.AUTO`)
     init: str | None = None
+    evaluation: EvalProtocol = WHOLE
 
     def __post_init__(self) -> None:
         from segbench.measure.convbackend import parse_plan
@@ -99,6 +99,7 @@ class TrainConfig:
             seed=self.seed,
             time_budget=self.train_time,
             conv_backend=self.conv_backend,
+            protocol=self.evaluation,
         )
 
     def check_parallel(self, parallel: DataParallel | None) -> None:
@@ -116,14 +117,14 @@ class Prepared:
 
     config: TrainConfig
     specs: tuple[ModelSpec, ...]
-    train_set: Dataset
-    val_set: Dataset
+    train_set: SegmentationDataset
+    val_set: SegmentationDataset
     weights: dict[str, str | None]
     save: dict[str, str | None]
 
     @property
     def size(self) -> tuple[int, int]:
-        return tuple(self.config.size or getattr(self.train_set, "default_size", defaults.TRAIN_SIZE))  # type: ignore
+        return train_size(self.train_set, self.config.size)
 
     def init(self, name: str) -> str:
         """The row's ``init``: ``scratch``, ``vgg16:PATH`` or ``weights:PATH``."""
@@ -177,7 +178,9 @@ def prepare(specs: Sequence[ModelSpec], config: TrainConfig, context: Context = 
     backbone = read_vgg16(init) if init is not None else None
     for spec in specs:
         _check_model(spec, train_set.num_classes, weights[spec.name], backbone, config.conv_backend)
-    return Prepared(config, tuple(specs), train_set, val_set, weights, save)
+    prepared = Prepared(config, tuple(specs), train_set, val_set, weights, save)
+    config.evaluation.check_size(prepared.size)
+    return prepared
 
 
 def _check_model(spec: ModelSpec, num_classes: int, weights: str | None, backbone: Any, conv_backend: str) -> None:
@@ -229,6 +232,7 @@ def cells(
             height=height,
             width=width,
             init=prepared.init(spec.name),
+            **config.evaluation.fields(),
             **({"train_steps": steps} if steps is not None else {"train_budget_seconds": config.train_time}),
         )
         model = (built or {}).get(spec.name) or Built(
@@ -239,6 +243,7 @@ def cells(
 
 def _measure(spec: ModelSpec, built: Built, prepared: Prepared, context: Context, keys: list[Row]) -> list[Row]:
     from segbench.measure.checkpoints import init_from_vgg16
+    from segbench.measure.convbackend import AUTO
     from segbench.measure.training import train_and_evaluate
 
     config, parallel = prepared.config, context.parallel

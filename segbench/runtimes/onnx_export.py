@@ -43,9 +43,8 @@ def export(model: nn.Module, example: torch.Tensor, workdir: Path, fold_bn: bool
     path = workdir / f"model{'-foldbn' if fold_bn else ''}.onnx"
     if path.exists():
         return path
-    network = model.cpu()
-    if fold_bn:
-        network = copy.deepcopy(network)
+    network = copy.deepcopy(model).cpu()  # a copy: `.cpu()` moves in place, and the caller's model
+    if fold_bn:  # is the cell's network, still on its device for the other rows
         fold_batchnorm(network)
     with quiet():
         torch.onnx.export(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,6 +30,15 @@ def unavailable(device: str) -> str | None:
     return None
 
 
+def compile_cpu(path: Path, threads: int, perf_count: bool = False) -> Any:
+    """The ONNX file compiled for the CPU as every segbench session is (``perf_count``: per-layer counters on)."""
+    import openvino
+
+    core = openvino.Core()
+    options = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    return core.compile_model(core.read_model(str(path)), "CPU", {**options, "PERF_COUNT": perf_count})
+
+
 def prepare(
     model: nn.Module,
     example: torch.Tensor,
@@ -40,16 +50,9 @@ def prepare(
     calibration: Sequence[torch.Tensor] = (),
 ) -> Session:
     """Export (or reuse the cell's export), quantize for int8, and compile for the CPU."""
-    import openvino
-
     start = time.perf_counter()
     path = onnx_file(model, example, variant, workdir, calibration)
-    core = openvino.Core()
-    compiled = core.compile_model(
-        core.read_model(str(path)),
-        "CPU",
-        {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"},
-    )
+    compiled = compile_cpu(path, threads)
     request = compiled.create_infer_request()
     inputs = {0: example.cpu().numpy()}
     logits = compiled.output(0)
