@@ -446,14 +446,8 @@ def train_and_evaluate(
             parallel=parallel,
             protocol=settings.protocol,
         )
-    saved = None
-    if save and (parallel is None or parallel.rank == 0):
-        try:
-            save_checkpoint(model, save)
-        except WriteError as exc:  # the measured mIoU stays in the row, beside why --save failed
-            saved = f"--save: {exc}"
     return {
-        **({"error": saved} if saved else {}),
+        **_saved(model, save, parallel),
         "dataset": train_set.name,
         "train_steps": steps,
         "train_seconds": seconds,
@@ -466,6 +460,16 @@ def train_and_evaluate(
         "peak_mem_mb": memory,
         **_conditions(settings.batch_size, size, train_set.num_classes, dev),
     }
+
+
+def _saved(model: nn.Module, save: str | Path | None, parallel: DataParallel | None) -> dict[str, Any]:
+    """Write ``save`` (rank 0 only); a failed write is the row's ``error``, beside the mIoU it keeps."""
+    if save and (parallel is None or parallel.rank == 0):
+        try:
+            save_checkpoint(model, save)
+        except WriteError as exc:
+            return {"error": f"--save: {exc}"}
+    return {}
 
 
 def _check_splits(train_set: SegmentationDataset, val_set: SegmentationDataset, trains: bool) -> None:
