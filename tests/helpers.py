@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
+from typer.testing import CliRunner, Result
 
+from segbench.cli import app
 from segbench.measure.session import Variant
 from segbench.registry import ModelSpec
 from segbench.rows.store import STORE_NAME
@@ -53,3 +55,10 @@ def written(folder: Path) -> list[Path]:
     """What a command wrote into ``folder`` apart from the history store (``segbench.db`` and SQLite's
     ``-wal``/``-shm`` beside it), which every saving command also keeps up to date."""
     return sorted(p for p in folder.iterdir() if not p.name.startswith(STORE_NAME))
+
+
+def tiny_latency(*options: str) -> Result:
+    """`segbench latency` of block_dsconv at 8x8, one call, no warm-up, rows as JSON on stdout, nothing
+    saved: the quickest CLI run, for tests of what ``options`` add."""
+    command = ["latency", "-m", "block_dsconv", "--size", "8x8", "--warmup", "0", "--iters", "1"]
+    return CliRunner().invoke(app, [*command, "--format", "json", "--no-save", *options])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import latency_row, written
+from helpers import latency_row, tiny_latency, written
 from torch import nn
 from typer.testing import CliRunner
 
@@ -471,24 +471,7 @@ def test_cli_json_output_parses_with_one_row_per_cell(tmp_path) -> None:
 
 
 def test_cli_row_errors_exit_1_and_keep_the_rows() -> None:
-    result = runner.invoke(
-        app,
-        [
-            "latency",
-            "-m",
-            "block_dsconv",
-            "--size",
-            "8x8",
-            "--iters",
-            "1",
-            "--warmup",
-            "0",
-            "--cuda-graph",
-            "--format",
-            "json",
-            "--no-save",
-        ],
-    )
+    result = tiny_latency("--cuda-graph")
     assert result.exit_code == 1
     rows = json.loads(result.stdout)
     assert [r["error"] for r in rows] == [None, "cuda graphs need --device cuda"]

@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from helpers import tiny_latency
 from torch import nn
 from typer.testing import CliRunner
 
@@ -177,25 +178,7 @@ def register_runtimes(register):
 def test_a_runtime_plugin_adds_rows_and_a_missing_one_says_how_to_install(fake_plugins):
     fake_plugins("segbench-torchscript", RUNTIME_PLUGIN)
     assert get_registry().runtimes["torchscript"].plugin == "segbench-torchscript"
-    result = runner.invoke(
-        app,
-        [
-            "latency",
-            "-m",
-            "block_dsconv",
-            "--size",
-            "8x8",
-            "--runtime",
-            "torch,torchscript,vendor_sdk",
-            "--warmup",
-            "0",
-            "--iters",
-            "1",
-            "--format",
-            "json",
-            "--no-save",
-        ],
-    )
+    result = tiny_latency("--runtime", "torch,torchscript,vendor_sdk")
     assert result.exit_code == 1
     _torch_row, script, missing = json.loads(result.stdout)
     assert (script["runtime"], script["error"], script["output_max_abs_diff"]) == ("torchscript", None, 0.0)
@@ -252,8 +235,7 @@ def test_latency_times_a_checked_weights_file(tmp_path):
     good, bad = tmp_path / "good.pt", tmp_path / "bad.pt"
     torch.save(get_registry().model("block_dsconv").build().state_dict(), good)
     torch.save({"weight": torch.zeros(1)}, bad)
-    args = ["latency", "-m", "block_dsconv", "--size", "8x8", "--warmup", "0", "--iters", "1", "--no-save"]
-    assert runner.invoke(app, [*args, "--weights", str(good)]).exit_code == 0
-    result = runner.invoke(app, [*args, "--weights", str(bad)])
+    assert tiny_latency("--weights", str(good)).exit_code == 0
+    result = tiny_latency("--weights", str(bad))
     assert result.exit_code == 2
     assert "bad.pt: weights do not fit block_dsconv" in result.stderr

@@ -120,6 +120,17 @@ CompileMode = Annotated[
 ]
 
 
+Runtimes = Annotated[
+    str,
+    typer.Option(
+        "--runtime",
+        "-r",
+        help="Comma list of runtimes (see segbench list), or 'all'. fp32 PyTorch eager is the reference.",
+    ),
+]
+FoldBN = Annotated[bool, typer.Option("--fold-bn", help="Add rows with BatchNorm folded into the conv before it.")]
+
+
 @dataclass(frozen=True)
 class Output:
     """Where a command's rows go: the stdout format, the results folder (``no_save``: none) and the
@@ -199,6 +210,29 @@ class Evaluation:
         )
 
 
+@dataclass(frozen=True)
+class Variants:
+    """The --runtime and variant options as given (latency, run); `runtimes` and `parsed` check them."""
+
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    compile_mode: str = "default"
+    cuda_graph: bool = False
+    fold_bn: bool = False
+    runtime: str = "torch"
+
+    def runtimes(self) -> list[str]:
+        """The runtime names of --runtime (the registry checks them)."""
+        return parse_names(self.runtime)
+
+    def parsed(self) -> list:
+        """The variants of --precision and the switches (`variants_of`)."""
+        return variants_of(
+            self.precision, self.channels_last, self.compile, self.cuda_graph, self.fold_bn, self.compile_mode
+        )
+
+
 def parse_scales(text: str) -> tuple[float, ...]:
     """``"0.5,1,1.5"`` -> (0.5, 1.0, 1.5); the protocol checks the values."""
     try:
@@ -207,7 +241,7 @@ def parse_scales(text: str) -> tuple[float, ...]:
         raise UserError(f"bad --scales {text!r}: expected numbers > 0, e.g. 0.5,1.0,1.5") from None
 
 
-#: The options behind a command parameter typed `Timing`, `Output` or `Evaluation`, in --help order,
+#: The options behind a command parameter typed `Timing`, `Output`, `Variants` or `Evaluation`, in --help order,
 #: as (the object's field, Typer annotation, default).
 GROUPS: dict[type, tuple[tuple[str, Any, Any], ...]] = {
     Timing: (
@@ -223,6 +257,15 @@ GROUPS: dict[type, tuple[tuple[str, Any, Any], ...]] = {
         ("out", Out, Path("results")),
         ("no_save", NoSave, False),
         ("resume", Resume, None),
+    ),
+    Variants: (
+        ("precision", Precisions, "fp32"),
+        ("channels_last", ChannelsLast, False),
+        ("compile", Compile, False),
+        ("compile_mode", CompileMode, "default"),
+        ("cuda_graph", CudaGraph, False),
+        ("fold_bn", FoldBN, False),
+        ("runtime", Runtimes, "torch"),
     ),
     Evaluation: (
         ("protocol", ProtocolName, "whole"),
@@ -316,15 +359,6 @@ def parse_names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()] or [text]
 
 
-Runtimes = Annotated[
-    str,
-    typer.Option(
-        "--runtime",
-        "-r",
-        help="Comma list of runtimes (see segbench list), or 'all'. fp32 PyTorch eager is the reference.",
-    ),
-]
-FoldBN = Annotated[bool, typer.Option("--fold-bn", help="Add rows with BatchNorm folded into the conv before it.")]
 TrainTime = Annotated[
     float | None,
     typer.Option(

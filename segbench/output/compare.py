@@ -81,16 +81,25 @@ def row_key(row: Row) -> tuple[Any, ...]:
 
 def key_label(row: Row) -> str:
     """A short name for a matched row: model, block geometry, size, batch, device, runtime and variant."""
-    parts = [str(row.get("model"))]
-    if row.get("kernel_size") is not None:
-        parts.append(f"K={row['kernel_size']} C={row.get('in_channels')} N={row.get('out_channels')}")
+    parts = [str(row.get("model")), *geometry_words(row)]
     if row.get("height") is not None:
         parts.append(f"{row['height']}x{row.get('width')}")
     if row.get("batch_size") is not None:
         parts.append(f"bs{row['batch_size']}")
     parts += [str(row[f]) for f in ("device", "runtime", "precision") if row.get(f) is not None]
-    parts += [f for f in ("channels_last", "compiled", "cuda_graph", "bn_folded") if row.get(f) is True]
-    return " ".join(parts)
+    return " ".join([*parts, *switch_words(row)])
+
+
+def geometry_words(row: Row) -> list[str]:
+    """``K=3 C=64 N=64`` for a block row, nothing for a model: what a label says of a block's geometry."""
+    if row.get("kernel_size") is None:
+        return []
+    return [f"K={row['kernel_size']} C={row.get('in_channels')} N={row.get('out_channels')}"]
+
+
+def switch_words(row: Row) -> list[str]:
+    """The names of the variant switches a row has on (``channels_last compiled``), for its label."""
+    return [f for f in ("channels_last", "compiled", "cuda_graph", "bn_folded") if row.get(f) is True]
 
 
 def _index(rows: Sequence[Row], which: str) -> dict[tuple[Any, ...], Row]:

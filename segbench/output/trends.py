@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from segbench.output.compare import geometry_words, switch_words
 from segbench.output.history import Series
 from segbench.rows.schema import JSON_ONLY_FIELDS
 
@@ -18,13 +19,11 @@ from segbench.rows.schema import JSON_ONLY_FIELDS
 def series_title(series: Series) -> str:
     """``fcn8s 1x512x1024 torch fp32 cpu (AMD EPYC, vm)``: what the series holds constant, in short."""
     key = series.key
-    parts = [str(key.get("model"))]
-    if key.get("kernel_size") is not None:
-        parts.append(f"K={key['kernel_size']} C={key.get('in_channels')} N={key.get('out_channels')}")
+    parts = [str(key.get("model")), *geometry_words(key)]
     if key.get("height") is not None:
         parts.append(f"{key.get('batch_size')}x{key['height']}x{key.get('width')}")
     parts += [str(key[f]) for f in ("runtime", "precision", "device") if key.get(f) is not None]
-    parts += [f for f in ("channels_last", "compiled", "cuda_graph", "bn_folded") if key.get(f) is True]
+    parts += switch_words(key)
     machine = ", ".join(str(key[f]) for f in ("device_name", "hostname") if key.get(f))
     return " ".join(parts) + (f" ({machine})" if machine else "")
 

@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from segbench.foreign import foreign_code
 from segbench.rows.row import Row
-from segbench.rows.schema import make_row
+from segbench.rows.schema import make_row, spec_fields
 
 if TYPE_CHECKING:
     from torch import nn
 
     from segbench.measure.data_parallel import DataParallel
+    from segbench.measure.session import Variant
     from segbench.registry import ModelSpec
 
 #: ``progress(model, what it is doing now)``: how runners report to a progress display.
@@ -33,6 +34,12 @@ ProgressCallback = Callable[[str, str], None]
 
 def no_progress(model: str, stage: str) -> None:
     """The progress callback of a runner called without a display."""
+
+
+def variant_key(spec: ModelSpec, device: str, label: str, runtime: Any, variant: Variant, **fields: Any) -> Row:
+    """The key of a runtime x variant cell (``label``: the device's name), so every runner that
+    sweeps runtimes and variants names its rows the same way."""
+    return spec_fields(spec, device=device, device_name=label, runtime=runtime.name, **variant.fields(), **fields)
 
 
 @dataclass(frozen=True)

@@ -36,10 +36,9 @@ from segbench.errors import UserError
 from segbench.measure.protocols import WHOLE, EvalProtocol, Predict
 from segbench.measure.session import Session, Variant, check_compile_modes
 from segbench.rows.environment import device_name
-from segbench.rows.schema import spec_fields
 from segbench.runners import defaults
 from segbench.runners.application import Application, Prepare, shape_folder
-from segbench.runners.cells import ALONE, Built, Cell, Context, Row, isolated, measure_cells
+from segbench.runners.cells import ALONE, Built, Cell, Context, Row, isolated, measure_cells, variant_key
 from segbench.runners.defaults import Timing
 from segbench.runners.processes import in_processes
 from segbench.runners.weights import check_weights, per_model
@@ -208,16 +207,16 @@ def cells(
         )
         for (height, width), batch in itertools.product(config.sizes or [spec.default_size], config.batch_sizes):
             keys = [
-                spec_fields(
+                variant_key(
                     spec,
-                    device=config.device,
-                    device_name=label,
+                    config.device,
+                    label,
+                    runtime,
+                    variant,
                     batch_size=batch,
                     height=height,
                     width=width,
                     num_classes=classes,
-                    runtime=runtime.name,
-                    **variant.fields(),
                     **(
                         config.evaluation.fields()
                         if spec.kind == "model" and (config.accuracy or config.end_to_end)

@@ -37,9 +37,8 @@ from segbench.checks import check_device, check_positive, check_precisions, chec
 from segbench.errors import UserError
 from segbench.measure.session import Variant
 from segbench.rows.environment import device_name
-from segbench.rows.schema import spec_fields
 from segbench.runners import defaults
-from segbench.runners.cells import ALONE, Built, Cell, Context, Row, measure_cells
+from segbench.runners.cells import ALONE, Built, Cell, Context, Row, measure_cells, variant_key
 
 if TYPE_CHECKING:
     import torch
@@ -170,15 +169,15 @@ def cells(specs: Sequence[ModelSpec], config: LoadConfig, context: Context = ALO
         model = Built(spec, seed=config.seed, num_classes=classes)
         height, width = config.size or spec.default_size
         for runtime, variant in config.combos():
-            key = spec_fields(
+            key = variant_key(
                 spec,
-                device=config.device,
-                device_name=label,
+                config.device,
+                label,
+                runtime,
+                variant,
                 height=height,
                 width=width,
                 num_classes=classes,
-                runtime=runtime.name,
-                **variant.fields(),
                 **config.settings(),
             )
             measure = partial(_measure, spec, model, runtime, variant, config, context, (height, width))

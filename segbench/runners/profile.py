@@ -31,9 +31,8 @@ from segbench.checks import check_device, check_positive, check_precisions, chec
 from segbench.errors import UserError
 from segbench.measure.session import Variant
 from segbench.rows.environment import cpu_name, device_name, fingerprint
-from segbench.rows.schema import spec_fields
 from segbench.runners import defaults
-from segbench.runners.cells import ALONE, Built, Cell, Context, Row, measure_cells
+from segbench.runners.cells import ALONE, Built, Cell, Context, Row, measure_cells, variant_key
 from segbench.runners.defaults import Timing
 
 if TYPE_CHECKING:
@@ -230,15 +229,8 @@ def cells(specs: Sequence[ModelSpec], config: ProfileConfig, context: Context) -
         model = Built(spec, seed=config.seed)
         height, width = config.size or spec.default_size
         for runtime, variant in config.combos():
-            key = spec_fields(
-                spec,
-                device=config.device,
-                device_name=label,
-                batch_size=config.batch_size,
-                height=height,
-                width=width,
-                runtime=runtime.name,
-                **variant.fields(),
+            key = variant_key(
+                spec, config.device, label, runtime, variant, batch_size=config.batch_size, height=height, width=width
             )
             shape = (config.batch_size, spec.input_channels(), height, width)
             measure = partial(_measure, model, shape, runtime, variant, config, context, calibrated)

@@ -13,15 +13,17 @@ choice, shared by both runtimes within a cell, and its int8 version.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from segbench.measure.faults import VariantUnavailable
 from segbench.measure.quiet import quiet
-from segbench.measure.session import Variant
+from segbench.measure.session import Session, Variant
 from segbench.runtimes.batchnorm import fold_batchnorm
 
 INPUT_NAME = "input"
@@ -66,6 +68,41 @@ def onnx_file(
     """The file a variant runs: the export (BatchNorm folded first if asked), quantized for int8."""
     path = export(model, example, workdir, variant.fold_bn)
     return quantize_int8(path, calibration, workdir) if variant.precision == "int8" else path
+
+
+#: An opened ONNX file: the session's ``call``, its ``predict`` and its ``tf32`` pair
+#: (`segbench.measure.session.Session`).
+Opened = tuple[Callable[[], Any], Callable[[torch.Tensor], torch.Tensor], tuple[bool | None, bool | None]]
+#: How an ONNX runtime opens the cell's file: ``(path, example, device, threads, variant)`` -> `Opened`.
+Opener = Callable[[Path, torch.Tensor, torch.device, int, Variant], Opened]
+
+
+def onnx_session(
+    open_file: Opener,
+    model: nn.Module,
+    example: torch.Tensor,
+    *,
+    device: torch.device,
+    variant: Variant,
+    threads: int,
+    workdir: Path,
+    calibration: Sequence[torch.Tensor] = (),
+) -> Session:
+    """The ``prepare`` of an ONNX runtime (``functools.partial`` it with its ``open_file``): export (or
+    reuse the cell's export), quantize for int8, open the file; the time of all three is the row's
+    prepare time, and the session runs outside torch, returning only when its result is on the host."""
+    start = time.perf_counter()
+    path = onnx_file(model, example, variant, workdir, calibration)
+    call, predict, tf32 = open_file(path, example, device, threads, variant)
+    return Session(
+        call=call,
+        predict=predict,
+        prepare_seconds=time.perf_counter() - start,
+        threads=threads,
+        in_torch=False,
+        blocking=True,
+        tf32=tf32,
+    )
 
 
 def quantize_int8(fp32: Path, calibration: Sequence[torch.Tensor], workdir: Path) -> Path:

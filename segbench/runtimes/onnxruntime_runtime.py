@@ -13,19 +13,17 @@ threads otherwise busy-wait after each call and steal the CPU from whatever runs
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from segbench.measure.faults import VariantUnavailable
-from segbench.measure.session import Session, Variant
+from segbench.measure.session import Variant
 from segbench.measure.settings import tf32_enabled
-from segbench.runtimes.onnx_export import INPUT_NAME, not_installed, onnx_file
+from segbench.runtimes.onnx_export import INPUT_NAME, Opened, not_installed, onnx_session
 
 INSTALL = "pip install 'segbench[onnx]'"
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -56,21 +54,10 @@ def session_options(threads: int) -> Any:
     return options
 
 
-def prepare(
-    model: nn.Module,
-    example: torch.Tensor,
-    *,
-    device: torch.device,
-    variant: Variant,
-    threads: int,
-    workdir: Path,
-    calibration: Sequence[torch.Tensor] = (),
-) -> Session:
-    """Export (or reuse the cell's export), quantize for int8, and open an ORT session."""
+def _open(path: Path, example: torch.Tensor, device: torch.device, threads: int, variant: Variant) -> Opened:
+    """An ORT session of ``path`` on ``device`` (`segbench.runtimes.onnx_export.Opener`)."""
     import onnxruntime as ort
 
-    start = time.perf_counter()
-    path = onnx_file(model, example, variant, workdir, calibration)
     options = session_options(threads)
     tf32 = device.type == "cuda" and variant.precision != "int8" and tf32_enabled("conv")
     if device.type == "cuda":
@@ -83,15 +70,11 @@ def prepare(
     def predict(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {INPUT_NAME: x.cpu().numpy()})[0])
 
-    return Session(
-        call=_bound_call(session, example, device),
-        predict=predict,
-        prepare_seconds=time.perf_counter() - start,
-        threads=threads,
-        in_torch=False,
-        blocking=True,
-        tf32=(tf32, tf32) if device.type == "cuda" else (None, None),
-    )
+    return _bound_call(session, example, device), predict, (tf32, tf32) if device.type == "cuda" else (None, None)
+
+
+#: Export (or reuse the cell's export), quantize for int8, and open an ORT session.
+prepare = partial(onnx_session, _open)
 
 
 def provider_of(device: torch.device, tf32: bool) -> str | tuple[str, dict[str, Any]]:

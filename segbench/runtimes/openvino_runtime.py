@@ -6,16 +6,14 @@ which would make an "fp32" row silently run in bf16 (int8 files keep their QDQ p
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from segbench.measure.session import Session, Variant
-from segbench.runtimes.onnx_export import not_installed, onnx_file
+from segbench.measure.session import Variant
+from segbench.runtimes.onnx_export import Opened, not_installed, onnx_session
 
 INSTALL = "pip install 'segbench[openvino]'"
 
@@ -39,19 +37,8 @@ def compile_cpu(path: Path, threads: int, perf_count: bool = False) -> Any:
     return core.compile_model(core.read_model(str(path)), "CPU", {**options, "PERF_COUNT": perf_count})
 
 
-def prepare(
-    model: nn.Module,
-    example: torch.Tensor,
-    *,
-    device: torch.device,
-    variant: Variant,
-    threads: int,
-    workdir: Path,
-    calibration: Sequence[torch.Tensor] = (),
-) -> Session:
-    """Export (or reuse the cell's export), quantize for int8, and compile for the CPU."""
-    start = time.perf_counter()
-    path = onnx_file(model, example, variant, workdir, calibration)
+def _open(path: Path, example: torch.Tensor, device: torch.device, threads: int, variant: Variant) -> Opened:
+    """``path`` compiled for the CPU (`segbench.runtimes.onnx_export.Opener`)."""
     compiled = compile_cpu(path, threads)
     request = compiled.create_infer_request()
     inputs = {0: example.cpu().numpy()}
@@ -60,11 +47,8 @@ def prepare(
     def predict(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(request.infer({0: x.cpu().numpy()})[logits].copy())
 
-    return Session(
-        call=lambda: request.infer(inputs),
-        predict=predict,
-        prepare_seconds=time.perf_counter() - start,
-        threads=threads,
-        in_torch=False,
-        blocking=True,
-    )
+    return (lambda: request.infer(inputs)), predict, (None, None)
+
+
+#: Export (or reuse the cell's export), quantize for int8, and compile for the CPU.
+prepare = partial(onnx_session, _open)
