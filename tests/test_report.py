@@ -213,6 +213,8 @@ def test_plots_without_their_fields_are_skipped_with_a_note(tmp_path):
         "skipped plot macs_vs_latency",
         "skipped plot k2_study",
         "skipped plot load_miss_rate",
+        "skipped plot roofline",
+        "skipped plot layer_time_by_op",
     ]
 
 

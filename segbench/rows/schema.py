@@ -106,9 +106,8 @@ def make_row(**fields: Unpack[RowFields]) -> Row:
     if unknown:
         raise KeyError(f"not result-row fields: {', '.join(sorted(unknown))}")
     row = dict.fromkeys(ROW_FIELDS)
-    row.update(fingerprint())
+    row.update(fingerprint(), schema_version=SCHEMA_VERSION)
     row.update(fields)
-    row["schema_version"] = SCHEMA_VERSION
     return row
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from segbench.checks import check_all_positive, check_device, check_kernel_sizes, check_positive, check_sizes
 from segbench.errors import UserError
@@ -26,6 +26,8 @@ from segbench.runners.defaults import Timing
 from segbench.runners.processes import in_processes
 
 if TYPE_CHECKING:
+    import torch
+
     from segbench.measure.timer import Protocol
     from segbench.registry import ModelSpec
 
@@ -125,28 +127,45 @@ def _measure_pair(
 ) -> list[Row]:
     """Both blocks of the pair counted and timed alternately, call by call (the ratios need both);
     the rows of ``keys`` returned."""
-    import tempfile
-    from pathlib import Path
-
     import torch
 
     from segbench.measure.macs import count_model
-    from segbench.measure.memory import peak_memory
-    from segbench.measure.session import Variant
-    from segbench.measure.settings import measurement_settings
-    from segbench.measure.timer import time_sessions
-    from segbench.rows.latency import latency_fields, speedup_fields
-    from segbench.runners.profile import cached_ceilings_for, network_roofline
-    from segbench.runtimes import torch_runtime
+    from segbench.rows.latency import speedup_fields
 
-    device = torch.device(config.device)
-    protocol = config.protocol
     height, width = pair[0]["height"], pair[0]["width"]
     example = torch.randn(
         config.batch_size, options["in_channels"], height, width, generator=torch.Generator().manual_seed(defaults.SEED)
     )
     models = [spec.build(**options).eval() for spec in specs]
     measured = [count_model(model, example).fields for model in models]
+    device_ms = _time_pair(models, example, measured, config)
+    baseline, other = measured
+    if baseline.get("roofline_ms") and other.get("roofline_ms"):
+        other["speedup_roofline"] = baseline["roofline_ms"] / other["roofline_ms"]
+    other.update(speedup_fields(device_ms[0], device_ms[1]))
+    other.update(pair_ratios({**pair[0], **baseline}, {**pair[1], **other}))
+    return [fields for key, fields in zip(pair, measured) if key in keys]
+
+
+def _time_pair(
+    models: list[torch.nn.Module], example: torch.Tensor, measured: list[dict[str, Any]], config: BlocksConfig
+) -> list[list[float]]:
+    """The two blocks timed alternately; each one's latency, memory and roofline fields added to its
+    ``measured`` row; the per-call times of each returned (for the speed-up)."""
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from segbench.measure.memory import peak_memory
+    from segbench.measure.session import Variant
+    from segbench.measure.settings import measurement_settings
+    from segbench.measure.timer import time_sessions
+    from segbench.rows.latency import latency_fields
+    from segbench.runners.profile import cached_ceilings_for, network_roofline
+    from segbench.runtimes import torch_runtime
+
+    device, protocol = torch.device(config.device), config.protocol
     with (
         measurement_settings(device, config.timing.threads) as threads,
         torch.inference_mode(),
@@ -175,9 +194,4 @@ def _measure_pair(
                 **variant.fields(),
             )
             fields.update(network_roofline(model, x, Variant(), roofs, fields["latency_ms_median"]))
-    baseline, other = measured
-    if baseline.get("roofline_ms") and other.get("roofline_ms"):
-        other["speedup_roofline"] = baseline["roofline_ms"] / other["roofline_ms"]
-    other.update(speedup_fields(timing.device_ms[0], timing.device_ms[1]))
-    other.update(pair_ratios({**pair[0], **baseline}, {**pair[1], **other}))
-    return [fields for key, fields in zip(pair, measured) if key in keys]
+    return timing.device_ms

@@ -342,9 +342,6 @@ def _measure_variant(
     """One runtime x variant: prepare it, then time it alternately with fp32 eager (alone if the two do not
     fit in memory together), measure and compare it; then what the application sees (mIoU, end to end)."""
 
-    from segbench.measure.faults import OOM, error_reason, release_memory
-    from segbench.measure.latency import measure_session
-    from segbench.rows.latency import measurement_fields
     from segbench.runners.profile import cached_ceilings_for, network_roofline
 
     config, device = sweep.config, x.device
@@ -367,36 +364,52 @@ def _measure_variant(
     if config.trace_dir is not None:
         batch, _, height, width = x.shape
         trace = config.trace_dir / f"{spec.name}-{batch}x{height}x{width}-{runtime.name}-{variant.tag}.json"
-    fields: Row | None = None
-    try:
-        fields = dict(
-            measurement_fields(
-                measure_session(
-                    session, x, reference, device=device, protocol=config.protocol, baseline=baseline, trace=trace
-                )
-            )
-        )
-    except Exception as exc:
-        # Paired, the fp32 network's calls share the device with this variant's: a variant that fits
-        # alone (fp16, where fp32 barely fits) must not be reported as out of memory. Timed alone, its
-        # row has no speed-up (its agreement still comes from the reference, already on the CPU).
-        if baseline is None or error_reason(exc) != OOM:
-            raise
-    if fields is None:  # retried here, outside the except: its traceback holds the failed call's tensors
-        release_memory(device)
-        baseline = None
-        fields = dict(
-            measurement_fields(
-                measure_session(session, x, reference, device=device, protocol=config.protocol, trace=trace)
-            )
-        )
-    fields["timing_protocol"] = defaults.protocol_label(config.protocol, paired=baseline is not None)
+    fields = _timed(session, x, reference, baseline, config.protocol, trace)
     prepare = _preparer(runtime.prepare, network, variant, device, threads, workdir, sweep.images)
     fields.update(application.fields(session, variant, x, prepare, reference_accuracy, own=reference_row))
     roofs = cached_ceilings_for(x, variant, threads)  # never measured here: `segbench profile` does
     fields["roofline_efficiency"] = network_roofline(network, x, variant, roofs, fields["latency_ms_median"]).get(
         "roofline_efficiency"
     )
+    return fields
+
+
+def _timed(
+    session: Session,
+    x: torch.Tensor,
+    reference: torch.Tensor | None,
+    baseline: Session | None,
+    protocol: Protocol,
+    trace: Path | None,
+) -> Row:
+    """The session's latency fields, timed alternately with ``baseline`` (fp32 eager) when there is one.
+
+    Paired, the fp32 network's calls share the device with this variant's: a variant that fits alone
+    (fp16, where fp32 barely fits) must not be reported as out of memory, so after an OOM it is timed
+    alone, without a speed-up (its agreement still comes from the reference, already on the CPU).
+    """
+    from segbench.measure.faults import OOM, error_reason, release_memory
+    from segbench.measure.latency import measure_session
+    from segbench.rows.latency import measurement_fields
+
+    device = x.device
+    fields: Row | None = None
+    try:
+        fields = dict(
+            measurement_fields(
+                measure_session(session, x, reference, device=device, protocol=protocol, baseline=baseline, trace=trace)
+            )
+        )
+    except Exception as exc:
+        if baseline is None or error_reason(exc) != OOM:
+            raise
+    if fields is None:  # retried here, outside the except: its traceback holds the failed call's tensors
+        release_memory(device)
+        baseline = None
+        fields = dict(
+            measurement_fields(measure_session(session, x, reference, device=device, protocol=protocol, trace=trace))
+        )
+    fields["timing_protocol"] = defaults.protocol_label(protocol, paired=baseline is not None)
     return fields
 
 
