@@ -23,7 +23,7 @@ from segbench.runners.cells import Cell, Context, Shard, measure_cells
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = Path(__file__).parent / "plugins"  # the segbench-faulty distribution: chatty_net, crashing_net
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-FAST = ["--warmup", "0", "--iters", "1"]
+FAST = ["--warmup", "0", "--iters", "1", "--processes", "1"]  # ranks here, not worker processes
 runner = CliRunner()
 
 

@@ -93,7 +93,9 @@ def sleeping(seconds: float, sizes: list[int] | None = None):
 
 
 def threads_now() -> set[threading.Thread]:
-    return set(threading.enumerate())
+    """The live threads: a run may leave none of its own (``threads_now() <= before``), while a thread of
+    an earlier test (rich's refresh thread, say) may end meanwhile."""
+    return {t for t in threading.enumerate() if t.is_alive()}
 
 
 # --- the engine ------------------------------------------------------------------------------------
@@ -117,7 +119,7 @@ def test_one_worker_keeps_up_exactly_while_the_service_time_is_below_the_period(
     before = threads_now()
     result = replay(stream_arrivals(1, 25, 0.5), [sleeping(0.02)], duration_s=0.5, deadline_s=0.04)
     fields = result.fields(0.04)
-    assert threads_now() == before
+    assert threads_now() <= before
     assert fields["offered_ips"] == 13 / 0.5  # frames at 0, 40, ..., 480 ms
     assert fields["dropped"] == 0 and fields["iters"] == 13
     assert fields["deadline_miss_rate"] <= 1 / 13  # one scheduling hiccup of > 20 ms allowed
@@ -176,7 +178,7 @@ def test_a_worker_that_raises_stops_the_run_and_leaves_no_thread() -> None:
     with pytest.raises(RuntimeError, match="broken"):
         replay(stream_arrivals(1, 20, 5.0), [broken, sleeping(0.01)], duration_s=5.0)
     assert time.perf_counter() - started < 2.5  # stopped, not played to the end
-    assert threads_now() == before
+    assert threads_now() <= before
 
 
 def test_ctrl_c_in_a_worker_reaches_the_caller_after_every_thread_ended() -> None:
@@ -187,7 +189,7 @@ def test_ctrl_c_in_a_worker_reaches_the_caller_after_every_thread_ended() -> Non
 
     with pytest.raises(KeyboardInterrupt):
         replay(stream_arrivals(1, 20, 1.0), [interrupted, sleeping(0.01)], duration_s=1.0)
-    assert threads_now() == before
+    assert threads_now() <= before
 
 
 def test_offline_calls_are_timed_in_a_thread_of_their_own_that_ends() -> None:
@@ -203,7 +205,7 @@ def test_offline_calls_are_timed_in_a_thread_of_their_own_that_ends() -> None:
     assert set(callers) == {"segbench-load-offline"}
     with pytest.raises(ZeroDivisionError):
         time_calls(lambda: 1 / 0, 1.0)
-    assert threads_now() == before
+    assert threads_now() <= before
 
 
 # --- the search ------------------------------------------------------------------------------------
@@ -283,7 +285,7 @@ def test_find_max_finds_the_stream_count_queueing_predicts(sleepers) -> None:
     before = threads_now()
     config = LoadConfig(fps=10, duration_s=0.6, find_max=True, miss_budget=0.2)
     rows = list(load([_spec("sleep40_net")], config))
-    assert threads_now() == before
+    assert threads_now() <= before
     (found,) = [r["streams"] for r in rows if r["search"] == "max"]
     assert found in (1, 2)  # 2 exactly on a quiet machine
     assert (rows[0]["streams"], rows[0]["search"]) == (1, "probe")
@@ -416,7 +418,7 @@ def test_a_worker_that_raises_errors_its_row_and_ends_cleanly(sleepers) -> None:
     before = threads_now()
     (row,) = load([_spec("breaking_net")], LoadConfig(fps=20, duration_s=2.0))
     assert row["error"] == "RuntimeError: the worker's model broke"
-    assert threads_now() == before
+    assert threads_now() <= before
 
 
 @pytest.mark.parametrize(

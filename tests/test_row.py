@@ -20,4 +20,10 @@ def test_the_schema_sets_follow_the_declared_types():
     assert list(ROW_FIELDS[:3]) == ["model", "kind", "family"] and BREAKDOWN_FIELDS == ("operator", "module", "share")
     assert not set(BREAKDOWN_FIELDS) & set(ROW_FIELDS)
     assert {"model", "hostname", "error", "cores"} <= TEXT_FIELDS and not {"miou", "batch_size", "rank"} & TEXT_FIELDS
-    assert {"iou_per_class", "mac_notes", "latency_samples_ms"} == JSON_ONLY_FIELDS
+    assert {
+        "iou_per_class",
+        "mac_notes",
+        "latency_samples_ms",
+        "latency_speedup_samples",
+        "samples_per_process",
+    } == JSON_ONLY_FIELDS
