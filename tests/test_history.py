@@ -119,7 +119,10 @@ def test_a_30_percent_step_at_run_5_is_the_one_change_point(stepped):
     runs = sorted(load_rows(stepped.glob("*.json")), key=lambda r: r["timestamp"])
     assert change["index"] == 4 and change["run_id"] == runs[4]["run_id"]
     assert change["timestamp"] == runs[4]["timestamp"] and change["project_git_sha"] == runs[4]["project_git_sha"]
-    assert change["ratio_ci_low"] <= 1.3 <= change["ratio_ci_high"]
+    # the true ratio is (1.3 x PACE_MS + w) / (PACE_MS + w), w the cost of a call beyond its pacing (the
+    # timer, a late wake-up): 1.3 at w = 0, 1.2963 at w = 0.5 ms; the interval must hold part of that range
+    # (on an idle machine it is narrow enough to fall just below 1.3 itself)
+    assert change["ratio_ci_low"] <= 1.3 and change["ratio_ci_high"] >= (1.3 * 40 + 0.5) / (40 + 0.5)
     assert change["ratio_ci_high"] / change["ratio_ci_low"] < 1.25  # informative on a loaded machine too
     before = math.exp(sum(math.log(r["latency_ms_median"]) for r in runs[:4]) / 4)
     assert change["before"] == pytest.approx(before)
